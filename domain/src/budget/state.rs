@@ -1,0 +1,105 @@
+//! The ledger's state, folded from its events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::{Micros, ReservationId};
+
+/// The month's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub soft: Micros,
+    pub hard: Micros,
+    pub alert_thresholds_pct: Vec<u8>,
+}
+
+/// A reservation that still holds money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReservation {
+    pub amount: Micros,
+    pub purpose: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How a reservation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationOutcome {
+    Committed,
+    Released,
+    Expired,
+}
+
+impl fmt::Display for ReservationOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReservationOutcome::Committed => "committed",
+            ReservationOutcome::Released => "released",
+            ReservationOutcome::Expired => "expired",
+        })
+    }
+}
+
+/// Where the ledger stands against its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetStatus {
+    Ok,
+    SoftExceeded,
+    HardReached,
+}
+
+impl BudgetStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetStatus::Ok => "ok",
+            BudgetStatus::SoftExceeded => "soft_exceeded",
+            BudgetStatus::HardReached => "hard_reached",
+        }
+    }
+}
+
+/// Everything `decide` needs to know about one month's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct State {
+    pub limits: Option<Limits>,
+    pub committed: Micros,
+    /// Sum of the open reservations' amounts, kept in step with `open`.
+    pub reserved: Micros,
+    pub open: BTreeMap<ReservationId, OpenReservation>,
+    pub settled: BTreeMap<ReservationId, ReservationOutcome>,
+    pub thresholds_crossed: BTreeSet<u8>,
+}
+
+impl State {
+    /// Money neither spent nor held, floored at zero (the ledger can stand above its
+    /// hard limit after an overrun).
+    pub fn available(&self) -> Micros {
+        match &self.limits {
+            Some(l) => l
+                .hard
+                .saturating_sub(self.committed.saturating_add(self.reserved)),
+            None => Micros::ZERO,
+        }
+    }
+
+    pub fn status(&self) -> BudgetStatus {
+        status_of(self.limits.as_ref(), self.committed, self.reserved)
+    }
+}
+
+/// The status for given limits and totals, shared with the read models so the API and
+/// the ledger can never disagree on what "soft exceeded" means.
+pub fn status_of(limits: Option<&Limits>, committed: Micros, reserved: Micros) -> BudgetStatus {
+    let Some(limits) = limits else {
+        return BudgetStatus::HardReached;
+    };
+    let used = committed.saturating_add(reserved);
+    if used >= limits.hard {
+        BudgetStatus::HardReached
+    } else if used > limits.soft {
+        BudgetStatus::SoftExceeded
+    } else {
+        BudgetStatus::Ok
+    }
+}

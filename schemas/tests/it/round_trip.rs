@@ -1,0 +1,273 @@
+//! Every domain event survives `encode`, a trip through JSON text, and `decode`
+//! unchanged: what projections and replays read back is exactly what `decide` produced.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use domain::{CampaignId, Channel, Micros, Period, ReservationId, budget, post};
+use proptest::prelude::*;
+use schemas::{DomainEvent, EVENT_TYPES, decode, encode};
+use uuid::Uuid;
+
+fn micros() -> impl Strategy<Value = Micros> {
+    prop_oneof![Just(0), 0..=1_000_000_000_i64, 0..=i64::MAX]
+        .prop_map(|v| Micros::new(v).expect("the strategy yields no negative amount"))
+}
+
+fn uuid() -> impl Strategy<Value = Uuid> {
+    any::<u128>().prop_map(Uuid::from_u128)
+}
+
+fn reservation_id() -> impl Strategy<Value = ReservationId> {
+    uuid().prop_map(ReservationId::from_uuid)
+}
+
+fn timestamp() -> impl Strategy<Value = DateTime<Utc>> {
+    // From 1970 to the end of 9999, the range RFC 3339 can write, with nanoseconds.
+    (0_i64..=253_402_300_799, 0_u32..1_000_000_000).prop_map(|(secs, nanos)| {
+        DateTime::from_timestamp(secs, nanos).expect("the strategy stays in chrono's range")
+    })
+}
+
+fn period() -> impl Strategy<Value = Period> {
+    (1970_i32..=9999, 1_u32..=12)
+        .prop_map(|(y, m)| Period::new(y, m).expect("the strategy yields valid months"))
+}
+
+fn channel() -> impl Strategy<Value = Channel> {
+    "[a-z0-9_-]{1,64}".prop_map(|s| Channel::new(&s).expect("the regex matches valid slugs"))
+}
+
+fn budget_event() -> impl Strategy<Value = budget::Event> {
+    use budget::Event::*;
+    prop_oneof![
+        (
+            micros(),
+            micros(),
+            prop::collection::vec(any::<u8>(), 0..12),
+            prop::option::of(period())
+        )
+            .prop_map(
+                |(soft, hard, alert_thresholds_pct, inherited_from)| LimitsSet {
+                    soft,
+                    hard,
+                    alert_thresholds_pct,
+                    inherited_from,
+                }
+            ),
+        (reservation_id(), micros(), any::<String>(), timestamp()).prop_map(
+            |(reservation_id, amount, purpose, expires_at)| Reserved {
+                reservation_id,
+                amount,
+                purpose,
+                expires_at,
+            }
+        ),
+        (reservation_id(), micros(), micros()).prop_map(|(reservation_id, reserved, actual)| {
+            Committed {
+                reservation_id,
+                reserved,
+                actual,
+            }
+        }),
+        (reservation_id(), micros(), micros(), micros()).prop_map(
+            |(reservation_id, reserved, actual, overrun)| Overrun {
+                reservation_id,
+                reserved,
+                actual,
+                overrun,
+            }
+        ),
+        (reservation_id(), micros()).prop_map(|(reservation_id, amount)| Released {
+            reservation_id,
+            amount
+        }),
+        (reservation_id(), micros(), timestamp()).prop_map(
+            |(reservation_id, amount, expired_at)| Expired {
+                reservation_id,
+                amount,
+                expired_at,
+            }
+        ),
+        (any::<u8>(), micros(), micros()).prop_map(|(threshold_pct, committed, hard)| {
+            ThresholdCrossed {
+                threshold_pct,
+                committed,
+                hard,
+            }
+        }),
+    ]
+}
+
+fn post_event() -> impl Strategy<Value = post::Event> {
+    use post::Event::*;
+    prop_oneof![
+        (
+            channel(),
+            any::<String>(),
+            prop::option::of(uuid().prop_map(CampaignId::from_uuid))
+        )
+            .prop_map(|(channel, body, campaign_id)| Created {
+                channel,
+                body,
+                campaign_id,
+            }),
+        any::<String>().prop_map(|body| Edited { body }),
+        timestamp().prop_map(|publish_at| Scheduled { publish_at }),
+        prop_oneof![
+            Just(post::PublishTrigger::Manual),
+            Just(post::PublishTrigger::Schedule)
+        ]
+        .prop_map(|trigger| PublishRequested { trigger }),
+        (any::<String>(), prop::option::of(any::<String>())).prop_map(|(network_post_id, url)| {
+            Published {
+                network_post_id,
+                url,
+            }
+        }),
+        any::<String>().prop_map(|reason| PublishFailed { reason }),
+        Just(Cancelled),
+    ]
+}
+
+fn domain_event() -> impl Strategy<Value = DomainEvent> {
+    prop_oneof![
+        budget_event().prop_map(DomainEvent::Budget),
+        post_event().prop_map(DomainEvent::Post),
+    ]
+}
+
+/// Encodes, writes the data as JSON text as the event store does, reads it back, decodes.
+fn round_trip(event: &DomainEvent) -> DomainEvent {
+    let encoded = encode(event);
+    let text = serde_json::to_string(&encoded.data).expect("a JSON value always prints");
+    let data: serde_json::Value = serde_json::from_str(&text).expect("printed JSON parses");
+    decode(encoded.event_type, encoded.schema_version, &data)
+        .unwrap_or_else(|e| panic!("{event:?} encoded as {text} does not decode: {e:?}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_domain_event_decodes_to_itself_after_encoding(event in domain_event()) {
+        prop_assert_eq!(round_trip(&event), event);
+    }
+
+    #[test]
+    fn encode_always_writes_the_latest_version_of_a_listed_type(event in domain_event()) {
+        let encoded = encode(&event);
+        prop_assert!(EVENT_TYPES.contains(&(encoded.event_type, encoded.schema_version)));
+    }
+}
+
+/// One event of every kind, with fixed values.
+fn one_of_each() -> Vec<DomainEvent> {
+    let id = ReservationId::from_uuid(Uuid::from_u128(7));
+    let at = DateTime::from_timestamp(1_793_000_000, 0).expect("a 2026 timestamp");
+    let usd = |n: i64| Micros::new(n * 1_000_000).expect("positive");
+    vec![
+        budget::Event::LimitsSet {
+            soft: usd(400),
+            hard: usd(500),
+            alert_thresholds_pct: vec![50, 80],
+            inherited_from: None,
+        }
+        .into(),
+        budget::Event::Reserved {
+            reservation_id: id,
+            amount: usd(1),
+            purpose: "draft".into(),
+            expires_at: at,
+        }
+        .into(),
+        budget::Event::Committed {
+            reservation_id: id,
+            reserved: usd(1),
+            actual: usd(1),
+        }
+        .into(),
+        budget::Event::Overrun {
+            reservation_id: id,
+            reserved: usd(1),
+            actual: usd(2),
+            overrun: usd(1),
+        }
+        .into(),
+        budget::Event::Released {
+            reservation_id: id,
+            amount: usd(1),
+        }
+        .into(),
+        budget::Event::Expired {
+            reservation_id: id,
+            amount: usd(1),
+            expired_at: at,
+        }
+        .into(),
+        budget::Event::ThresholdCrossed {
+            threshold_pct: 80,
+            committed: usd(400),
+            hard: usd(500),
+        }
+        .into(),
+        post::Event::Created {
+            channel: Channel::new("linkedin").expect("a valid slug"),
+            body: "Hello".into(),
+            campaign_id: None,
+        }
+        .into(),
+        post::Event::Edited {
+            body: "Hello!".into(),
+        }
+        .into(),
+        post::Event::Scheduled { publish_at: at }.into(),
+        post::Event::PublishRequested {
+            trigger: post::PublishTrigger::Schedule,
+        }
+        .into(),
+        post::Event::Published {
+            network_post_id: "urn:li:share:1".into(),
+            url: None,
+        }
+        .into(),
+        post::Event::PublishFailed {
+            reason: "token expired".into(),
+        }
+        .into(),
+        post::Event::Cancelled.into(),
+    ]
+}
+
+#[test]
+fn every_listed_event_type_is_written_by_some_domain_event() {
+    let events = one_of_each();
+    let written: BTreeSet<(&str, u32)> = events
+        .iter()
+        .map(|e| {
+            let encoded = encode(e);
+            (encoded.event_type, encoded.schema_version)
+        })
+        .collect();
+    let listed: BTreeSet<(&str, u32)> = EVENT_TYPES.iter().copied().collect();
+    assert_eq!(written, listed);
+    for event in &events {
+        assert_eq!(&round_trip(event), event);
+    }
+}
+
+#[test]
+fn optional_fields_are_left_out_when_absent_and_null_is_read_as_absent() {
+    let event: DomainEvent = post::Event::Published {
+        network_post_id: "urn:li:share:1".into(),
+        url: None,
+    }
+    .into();
+    let encoded = encode(&event);
+    assert_eq!(
+        encoded.data,
+        serde_json::json!({ "network_post_id": "urn:li:share:1" })
+    );
+    let with_null = serde_json::json!({ "network_post_id": "urn:li:share:1", "url": null });
+    assert_eq!(decode("post.published", 1, &with_null).ok(), Some(event));
+}
