@@ -1,0 +1,199 @@
+//! The event store: the source of truth every other part of Tidemark is derived from.
+//!
+//! Appends are per stream with an expected version (optimistic concurrency); each
+//! appended event also gets a global position, and readers tail the global log by
+//! position. The store knows nothing of the domain: events arrive already encoded
+//! (`type`, `schema_version`, JSON `data`) by the `schemas` crate.
+//!
+//! [`EventStore`] is implemented by [`sqlite::SqliteStore`] (the embedded default) and
+//! is the contract the PostgreSQL store will also pass; `contract` holds the test suite
+//! every implementation must pass.
+
+pub mod contract;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// A stream's version: the number of events in it. A stream that does not exist yet
+/// is at version 0; its first event has version 1.
+pub type Version = u64;
+
+/// A position in the global log. The first event ever appended has position 1; 0
+/// means "before everything".
+pub type Position = u64;
+
+/// What the caller believes the stream's version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the version (no concurrency check).
+    Any,
+    /// Append only if the stream is exactly at this version (0: the stream must not exist).
+    Exact(Version),
+}
+
+/// Who did it and why, carried in every envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    /// The subject of the token that issued the command, or the component's name.
+    pub actor: String,
+}
+
+/// An encoded event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+/// An event as stored, with its full envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub global_position: Position,
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub stream_id: String,
+    pub version: Version,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+/// The answer a command gave, kept under its `Idempotency-Key` so a retry returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotentResponse {
+    /// SHA-256 of the command name and canonical request body, hex encoded.
+    pub request_hash: String,
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// An idempotency key to record in the same transaction as the append, so the events
+/// and the memory of having produced them can never disagree. When the response body
+/// is a JSON object, the store adds the append's last global `position` to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    pub response: IdempotentResponse,
+}
+
+/// One atomic append to one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    pub tenant_id: Uuid,
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub metadata: Metadata,
+    pub events: Vec<NewEvent>,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The stream's version after the append.
+    pub version: Version,
+    /// Global position of the first and last appended event.
+    pub first_position: Position,
+    pub last_position: Position,
+}
+
+/// Why an append or read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {stream_id} is at version {actual}, not the expected {expected}")]
+    VersionConflict {
+        stream_id: String,
+        expected: Version,
+        actual: Version,
+    },
+    #[error("idempotency key {0:?} was already used")]
+    IdempotencyKeyTaken(String),
+    #[error("stream {stream_id} belongs to another tenant")]
+    WrongTenant { stream_id: String },
+    #[error("an append must carry at least one event")]
+    EmptyAppend,
+    #[error("the event store is shutting down")]
+    Closed,
+    #[error("event store database error")]
+    Database(#[from] sqlx::Error),
+    #[error("event store migration failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The event store contract.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events to one stream atomically if it is at the expected version.
+    /// With an idempotency record, the record is stored in the same transaction; if
+    /// the key is already taken nothing is appended and `IdempotencyKeyTaken` is returned.
+    async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError>;
+
+    /// Reads a stream's events with `version > after_version`, in version order.
+    async fn read_stream(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        after_version: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads up to `limit` events of the global log with `position > after`, in order.
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Highest position that is committed and visible to `read_all`.
+    async fn head(&self) -> Result<Position, StoreError>;
+
+    /// A receiver of the head position, updated after every commit this store (or,
+    /// for a shared database, any process) makes visible. Tailers await changes on it
+    /// instead of polling in a loop.
+    fn watch_head(&self) -> watch::Receiver<Position>;
+
+    /// The stored answer for an idempotency key, if any.
+    async fn idempotent_response(
+        &self,
+        tenant_id: Uuid,
+        key: &str,
+    ) -> Result<Option<IdempotentResponse>, StoreError>;
+
+    /// Stores an answer that appended nothing (a rejection) under an idempotency key.
+    /// Returns false when the key was already taken, in which case nothing changes.
+    async fn remember_response(
+        &self,
+        tenant_id: Uuid,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Waits until the store's head reaches `position` or `timeout` passes; returns the
+/// head seen last. Shared by every tailer so none of them polls in a busy loop.
+pub async fn wait_for_head(
+    head: &mut watch::Receiver<Position>,
+    position: Position,
+    timeout: Duration,
+) -> Position {
+    let reached = match tokio::time::timeout(timeout, head.wait_for(|h| *h >= position)).await {
+        Ok(Ok(seen)) => Some(*seen),
+        _ => None,
+    };
+    // Timed out, or the store was dropped: report what we last saw.
+    reached.unwrap_or_else(|| *head.borrow())
+}
