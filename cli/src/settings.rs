@@ -1,0 +1,84 @@
+//! Typed, layered settings: built-in defaults, then an optional TOML file, then
+//! `TIDEMARK_SECTION__KEY` environment variables, then command-line flags. Loaded
+//! once at start-up, validated, and passed down; nothing reads them globally.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Every setting of the `tidemark` binary.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    /// Where the embedded deployment keeps its SQLite files and dev secret.
+    pub data_dir: PathBuf,
+    pub auth: AuthSettings,
+    pub query: QuerySettings,
+    pub workflows: WorkflowSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// Interface to bind; loopback by default.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    /// HS256 secret for bearer tokens. When absent, `tidemark dev` creates one in the
+    /// data directory (`jwt-secret`) and `tidemark token` reads it from there.
+    pub jwt_secret: Option<SecretString>,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.jwt_secret.is_some() { "[redacted]" } else { "unset" };
+        f.debug_struct("AuthSettings").field("jwt_secret", &shown).finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuerySettings {
+    /// Longest a query waits for `min_position`, in milliseconds.
+    pub consistency_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkflowSettings {
+    /// How often the scheduler and the reservation-expiry sweeper run, in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut builder = config::Config::builder()
+            .set_default("http.host", "127.0.0.1")?
+            .set_default("http.port", 8080)?
+            .set_default("http.max_body_bytes", 64 * 1024)?
+            .set_default("data_dir", "./data")?
+            .set_default("query.consistency_wait_ms", 5_000)?
+            .set_default("workflows.tick_ms", 1_000)?;
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(config::Environment::with_prefix("TIDEMARK").prefix_separator("_").separator("__"))
+            .build()?
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.http.max_body_bytes >= 1024, "http.max_body_bytes must be at least 1024");
+        anyhow::ensure!(self.workflows.tick_ms >= 10, "workflows.tick_ms must be at least 10");
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! Adapts each domain aggregate to the one generic command loop in [`crate::service`].
+//!
+//! The domain exposes plain `decide`/`evolve` functions per module; this trait names
+//! them, plus the conversions to and from the stored form, so the loop that loads,
+//! decides, appends and retries is written once.
+
+use domain::{budget, post};
+use schemas::DomainEvent;
+
+/// A domain aggregate as the command loop sees it.
+pub trait Aggregate: Send + Sync + 'static {
+    type State: Clone + Default + Send + Sync + 'static;
+    type Command: Clone + Send + 'static;
+    type Event: Clone + Send + 'static;
+    type Ctx: Send + Sync;
+    type Rejection: std::error::Error + Send + 'static;
+
+    /// Short name for logs and metrics.
+    const NAME: &'static str;
+
+    fn decide(
+        state: &Self::State,
+        command: Self::Command,
+        ctx: &Self::Ctx,
+    ) -> Result<Vec<Self::Event>, Self::Rejection>;
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+    fn wrap(event: Self::Event) -> DomainEvent;
+    /// The aggregate's own event, or `None` when a stored event belongs elsewhere
+    /// (which would mean a corrupted stream).
+    fn unwrap(event: DomainEvent) -> Option<Self::Event>;
+}
+
+/// The monthly budget ledger.
+pub struct Budget;
+
+impl Aggregate for Budget {
+    type State = budget::State;
+    type Command = budget::Command;
+    type Event = budget::Event;
+    type Ctx = budget::Ctx;
+    type Rejection = budget::Rejection;
+    const NAME: &'static str = "budget";
+
+    fn decide(
+        state: &Self::State,
+        command: Self::Command,
+        ctx: &Self::Ctx,
+    ) -> Result<Vec<Self::Event>, Self::Rejection> {
+        budget::decide(state, command, ctx)
+    }
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
+        budget::evolve(state, event)
+    }
+    fn wrap(event: Self::Event) -> DomainEvent {
+        DomainEvent::Budget(event)
+    }
+    fn unwrap(event: DomainEvent) -> Option<Self::Event> {
+        match event {
+            DomainEvent::Budget(e) => Some(e),
+            DomainEvent::Post(_) => None,
+        }
+    }
+}
+
+/// A post.
+pub struct Post;
+
+impl Aggregate for Post {
+    type State = post::State;
+    type Command = post::Command;
+    type Event = post::Event;
+    type Ctx = post::Ctx;
+    type Rejection = post::Rejection;
+    const NAME: &'static str = "post";
+
+    fn decide(
+        state: &Self::State,
+        command: Self::Command,
+        ctx: &Self::Ctx,
+    ) -> Result<Vec<Self::Event>, Self::Rejection> {
+        post::decide(state, command, ctx)
+    }
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
+        post::evolve(state, event)
+    }
+    fn wrap(event: Self::Event) -> DomainEvent {
+        DomainEvent::Post(event)
+    }
+    fn unwrap(event: DomainEvent) -> Option<Self::Event> {
+        match event {
+            DomainEvent::Post(e) => Some(e),
+            DomainEvent::Budget(_) => None,
+        }
+    }
+}

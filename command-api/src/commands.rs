@@ -1,0 +1,290 @@
+//! The table of commands: name, required role, and how a request body becomes a
+//! domain command. The same table registers the routes and writes their OpenAPI
+//! entries, so a command cannot exist without being documented.
+
+use auth::Role;
+use chrono::{DateTime, Utc};
+use domain::{CampaignId, Channel, Micros, Period, PostId, budget, post};
+use schemas::commands as body;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::service::{reservation_id_or_new, ttl_from_seconds};
+
+/// What a command request turns into.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Budget {
+        period: Option<Period>,
+        command: budget::Command,
+    },
+    Post {
+        post_id: PostId,
+        expected_version: Option<u64>,
+        command: post::Command,
+    },
+}
+
+/// A parsed command: the action to run and the ids to answer with (the `position`
+/// is added once the events are stored).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub response: Map<String, Value>,
+    pub action: Action,
+}
+
+/// One row of the command table.
+pub struct CommandRoute {
+    pub name: &'static str,
+    pub role: Role,
+    pub summary: &'static str,
+    pub plan: fn(Value, DateTime<Utc>) -> Result<Planned, ApiError>,
+    /// Names of the id fields the answer carries besides `position`.
+    pub answer_ids: &'static [&'static str],
+    /// Problem codes this command can answer, with their status.
+    pub errors: &'static [(u16, &'static str)],
+}
+
+/// Every command the API accepts.
+pub const COMMANDS: &[CommandRoute] = &[
+    CommandRoute {
+        name: "set-budget-limits",
+        role: Role::Admin,
+        summary: "Set a month's soft and hard AI budget limits and alert thresholds",
+        plan: plan_set_limits,
+        answer_ids: &["period"],
+        errors: &[
+            (422, "hard_limit_zero"),
+            (422, "soft_limit_above_hard_limit"),
+            (422, "invalid_alert_thresholds"),
+            (422, "invalid_period"),
+        ],
+    },
+    CommandRoute {
+        name: "reserve-budget",
+        role: Role::Editor,
+        summary: "Hold budget for work about to be done; refused past the hard limit",
+        plan: plan_reserve,
+        answer_ids: &["reservation_id"],
+        errors: &[
+            (422, "budget_exceeded"),
+            (422, "budget_not_configured"),
+            (422, "amount_not_positive"),
+            (422, "invalid_ttl"),
+            (422, "invalid_purpose"),
+            (409, "reservation_already_exists"),
+        ],
+    },
+    CommandRoute {
+        name: "commit-budget",
+        role: Role::Editor,
+        summary: "Settle a reservation at the amount actually spent",
+        plan: plan_commit,
+        answer_ids: &["reservation_id"],
+        errors: &[(404, "reservation_not_found"), (409, "reservation_already_settled")],
+    },
+    CommandRoute {
+        name: "release-budget",
+        role: Role::Editor,
+        summary: "Give a reservation back unused",
+        plan: plan_release,
+        answer_ids: &["reservation_id"],
+        errors: &[(404, "reservation_not_found"), (409, "reservation_already_settled")],
+    },
+    CommandRoute {
+        name: "create-post",
+        role: Role::Editor,
+        summary: "Create a draft post for a channel",
+        plan: plan_create_post,
+        answer_ids: &["post_id"],
+        errors: &[(409, "post_already_exists"), (422, "invalid_post_body"), (422, "invalid_channel")],
+    },
+    CommandRoute {
+        name: "edit-post",
+        role: Role::Editor,
+        summary: "Change the body of a draft or scheduled post",
+        plan: plan_edit_post,
+        answer_ids: &["post_id"],
+        errors: POST_ERRORS,
+    },
+    CommandRoute {
+        name: "schedule-post",
+        role: Role::Editor,
+        summary: "Schedule (or reschedule) a post for a future time",
+        plan: plan_schedule_post,
+        answer_ids: &["post_id"],
+        errors: &[
+            (404, "post_not_found"),
+            (409, "invalid_post_transition"),
+            (409, "version_conflict"),
+            (422, "publish_time_in_past"),
+        ],
+    },
+    CommandRoute {
+        name: "publish-post",
+        role: Role::Editor,
+        summary: "Publish a post now",
+        plan: plan_publish_post,
+        answer_ids: &["post_id"],
+        errors: POST_ERRORS,
+    },
+    CommandRoute {
+        name: "cancel-post",
+        role: Role::Editor,
+        summary: "Cancel a draft or scheduled post",
+        plan: plan_cancel_post,
+        answer_ids: &["post_id"],
+        errors: POST_ERRORS,
+    },
+];
+
+const POST_ERRORS: &[(u16, &str)] = &[
+    (404, "post_not_found"),
+    (409, "invalid_post_transition"),
+    (409, "version_conflict"),
+    (422, "invalid_post_body"),
+];
+
+fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::InvalidBody(e.to_string()))
+}
+
+fn micros(field: &str, value: i64) -> Result<Micros, ApiError> {
+    Micros::new(value).map_err(|_| ApiError::invalid("invalid_amount", format!("{field} must not be negative")))
+}
+
+fn answer(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+fn plan_set_limits(value: Value, now: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::SetBudgetLimits = parse(value)?;
+    let current = Period::containing(now);
+    let period = match b.period.as_deref() {
+        None => current,
+        Some(raw) => raw
+            .parse::<Period>()
+            .map_err(|_| ApiError::invalid("invalid_period", "period must look like YYYY-MM"))?,
+    };
+    if period < current {
+        return Err(ApiError::invalid("invalid_period", "limits can only be set for this month or a later one"));
+    }
+    let thresholds = b.alert_thresholds_pct;
+    Ok(Planned {
+        response: answer(&[("period", json!(period.to_string()))]),
+        action: Action::Budget {
+            period: Some(period),
+            command: budget::Command::SetLimits {
+                soft: micros("soft_limit_micros", b.soft_limit_micros)?,
+                hard: micros("hard_limit_micros", b.hard_limit_micros)?,
+                alert_thresholds_pct: thresholds,
+            },
+        },
+    })
+}
+
+fn plan_reserve(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::ReserveBudget = parse(value)?;
+    let reservation_id = reservation_id_or_new(b.reservation_id);
+    let ttl = ttl_from_seconds(b.ttl_seconds)
+        .ok_or_else(|| ApiError::invalid("invalid_ttl", "ttl_seconds is out of range"))?;
+    Ok(Planned {
+        response: answer(&[("reservation_id", json!(reservation_id.to_string()))]),
+        action: Action::Budget {
+            period: None,
+            command: budget::Command::Reserve {
+                reservation_id,
+                amount: micros("amount_micros", b.amount_micros)?,
+                purpose: b.purpose,
+                ttl,
+            },
+        },
+    })
+}
+
+fn plan_commit(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::CommitBudget = parse(value)?;
+    let reservation_id = reservation_id_or_new(Some(b.reservation_id));
+    Ok(Planned {
+        response: answer(&[("reservation_id", json!(reservation_id.to_string()))]),
+        action: Action::Budget {
+            period: None,
+            command: budget::Command::Commit {
+                reservation_id,
+                actual: micros("actual_micros", b.actual_micros)?,
+            },
+        },
+    })
+}
+
+fn plan_release(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::ReleaseBudget = parse(value)?;
+    let reservation_id = reservation_id_or_new(Some(b.reservation_id));
+    Ok(Planned {
+        response: answer(&[("reservation_id", json!(reservation_id.to_string()))]),
+        action: Action::Budget {
+            period: None,
+            command: budget::Command::Release { reservation_id },
+        },
+    })
+}
+
+fn post_action(post_id: Uuid, expected_version: Option<u64>, command: post::Command) -> Planned {
+    Planned {
+        response: answer(&[("post_id", json!(post_id.to_string()))]),
+        action: Action::Post {
+            post_id: PostId::from_uuid(post_id),
+            expected_version,
+            command,
+        },
+    }
+}
+
+fn plan_create_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::CreatePost = parse(value)?;
+    let channel = Channel::new(&b.channel).map_err(|e| ApiError::invalid("invalid_channel", e.to_string()))?;
+    let post_id = b.post_id.unwrap_or_else(Uuid::now_v7);
+    Ok(post_action(
+        post_id,
+        None,
+        post::Command::Create {
+            channel,
+            body: b.body,
+            campaign_id: b.campaign_id.map(CampaignId::from_uuid),
+        },
+    ))
+}
+
+fn plan_edit_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::EditPost = parse(value)?;
+    Ok(post_action(b.post_id, b.expected_version, post::Command::Edit { body: b.body }))
+}
+
+fn plan_schedule_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::SchedulePost = parse(value)?;
+    Ok(post_action(
+        b.post_id,
+        b.expected_version,
+        post::Command::Schedule {
+            publish_at: b.publish_at,
+        },
+    ))
+}
+
+fn plan_publish_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::PublishPost = parse(value)?;
+    Ok(post_action(
+        b.post_id,
+        b.expected_version,
+        post::Command::Publish {
+            trigger: post::PublishTrigger::Manual,
+        },
+    ))
+}
+
+fn plan_cancel_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::CancelPost = parse(value)?;
+    Ok(post_action(b.post_id, b.expected_version, post::Command::Cancel))
+}

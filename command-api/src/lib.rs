@@ -1,0 +1,19 @@
+//! The command side: the only part of Tidemark that appends events.
+//!
+//! [`service::CommandService`] runs domain commands against the event store (load,
+//! decide, append, retry); [`http`] is the thin actix-web edge that authenticates,
+//! validates and plans requests into those commands. Workflows use the service
+//! directly, never the event store, so every append passes through one loop.
+
+mod aggregate;
+pub mod clock;
+pub mod commands;
+pub mod error;
+pub mod http;
+pub mod openapi;
+pub mod service;
+
+pub use clock::{Clock, SystemClock};
+pub use error::ApiError;
+pub use http::{CommandApi, configure};
+pub use service::{CommandError, CommandService, Done, Envelope};

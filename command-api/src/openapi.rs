@@ -1,0 +1,81 @@
+//! OpenAPI path items for the command routes, written from the same table that
+//! registers them.
+
+use serde_json::{Map, Value, json};
+
+use crate::commands::COMMANDS;
+
+/// `paths` entries for every command, keyed by path.
+pub fn paths() -> Map<String, Value> {
+    let mut paths = Map::new();
+    for route in COMMANDS {
+        let body_schema = schemas::commands::command_schema(route.name).unwrap_or_else(|| json!({}));
+        let mut answer = Map::new();
+        for id in route.answer_ids {
+            answer.insert((*id).to_owned(), json!({"type": "string"}));
+        }
+        answer.insert(
+            "position".to_owned(),
+            json!({"type": "integer", "minimum": 0, "description": "Global log position of the command's last event; pass it as min_position to a query to read your own write."}),
+        );
+        let mut required: Vec<&str> = route.answer_ids.to_vec();
+        required.push("position");
+        let mut responses = Map::new();
+        responses.insert(
+            "200".to_owned(),
+            json!({
+                "description": "The command was carried out.",
+                "content": {"application/json": {"schema": {
+                    "type": "object", "properties": answer, "required": required
+                }}}
+            }),
+        );
+        let mut codes: Vec<(u16, String)> = vec![
+            (400, "malformed_json, invalid_body or invalid_idempotency_key".to_owned()),
+            (401, "missing_token, invalid_token or token_expired".to_owned()),
+            (403, format!("forbidden: needs the {} role", route.role)),
+            (413, "payload_too_large".to_owned()),
+            (415, "unsupported_media_type".to_owned()),
+        ];
+        for (status, code) in route.errors {
+            codes.push((*status, (*code).to_owned()));
+        }
+        codes.push((422, "idempotency_key_reused".to_owned()));
+        codes.sort();
+        let mut merged: Vec<(u16, Vec<String>)> = Vec::new();
+        for (status, code) in codes {
+            match merged.last_mut() {
+                Some((s, list)) if *s == status => list.push(code),
+                _ => merged.push((status, vec![code])),
+            }
+        }
+        for (status, list) in merged {
+            responses.insert(
+                status.to_string(),
+                json!({
+                    "description": list.join("; "),
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                }),
+            );
+        }
+        paths.insert(
+            format!("/v1/commands/{}", route.name),
+            json!({
+                "post": {
+                    "operationId": route.name,
+                    "summary": route.summary,
+                    "tags": ["commands"],
+                    "security": [{"bearer": []}],
+                    "parameters": [{
+                        "name": "Idempotency-Key", "in": "header", "required": false,
+                        "description": "Retrying with the same key returns the first answer; the same key with a different body is refused.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255}
+                    }],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": body_schema}}},
+                    "responses": responses,
+                }
+            }),
+        );
+    }
+    paths
+}

@@ -1,0 +1,168 @@
+//! The projector loop: read a batch of the global log, apply it, move the checkpoint.
+//!
+//! The batch and the checkpoint commit in one `BEGIN IMMEDIATE` transaction, and the
+//! checkpoint is read inside that same transaction, so two projectors (or a projector
+//! and a rebuild) can never apply the same event twice: the second one starts from
+//! wherever the first one committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventlog::{EventStore, Position};
+use tokio::sync::watch;
+
+use crate::apply::{ApplyError, apply};
+use crate::readmodel::ReadModels;
+
+/// Checkpoint name of the read-model projector.
+pub const READ_MODELS: &str = "read_models";
+
+/// What one call to [`Projector::project_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied this many events; there may be more.
+    Projected(usize),
+    /// Nothing new to apply.
+    CaughtUp,
+}
+
+/// Why projecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("could not read the event log")]
+    Store(#[from] eventlog::StoreError),
+    #[error("read-model database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Builds the read models from the event store.
+pub struct Projector {
+    store: Arc<dyn EventStore>,
+    models: ReadModels,
+    batch_size: usize,
+}
+
+impl Projector {
+    pub fn new(store: Arc<dyn EventStore>, models: ReadModels) -> Self {
+        Self {
+            store,
+            models,
+            batch_size: 1_000,
+        }
+    }
+
+    /// Sets how many events one transaction applies at most.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Applies the next batch of events and moves the checkpoint, in one transaction.
+    #[tracing::instrument(skip(self))]
+    pub async fn project_batch(&self) -> Result<Outcome, ProjectError> {
+        let mut tx = self.models.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let from: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?")
+            .bind(READ_MODELS)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        let events = self.store.read_all(from as Position, self.batch_size).await?;
+        let Some(last) = events.last().map(|e| e.global_position) else {
+            tx.rollback().await?;
+            return Ok(Outcome::CaughtUp);
+        };
+        for event in &events {
+            apply(&mut tx, event).await?;
+        }
+        save_checkpoint(&mut tx, last).await?;
+        tx.commit().await?;
+        self.models.publish_progress(last);
+        Ok(Outcome::Projected(events.len()))
+    }
+
+    /// Projects until the read models include the store's head.
+    pub async fn catch_up(&self) -> Result<usize, ProjectError> {
+        let mut total = 0;
+        while let Outcome::Projected(n) = self.project_batch().await? {
+            total += n;
+        }
+        Ok(total)
+    }
+
+    /// Runs until `shutdown` turns true: catch up, then wait for the store's head to
+    /// move. A failing batch is logged and retried after a pause, never skipped.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut head = self.store.watch_head();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.project_batch().await {
+                Ok(Outcome::Projected(_)) => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(Outcome::CaughtUp) => {
+                    let done = self.models.checkpoint(READ_MODELS).await.unwrap_or(0);
+                    tokio::select! {
+                        _ = head.wait_for(|h| *h > done) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(error = ?error, "projection batch failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Rebuilds every read model from the start of the log in ONE transaction, so
+    /// readers see the old models until the new ones are complete. Returns the number
+    /// of events applied.
+    #[tracing::instrument(skip_all)]
+    pub async fn rebuild(&self, mut progress: impl FnMut(Position, Position)) -> Result<usize, ProjectError> {
+        let head = self.store.head().await?;
+        let mut tx = self.models.pool().begin_with("BEGIN IMMEDIATE").await?;
+        for table in ["budgets", "reservations", "posts"] {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        }
+        let mut from: Position = 0;
+        let mut total = 0;
+        loop {
+            let events = self.store.read_all(from, self.batch_size).await?;
+            let Some(last) = events.last().map(|e| e.global_position) else {
+                break;
+            };
+            for event in &events {
+                apply(&mut tx, event).await?;
+            }
+            total += events.len();
+            from = last;
+            progress(from, head.max(from));
+        }
+        save_checkpoint(&mut tx, from).await?;
+        tx.commit().await?;
+        self.models.publish_progress(from);
+        Ok(total)
+    }
+}
+
+async fn save_checkpoint(conn: &mut sqlx::SqliteConnection, position: Position) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO checkpoints (name, position) VALUES (?, ?)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+    )
+    .bind(READ_MODELS)
+    .bind(position as i64)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! The read-model database and every query over it.
+//!
+//! Rows are always selected by tenant first; a tenant can only ever see its own rows
+//! because every query here takes the tenant from the caller's verified token.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use domain::budget::{Limits, status_of};
+use domain::{Micros, Period};
+use eventlog::Position;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The error every read-model query can fail with.
+pub type DbError = sqlx::Error;
+
+/// Handle on the read-model database.
+#[derive(Clone)]
+pub struct ReadModels {
+    pool: SqlitePool,
+    progress: Arc<watch::Sender<Position>>,
+}
+
+/// The live balance of one tenant's month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BudgetView {
+    /// The month, `YYYY-MM` (UTC).
+    pub period: String,
+    pub soft_limit_micros: i64,
+    pub hard_limit_micros: i64,
+    /// Alert thresholds, percent of the hard limit reached by committed spend.
+    pub alert_thresholds_pct: Vec<u8>,
+    pub committed_micros: i64,
+    pub reserved_micros: i64,
+    /// `hard - committed - reserved`, never below zero.
+    pub available_micros: i64,
+    /// Total by which commits exceeded their reservations this month.
+    pub overrun_micros: i64,
+    /// `ok`, `soft_exceeded` (committed + reserved above the soft limit) or
+    /// `hard_reached` (committed + reserved at or above the hard limit).
+    pub status: String,
+    /// Alert thresholds already crossed this month.
+    pub thresholds_crossed: Vec<u8>,
+    /// Set when the limits were carried over from an earlier month (or will be, at
+    /// the month's first reservation).
+    pub inherited_from: Option<String>,
+}
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    Open,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Open => "open",
+            ReservationStatus::Committed => "committed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+        }
+    }
+}
+
+impl FromStr for ReservationStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "open" => Ok(Self::Open),
+            "committed" => Ok(Self::Committed),
+            "released" => Ok(Self::Released),
+            "expired" => Ok(Self::Expired),
+            _ => Err(()),
+        }
+    }
+}
+
+/// One budget reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReservationView {
+    pub reservation_id: Uuid,
+    pub period: String,
+    pub amount_micros: i64,
+    pub purpose: String,
+    pub status: ReservationStatus,
+    pub expires_at: DateTime<Utc>,
+    /// The committed cost, once committed.
+    pub actual_micros: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+/// One post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PostView {
+    pub post_id: Uuid,
+    pub channel: String,
+    pub body: String,
+    pub campaign_id: Option<Uuid>,
+    /// `draft`, `scheduled`, `publishing`, `published`, `failed` or `cancelled`.
+    pub status: String,
+    pub publish_at: Option<DateTime<Utc>>,
+    pub network_post_id: Option<String>,
+    pub url: Option<String>,
+    pub failure_reason: Option<String>,
+    /// The post stream's version; pass it as `expected_version` to guard an edit.
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of posts, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PostPage {
+    pub items: Vec<PostView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which posts to list.
+#[derive(Debug, Clone, Default)]
+pub struct PostFilter {
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub campaign_id: Option<Uuid>,
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// A cursor that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("the cursor is not one this API issued")]
+pub struct BadCursor;
+
+/// Encodes a keyset position as an opaque cursor.
+pub fn encode_cursor(created_position: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("p{created_position}"))
+}
+
+/// Decodes a cursor from [`encode_cursor`].
+pub fn decode_cursor(cursor: &str) -> Result<i64, BadCursor> {
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| BadCursor)?;
+    let text = String::from_utf8(raw).map_err(|_| BadCursor)?;
+    text.strip_prefix('p').and_then(|n| n.parse().ok()).ok_or(BadCursor)
+}
+
+pub(crate) fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(raw: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn parse_uuid(raw: &str) -> Result<Uuid, sqlx::Error> {
+    Uuid::parse_str(raw).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn json_list(raw: &str) -> Vec<u8> {
+    serde_json::from_str(raw).unwrap_or_default()
+}
+
+impl ReadModels {
+    /// Opens (creating if needed) the read-model database at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        let models = Self {
+            pool,
+            progress: Arc::new(watch::channel(0).0),
+        };
+        let position = models.checkpoint(crate::READ_MODELS).await?;
+        models.progress.send_replace(position);
+        Ok(models)
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(crate) fn publish_progress(&self, position: Position) {
+        self.progress.send_replace(position);
+    }
+
+    /// The position a named tailer has processed up to (0 if it never ran).
+    pub async fn checkpoint(&self, name: &str) -> Result<Position, sqlx::Error> {
+        let row = sqlx::query("SELECT position FROM checkpoints WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as Position).unwrap_or(0))
+    }
+
+    /// Stores a tailer's checkpoint on its own (for tailers whose effects live
+    /// elsewhere, such as the publishing workflow).
+    pub async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO checkpoints (name, position) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
+        .bind(name)
+        .bind(position as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until the read models include `position`, up to `timeout`. Returns
+    /// whether they did. Wakes on the in-process projector's progress and re-reads the
+    /// stored checkpoint now and then, so it also works when the projector runs in
+    /// another process.
+    pub async fn wait_for_position(&self, position: Position, timeout: Duration) -> Result<bool, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut progress = self.progress.subscribe();
+        loop {
+            if *progress.borrow_and_update() >= position {
+                return Ok(true);
+            }
+            let stored = self.checkpoint(crate::READ_MODELS).await?;
+            if stored >= position {
+                return Ok(true);
+            }
+            let tick = tokio::time::sleep_until((tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline));
+            tokio::select! {
+                _ = progress.changed() => {}
+                _ = tick => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let stored = self.checkpoint(crate::READ_MODELS).await?;
+                return Ok(stored >= position || *progress.borrow() >= position);
+            }
+        }
+    }
+
+    /// The balance of a tenant's month. A month with no row yet shows the limits it
+    /// will inherit from the most recent earlier month (within a year), with nothing
+    /// spent; a tenant that never set limits gets `None`.
+    pub async fn budget(&self, tenant: Uuid, period: Period) -> Result<Option<BudgetView>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT period, soft_limit_micros, hard_limit_micros, alert_thresholds_pct, committed_micros,
+                    reserved_micros, overrun_micros, thresholds_crossed, inherited_from, limits_set
+             FROM budgets WHERE tenant_id = ? AND period = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(period.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row
+            && row.get::<i64, _>("limits_set") != 0
+        {
+            return Ok(Some(budget_view(&row)));
+        }
+        let earliest = (0..12).fold(period, |p, _| p.previous());
+        let earlier = sqlx::query(
+            "SELECT period, soft_limit_micros, hard_limit_micros, alert_thresholds_pct
+             FROM budgets WHERE tenant_id = ? AND period < ? AND period >= ? AND limits_set = 1
+             ORDER BY period DESC LIMIT 1",
+        )
+        .bind(tenant.to_string())
+        .bind(period.to_string())
+        .bind(earliest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(earlier.map(|row| {
+            let soft: i64 = row.get("soft_limit_micros");
+            let hard: i64 = row.get("hard_limit_micros");
+            BudgetView {
+                period: period.to_string(),
+                soft_limit_micros: soft,
+                hard_limit_micros: hard,
+                alert_thresholds_pct: json_list(row.get("alert_thresholds_pct")),
+                committed_micros: 0,
+                reserved_micros: 0,
+                available_micros: hard,
+                overrun_micros: 0,
+                status: status(soft, hard, 0, 0),
+                thresholds_crossed: Vec::new(),
+                inherited_from: Some(row.get("period")),
+            }
+        }))
+    }
+
+    /// A tenant's reservations in a month, newest first, optionally of one status.
+    pub async fn reservations(
+        &self,
+        tenant: Uuid,
+        period: Period,
+        status: Option<ReservationStatus>,
+        limit: u32,
+    ) -> Result<Vec<ReservationView>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT reservation_id, period, amount_micros, purpose, status, expires_at, actual_micros,
+                    created_at, settled_at
+             FROM reservations
+             WHERE tenant_id = ? AND period = ? AND (? IS NULL OR status = ?)
+             ORDER BY created_at DESC, reservation_id DESC LIMIT ?",
+        )
+        .bind(tenant.to_string())
+        .bind(period.to_string())
+        .bind(status.map(|s| s.as_str()))
+        .bind(status.map(|s| s.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(reservation_view).collect()
+    }
+
+    /// One post of a tenant.
+    pub async fn post(&self, tenant: Uuid, post_id: Uuid) -> Result<Option<PostView>, sqlx::Error> {
+        let row = sqlx::query(&format!("SELECT {POST_COLUMNS} FROM posts WHERE tenant_id = ? AND post_id = ?"))
+            .bind(tenant.to_string())
+            .bind(post_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(post_view).transpose()
+    }
+
+    /// A page of a tenant's posts in creation order (keyset pagination).
+    pub async fn posts(&self, tenant: Uuid, filter: &PostFilter) -> Result<PostPage, sqlx::Error> {
+        let limit = filter.limit.clamp(1, 200);
+        let rows = sqlx::query(&format!(
+            "SELECT {POST_COLUMNS}, created_position FROM posts
+             WHERE tenant_id = ? AND created_position > ?
+               AND (? IS NULL OR status = ?) AND (? IS NULL OR channel = ?) AND (? IS NULL OR campaign_id = ?)
+             ORDER BY created_position LIMIT ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(filter.after.unwrap_or(0))
+        .bind(filter.status.as_deref())
+        .bind(filter.status.as_deref())
+        .bind(filter.channel.as_deref())
+        .bind(filter.channel.as_deref())
+        .bind(filter.campaign_id.map(|c| c.to_string()))
+        .bind(filter.campaign_id.map(|c| c.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() > limit as usize;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let items = rows.iter().map(post_view).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = match (more, rows.last()) {
+            (true, Some(last)) => Some(encode_cursor(last.get("created_position"))),
+            _ => None,
+        };
+        Ok(PostPage { items, next_cursor })
+    }
+
+    /// Scheduled posts whose time has come, across tenants: `(tenant, post, version)`.
+    pub async fn due_posts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<(Uuid, Uuid, u64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, post_id, version FROM posts
+             WHERE status = 'scheduled' AND publish_at <= ? ORDER BY publish_at LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_uuid(r.get("tenant_id"))?,
+                    parse_uuid(r.get("post_id"))?,
+                    r.get::<i64, _>("version") as u64,
+                ))
+            })
+            .collect()
+    }
+
+    /// Months that hold open reservations past their expiry, across tenants.
+    pub async fn months_with_due_reservations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, Period)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT tenant_id, period FROM reservations
+             WHERE status = 'open' AND expires_at <= ? LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let period: String = r.get("period");
+                let period = period
+                    .parse()
+                    .map_err(|e: domain::ValueError| sqlx::Error::Decode(Box::new(e)))?;
+                Ok((parse_uuid(r.get("tenant_id"))?, period))
+            })
+            .collect()
+    }
+
+    /// Row counts per table, for `tidemark projections status`.
+    pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, sqlx::Error> {
+        let mut counts = Vec::new();
+        for table in ["budgets", "reservations", "posts"] {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&self.pool)
+                .await?;
+            counts.push((table, n));
+        }
+        Ok(counts)
+    }
+}
+
+const POST_COLUMNS: &str = "post_id, channel, body, campaign_id, status, publish_at, network_post_id, url,
+        failure_reason, version, created_at, updated_at";
+
+fn status(soft: i64, hard: i64, committed: i64, reserved: i64) -> String {
+    let micros = |v: i64| Micros::new(v.max(0)).unwrap_or(Micros::ZERO);
+    let limits = Limits {
+        soft: micros(soft),
+        hard: micros(hard),
+        alert_thresholds_pct: Vec::new(),
+    };
+    status_of(Some(&limits), micros(committed), micros(reserved)).as_str().to_owned()
+}
+
+fn budget_view(row: &sqlx::sqlite::SqliteRow) -> BudgetView {
+    let soft: i64 = row.get("soft_limit_micros");
+    let hard: i64 = row.get("hard_limit_micros");
+    let committed: i64 = row.get("committed_micros");
+    let reserved: i64 = row.get("reserved_micros");
+    BudgetView {
+        period: row.get("period"),
+        soft_limit_micros: soft,
+        hard_limit_micros: hard,
+        alert_thresholds_pct: json_list(row.get("alert_thresholds_pct")),
+        committed_micros: committed,
+        reserved_micros: reserved,
+        available_micros: (hard - committed - reserved).max(0),
+        overrun_micros: row.get("overrun_micros"),
+        status: status(soft, hard, committed, reserved),
+        thresholds_crossed: json_list(row.get("thresholds_crossed")),
+        inherited_from: row.get("inherited_from"),
+    }
+}
+
+fn reservation_view(row: &sqlx::sqlite::SqliteRow) -> Result<ReservationView, sqlx::Error> {
+    let status: String = row.get("status");
+    Ok(ReservationView {
+        reservation_id: parse_uuid(row.get("reservation_id"))?,
+        period: row.get("period"),
+        amount_micros: row.get("amount_micros"),
+        purpose: row.get("purpose"),
+        status: status
+            .parse()
+            .map_err(|()| sqlx::Error::Decode(format!("unknown reservation status {status}").into()))?,
+        expires_at: parse_ts(row.get("expires_at"))?,
+        actual_micros: row.get("actual_micros"),
+        created_at: parse_ts(row.get("created_at"))?,
+        settled_at: row.get::<Option<String>, _>("settled_at").as_deref().map(parse_ts).transpose()?,
+    })
+}
+
+fn post_view(row: &sqlx::sqlite::SqliteRow) -> Result<PostView, sqlx::Error> {
+    Ok(PostView {
+        post_id: parse_uuid(row.get("post_id"))?,
+        channel: row.get("channel"),
+        body: row.get("body"),
+        campaign_id: row.get::<Option<String>, _>("campaign_id").as_deref().map(parse_uuid).transpose()?,
+        status: row.get("status"),
+        publish_at: row.get::<Option<String>, _>("publish_at").as_deref().map(parse_ts).transpose()?,
+        network_post_id: row.get("network_post_id"),
+        url: row.get("url"),
+        failure_reason: row.get("failure_reason"),
+        version: row.get::<i64, _>("version") as u64,
+        created_at: parse_ts(row.get("created_at"))?,
+        updated_at: parse_ts(row.get("updated_at"))?,
+    })
+}

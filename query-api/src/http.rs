@@ -1,0 +1,194 @@
+//! Query routes.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use auth::{Authenticator, Principal, Role};
+use chrono::Utc;
+use domain::Period;
+use projector::readmodel::decode_cursor;
+use projector::{PostFilter, ReadModels, ReservationStatus, ReservationView};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::QueryError;
+
+/// What the query routes need at run time.
+#[derive(Clone)]
+pub struct QueryApi {
+    pub models: ReadModels,
+    /// Longest a query waits for `min_position`.
+    pub max_consistency_wait: Duration,
+}
+
+/// Registers every query route. The caller registers a `web::Data<Authenticator>`.
+pub fn configure(api: QueryApi) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(api))
+            .route("/v1/budget", web::get().to(budget))
+            .route("/v1/budget/reservations", web::get().to(reservations))
+            .route("/v1/posts", web::get().to(posts))
+            .route("/v1/posts/{post_id}", web::get().to(post));
+    }
+}
+
+/// Query parameters of `GET /v1/budget`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetQuery {
+    period: Option<String>,
+    min_position: Option<u64>,
+}
+
+/// Query parameters of `GET /v1/budget/reservations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReservationsQuery {
+    period: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    min_position: Option<u64>,
+}
+
+/// Query parameters of `GET /v1/posts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostsQuery {
+    status: Option<String>,
+    channel: Option<String>,
+    campaign_id: Option<Uuid>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    min_position: Option<u64>,
+}
+
+/// Query parameters of `GET /v1/posts/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostQuery {
+    min_position: Option<u64>,
+}
+
+/// Body of `GET /v1/budget/reservations`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ReservationList {
+    pub items: Vec<ReservationView>,
+}
+
+const POST_STATUSES: &[&str] = &["draft", "scheduled", "publishing", "published", "failed", "cancelled"];
+
+fn viewer(req: &HttpRequest) -> Result<Principal, QueryError> {
+    let auth = req
+        .app_data::<web::Data<Authenticator>>()
+        .ok_or_else(|| QueryError::Internal(anyhow::anyhow!("no authenticator registered")))?;
+    let principal = auth.authenticate(req)?;
+    principal.require(Role::Viewer)?;
+    Ok(principal)
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, QueryError> {
+    serde_urlencoded::from_str(req.query_string()).map_err(|e| QueryError::BadQuery(e.to_string()))
+}
+
+fn period(raw: Option<&str>) -> Result<Period, QueryError> {
+    match raw {
+        None => Ok(Period::containing(Utc::now())),
+        Some(raw) => raw
+            .parse()
+            .map_err(|_| QueryError::BadQuery("period must look like YYYY-MM".into())),
+    }
+}
+
+/// Waits for the read models to include `min_position`, if asked.
+async fn consistent(api: &QueryApi, min_position: Option<u64>) -> Result<(), QueryError> {
+    let Some(position) = min_position else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    if api.models.wait_for_position(position, api.max_consistency_wait).await? {
+        Ok(())
+    } else {
+        Err(QueryError::ConsistencyTimeout {
+            position,
+            waited_ms: started.elapsed().as_millis(),
+        })
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn budget(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpResponse, QueryError> {
+    let principal = viewer(&req)?;
+    let q: BudgetQuery = query(&req)?;
+    let period = period(q.period.as_deref())?;
+    consistent(&api, q.min_position).await?;
+    match api.models.budget(principal.tenant_id, period).await? {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(QueryError::BudgetNotConfigured(period.to_string())),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn reservations(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpResponse, QueryError> {
+    let principal = viewer(&req)?;
+    let q: ReservationsQuery = query(&req)?;
+    let period = period(q.period.as_deref())?;
+    let status = match q.status.as_deref() {
+        None => Some(ReservationStatus::Open),
+        Some("all") => None,
+        Some(raw) => Some(raw.parse::<ReservationStatus>().map_err(|()| {
+            QueryError::BadQuery("status must be open, committed, released, expired or all".into())
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(QueryError::BadQuery("limit must be 1 to 1000".into()));
+    }
+    consistent(&api, q.min_position).await?;
+    let items = api.models.reservations(principal.tenant_id, period, status, limit).await?;
+    Ok(HttpResponse::Ok().json(ReservationList { items }))
+}
+
+#[tracing::instrument(skip_all)]
+async fn posts(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpResponse, QueryError> {
+    let principal = viewer(&req)?;
+    let q: PostsQuery = query(&req)?;
+    if let Some(status) = q.status.as_deref()
+        && !POST_STATUSES.contains(&status)
+    {
+        return Err(QueryError::BadQuery(format!("status must be one of {}", POST_STATUSES.join(", "))));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(QueryError::BadQuery("limit must be 1 to 200".into()));
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()
+        .map_err(|e| QueryError::BadQuery(e.to_string()))?;
+    consistent(&api, q.min_position).await?;
+    let filter = PostFilter {
+        status: q.status,
+        channel: q.channel,
+        campaign_id: q.campaign_id,
+        after,
+        limit,
+    };
+    Ok(HttpResponse::Ok().json(api.models.posts(principal.tenant_id, &filter).await?))
+}
+
+#[tracing::instrument(skip_all)]
+async fn post(req: HttpRequest, path: web::Path<String>, api: web::Data<QueryApi>) -> Result<HttpResponse, QueryError> {
+    let principal = viewer(&req)?;
+    let q: PostQuery = query(&req)?;
+    // An id that is not a UUID names no post: answer exactly as for an unknown one.
+    let Ok(post_id) = Uuid::parse_str(&path.into_inner()) else {
+        return Err(QueryError::NotFound("post"));
+    };
+    consistent(&api, q.min_position).await?;
+    match api.models.post(principal.tenant_id, post_id).await? {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(QueryError::NotFound("post")),
+    }
+}

@@ -1,0 +1,37 @@
+//! Process managers: the parts of Tidemark that act on their own when time passes or
+//! an event asks for it.
+//!
+//! - [`publisher::Publisher`] delivers posts whose publishing was requested and
+//!   records the outcome as events.
+//! - [`scheduler::Scheduler`] starts publishing scheduled posts when they fall due.
+//! - [`expiry::ReservationExpiry`] expires budget reservations past their ttl.
+//!
+//! They never append events themselves: every effect goes through the command side's
+//! [`command_api::CommandService`], so the same rules and concurrency checks apply.
+
+pub mod expiry;
+pub mod network;
+pub mod publisher;
+pub mod scheduler;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Waits for the next tick or for shutdown; returns false on shutdown.
+pub(crate) async fn tick(interval: &mut tokio::time::Interval, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = interval.tick() => true,
+        _ = shutdown.changed() => !*shutdown.borrow(),
+    }
+}
+
+/// A ticker that does not try to catch up on ticks missed while a round was slow.
+pub(crate) fn interval(every: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
