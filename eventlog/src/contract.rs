@@ -682,7 +682,7 @@ pub async fn an_idempotency_key_is_stored_with_its_append_and_refused_after<S: E
             .idempotent_response(tenant, "create-post-42")
             .await
             .expect("reading an idempotency key should succeed"),
-        Some(expected),
+        Some(expected.clone()),
         "the key should hold the response stored with the append, with its position"
     );
     let head = store.head().await.expect("head should be readable");
@@ -735,7 +735,7 @@ pub async fn an_idempotency_key_is_stored_with_its_append_and_refused_after<S: E
             .idempotent_response(tenant, "create-post-42")
             .await
             .expect("reading an idempotency key should succeed"),
-        Some(record.response.clone()),
+        Some(expected),
         "a refused remember_response should change nothing"
     );
 
