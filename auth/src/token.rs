@@ -44,7 +44,9 @@ impl FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "editor" => Ok(Role::Editor),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?}: expected admin, editor or viewer")),
+            other => Err(format!(
+                "unknown role {other:?}: expected admin, editor or viewer"
+            )),
         }
     }
 }
@@ -124,7 +126,9 @@ pub struct TokenSettings {
 
 impl std::fmt::Debug for TokenSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSettings").field("jwt_secret", &"[redacted]").finish()
+        f.debug_struct("TokenSettings")
+            .field("jwt_secret", &"[redacted]")
+            .finish()
     }
 }
 
@@ -206,7 +210,10 @@ impl Authenticator {
 
     /// Verifies the `Authorization: Bearer …` header of a request.
     pub fn authenticate(&self, request: &HttpRequest) -> Result<Principal, AuthError> {
-        let header = request.headers().get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+        let header = request
+            .headers()
+            .get(AUTHORIZATION)
+            .ok_or(AuthError::Missing)?;
         let value = header.to_str().map_err(|_| AuthError::Invalid)?;
         let token = value
             .strip_prefix("Bearer ")
@@ -244,7 +251,13 @@ mod tests {
     fn a_minted_token_verifies_with_its_tenant_and_roles() {
         let tenant = Uuid::now_v7();
         let token = auth()
-            .mint("alice", tenant, &[Role::Editor], Utc::now(), TimeDelta::hours(1))
+            .mint(
+                "alice",
+                tenant,
+                &[Role::Editor],
+                Utc::now(),
+                TimeDelta::hours(1),
+            )
             .expect("mint");
         let principal = auth().verify(&token).expect("verify");
         assert_eq!(principal.tenant_id, tenant);
@@ -255,7 +268,13 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused_as_expired() {
         let token = auth()
-            .mint("a", Uuid::now_v7(), &[Role::Admin], Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1))
+            .mint(
+                "a",
+                Uuid::now_v7(),
+                &[Role::Admin],
+                Utc::now() - TimeDelta::hours(2),
+                TimeDelta::hours(1),
+            )
             .expect("mint");
         assert_eq!(auth().verify(&token), Err(AuthError::Expired));
     }
@@ -264,7 +283,13 @@ mod tests {
     fn a_token_signed_with_another_secret_is_invalid() {
         let other = Authenticator::new(&SecretString::from("b".repeat(32))).expect("secret");
         let token = other
-            .mint("a", Uuid::now_v7(), &[Role::Admin], Utc::now(), TimeDelta::hours(1))
+            .mint(
+                "a",
+                Uuid::now_v7(),
+                &[Role::Admin],
+                Utc::now(),
+                TimeDelta::hours(1),
+            )
             .expect("mint");
         assert_eq!(auth().verify(&token), Err(AuthError::Invalid));
     }
@@ -276,12 +301,18 @@ mod tests {
 
     #[test]
     fn roles_include_the_roles_below_them() {
-        let p = |roles: Vec<Role>| Principal { subject: "s".into(), tenant_id: Uuid::nil(), roles };
+        let p = |roles: Vec<Role>| Principal {
+            subject: "s".into(),
+            tenant_id: Uuid::nil(),
+            roles,
+        };
         assert!(p(vec![Role::Admin]).require(Role::Editor).is_ok());
         assert!(p(vec![Role::Editor]).require(Role::Viewer).is_ok());
         assert_eq!(
             p(vec![Role::Viewer]).require(Role::Editor),
-            Err(AuthError::Forbidden { needed: Role::Editor })
+            Err(AuthError::Forbidden {
+                needed: Role::Editor
+            })
         );
         assert!(p(vec![Role::Editor]).require(Role::Admin).is_err());
     }

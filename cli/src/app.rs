@@ -38,7 +38,8 @@ impl Embedded {
     /// Opens (creating if needed) the SQLite event store and read models in `settings.data_dir`.
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let dir = &settings.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
         let store = SqliteStore::open(&dir.join("events.db"))
             .await
             .context("failed to open the event store")?;
@@ -65,7 +66,10 @@ impl Application {
     }
 
     /// [`Application::build`] with a given clock, so tests can move time.
-    pub async fn build_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let embedded = Embedded::open(settings).await?;
         let secret = match &settings.auth.jwt_secret {
             Some(secret) => secret.clone(),
@@ -79,7 +83,10 @@ impl Application {
 
         // The read models must be current before the workflows that read them start.
         let projector = Projector::new(store.clone(), embedded.models.clone());
-        projector.catch_up().await.context("failed to catch up the read models")?;
+        projector
+            .catch_up()
+            .await
+            .context("failed to catch up the read models")?;
         let tasks = vec![
             tokio::spawn(projector.run(shutdown_rx.clone())),
             tokio::spawn(
@@ -118,7 +125,12 @@ impl Application {
             max_consistency_wait: Duration::from_millis(settings.query.consistency_wait_ms),
         };
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .with_context(|| format!("failed to bind {}:{}", settings.http.host, settings.http.port))?;
+            .with_context(|| {
+                format!(
+                    "failed to bind {}:{}",
+                    settings.http.host, settings.http.port
+                )
+            })?;
         let port = listener.local_addr()?.port();
         let authenticator = web::Data::new(authenticator);
         let server = HttpServer::new(move || {

@@ -119,7 +119,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let auth = Authenticator::new(&secret).map_err(|e| anyhow::anyhow!(e))?;
             anyhow::ensure!(ttl_hours > 0, "--ttl-hours must be positive");
             let token = auth
-                .mint(&subject, tenant, &[role], Utc::now(), TimeDelta::hours(ttl_hours))
+                .mint(
+                    &subject,
+                    tenant,
+                    &[role],
+                    Utc::now(),
+                    TimeDelta::hours(ttl_hours),
+                )
                 .map_err(|e| anyhow::anyhow!("failed to mint a token: {e}"))?;
             eprintln!("token for tenant {tenant}, role {role}, valid {ttl_hours} h:");
             println!("{token}");
@@ -139,7 +145,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn projections_status(embedded: &Embedded) -> anyhow::Result<()> {
-    let head = embedded.store.head().await.context("failed to read the log head")?;
+    let head = embedded
+        .store
+        .head()
+        .await
+        .context("failed to read the log head")?;
     let checkpoint = embedded.models.checkpoint(READ_MODELS).await?;
     println!("event log head:        {head}");
     println!("read models position:  {checkpoint}");

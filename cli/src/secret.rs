@@ -17,7 +17,8 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<SecretString> {
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok(SecretString::from(existing.trim().to_owned()));
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let mut bytes = [0u8; 48];
     rand::rng().fill_bytes(&mut bytes);
     let secret = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
@@ -36,7 +37,8 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<SecretString> {
         }
         // Another process created it between our read and our create: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let existing = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
+            let existing = std::fs::read_to_string(&path)
+                .with_context(|| format!("failed to read {}", path.display()))?;
             Ok(SecretString::from(existing.trim().to_owned()))
         }
         Err(e) => Err(e).with_context(|| format!("failed to create {}", path.display())),

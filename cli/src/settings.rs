@@ -37,8 +37,14 @@ pub struct AuthSettings {
 
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = if self.jwt_secret.is_some() { "[redacted]" } else { "unset" };
-        f.debug_struct("AuthSettings").field("jwt_secret", &shown).finish()
+        let shown = if self.jwt_secret.is_some() {
+            "[redacted]"
+        } else {
+            "unset"
+        };
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &shown)
+            .finish()
     }
 }
 
@@ -68,7 +74,11 @@ impl Settings {
             builder = builder.add_source(config::File::from(file).required(true));
         }
         let settings: Settings = builder
-            .add_source(config::Environment::with_prefix("TIDEMARK").prefix_separator("_").separator("__"))
+            .add_source(
+                config::Environment::with_prefix("TIDEMARK")
+                    .prefix_separator("_")
+                    .separator("__"),
+            )
             .build()?
             .try_deserialize()
             .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
@@ -77,8 +87,14 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.http.max_body_bytes >= 1024, "http.max_body_bytes must be at least 1024");
-        anyhow::ensure!(self.workflows.tick_ms >= 10, "workflows.tick_ms must be at least 10");
+        anyhow::ensure!(
+            self.http.max_body_bytes >= 1024,
+            "http.max_body_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.workflows.tick_ms >= 10,
+            "workflows.tick_ms must be at least 10"
+        );
         Ok(())
     }
 }

@@ -83,7 +83,10 @@ pub const COMMANDS: &[CommandRoute] = &[
         summary: "Settle a reservation at the amount actually spent",
         plan: plan_commit,
         answer_ids: &["reservation_id"],
-        errors: &[(404, "reservation_not_found"), (409, "reservation_already_settled")],
+        errors: &[
+            (404, "reservation_not_found"),
+            (409, "reservation_already_settled"),
+        ],
     },
     CommandRoute {
         name: "release-budget",
@@ -91,7 +94,10 @@ pub const COMMANDS: &[CommandRoute] = &[
         summary: "Give a reservation back unused",
         plan: plan_release,
         answer_ids: &["reservation_id"],
-        errors: &[(404, "reservation_not_found"), (409, "reservation_already_settled")],
+        errors: &[
+            (404, "reservation_not_found"),
+            (409, "reservation_already_settled"),
+        ],
     },
     CommandRoute {
         name: "create-post",
@@ -99,7 +105,11 @@ pub const COMMANDS: &[CommandRoute] = &[
         summary: "Create a draft post for a channel",
         plan: plan_create_post,
         answer_ids: &["post_id"],
-        errors: &[(409, "post_already_exists"), (422, "invalid_post_body"), (422, "invalid_channel")],
+        errors: &[
+            (409, "post_already_exists"),
+            (422, "invalid_post_body"),
+            (422, "invalid_channel"),
+        ],
     },
     CommandRoute {
         name: "edit-post",
@@ -152,11 +162,15 @@ fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
 }
 
 fn micros(field: &str, value: i64) -> Result<Micros, ApiError> {
-    Micros::new(value).map_err(|_| ApiError::invalid("invalid_amount", format!("{field} must not be negative")))
+    Micros::new(value)
+        .map_err(|_| ApiError::invalid("invalid_amount", format!("{field} must not be negative")))
 }
 
 fn answer(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
 }
 
 fn plan_set_limits(value: Value, now: DateTime<Utc>) -> Result<Planned, ApiError> {
@@ -169,7 +183,10 @@ fn plan_set_limits(value: Value, now: DateTime<Utc>) -> Result<Planned, ApiError
             .map_err(|_| ApiError::invalid("invalid_period", "period must look like YYYY-MM"))?,
     };
     if period < current {
-        return Err(ApiError::invalid("invalid_period", "limits can only be set for this month or a later one"));
+        return Err(ApiError::invalid(
+            "invalid_period",
+            "limits can only be set for this month or a later one",
+        ));
     }
     let thresholds = b.alert_thresholds_pct;
     Ok(Planned {
@@ -244,7 +261,8 @@ fn post_action(post_id: Uuid, expected_version: Option<u64>, command: post::Comm
 
 fn plan_create_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
     let b: body::CreatePost = parse(value)?;
-    let channel = Channel::new(&b.channel).map_err(|e| ApiError::invalid("invalid_channel", e.to_string()))?;
+    let channel = Channel::new(&b.channel)
+        .map_err(|e| ApiError::invalid("invalid_channel", e.to_string()))?;
     let post_id = b.post_id.unwrap_or_else(Uuid::now_v7);
     Ok(post_action(
         post_id,
@@ -259,7 +277,11 @@ fn plan_create_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError>
 
 fn plan_edit_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
     let b: body::EditPost = parse(value)?;
-    Ok(post_action(b.post_id, b.expected_version, post::Command::Edit { body: b.body }))
+    Ok(post_action(
+        b.post_id,
+        b.expected_version,
+        post::Command::Edit { body: b.body },
+    ))
 }
 
 fn plan_schedule_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
@@ -286,5 +308,9 @@ fn plan_publish_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError
 
 fn plan_cancel_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
     let b: body::CancelPost = parse(value)?;
-    Ok(post_action(b.post_id, b.expected_version, post::Command::Cancel))
+    Ok(post_action(
+        b.post_id,
+        b.expected_version,
+        post::Command::Cancel,
+    ))
 }

@@ -49,14 +49,24 @@ impl ApiError {
         let detail = self.to_string();
         match self {
             ApiError::Auth(e) => Problem::from(e.clone()),
-            ApiError::UnsupportedMediaType => Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", detail),
-            ApiError::PayloadTooLarge { .. } => Problem::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", detail),
+            ApiError::UnsupportedMediaType => {
+                Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", detail)
+            }
+            ApiError::PayloadTooLarge { .. } => {
+                Problem::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", detail)
+            }
             ApiError::BodyUnreadable => Problem::new(S::BAD_REQUEST, "body_unreadable", detail),
             ApiError::MalformedJson(_) => Problem::new(S::BAD_REQUEST, "malformed_json", detail),
             ApiError::InvalidBody(_) => Problem::new(S::BAD_REQUEST, "invalid_body", detail),
-            ApiError::InvalidIdempotencyKey => Problem::new(S::BAD_REQUEST, "invalid_idempotency_key", detail),
-            ApiError::IdempotencyKeyReused => Problem::new(S::UNPROCESSABLE_ENTITY, "idempotency_key_reused", detail),
-            ApiError::InvalidValue { code, .. } => Problem::new(S::UNPROCESSABLE_ENTITY, code, detail),
+            ApiError::InvalidIdempotencyKey => {
+                Problem::new(S::BAD_REQUEST, "invalid_idempotency_key", detail)
+            }
+            ApiError::IdempotencyKeyReused => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, "idempotency_key_reused", detail)
+            }
+            ApiError::InvalidValue { code, .. } => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, code, detail)
+            }
             ApiError::Command(e) => command_problem(e),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "command failed unexpectedly");
@@ -73,7 +83,8 @@ fn command_problem(error: &CommandError) -> Problem {
         CommandError::Budget(rejection) => {
             let status = match rejection {
                 budget::Rejection::ReservationNotFound(_) => S::NOT_FOUND,
-                budget::Rejection::AlreadySettled { .. } | budget::Rejection::ReservationExists(_) => S::CONFLICT,
+                budget::Rejection::AlreadySettled { .. }
+                | budget::Rejection::ReservationExists(_) => S::CONFLICT,
                 budget::Rejection::HardLimitZero
                 | budget::Rejection::SoftAboveHard { .. }
                 | budget::Rejection::BadThresholds
@@ -88,7 +99,9 @@ fn command_problem(error: &CommandError) -> Problem {
         CommandError::Post(rejection) => {
             let status = match rejection {
                 post::Rejection::NotFound => S::NOT_FOUND,
-                post::Rejection::AlreadyExists | post::Rejection::InvalidTransition { .. } => S::CONFLICT,
+                post::Rejection::AlreadyExists | post::Rejection::InvalidTransition { .. } => {
+                    S::CONFLICT
+                }
                 post::Rejection::BadBody
                 | post::Rejection::PublishTimeInPast
                 | post::Rejection::EmptyReason
@@ -96,9 +109,15 @@ fn command_problem(error: &CommandError) -> Problem {
             };
             Problem::new(status, rejection.code(), detail)
         }
-        CommandError::VersionConflict { .. } => Problem::new(S::CONFLICT, "version_conflict", detail),
-        CommandError::IdempotencyKeyTaken => Problem::new(S::CONFLICT, "idempotency_key_in_flight", detail),
-        CommandError::Contention => Problem::new(S::SERVICE_UNAVAILABLE, "contention", detail).retry_after(1),
+        CommandError::VersionConflict { .. } => {
+            Problem::new(S::CONFLICT, "version_conflict", detail)
+        }
+        CommandError::IdempotencyKeyTaken => {
+            Problem::new(S::CONFLICT, "idempotency_key_in_flight", detail)
+        }
+        CommandError::Contention => {
+            Problem::new(S::SERVICE_UNAVAILABLE, "contention", detail).retry_after(1)
+        }
         CommandError::Corrupt { .. } | CommandError::Store(_) => {
             tracing::error!(error = ?error, "command failed in the event store");
             Problem::internal()

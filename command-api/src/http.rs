@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth::{Authenticator, Principal};
 use eventlog::{IdempotencyRecord, IdempotentResponse};
@@ -41,9 +41,11 @@ pub fn configure(api: CommandApi) -> impl FnOnce(&mut web::ServiceConfig) {
         for route in COMMANDS {
             cfg.route(
                 &format!("/v1/commands/{}", route.name),
-                web::post().to(move |req: HttpRequest, payload: web::Payload, api: web::Data<CommandApi>| {
-                    handle(route, req, payload, api)
-                }),
+                web::post().to(
+                    move |req: HttpRequest, payload: web::Payload, api: web::Data<CommandApi>| {
+                        handle(route, req, payload, api)
+                    },
+                ),
             );
         }
     }
@@ -58,16 +60,27 @@ async fn handle(
     let principal = authenticate(&req)?;
     principal.require(route.role)?;
     let key = idempotency_key(&req)?;
-    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    {
         return Err(ApiError::UnsupportedMediaType);
     }
     let body = read_body(&req, payload, api.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     // serde would read a struct from an array of its fields in order; a command body
     // must name its fields.
     if !value.is_object() {
-        return Err(ApiError::InvalidBody("the body must be a JSON object".into()));
+        return Err(ApiError::InvalidBody(
+            "the body must be a JSON object".into(),
+        ));
     }
     let request_hash = request_hash(route.name, &value);
     let tenant = domain::TenantId::from_uuid(principal.tenant_id);
@@ -109,13 +122,20 @@ async fn handle(
             post_id,
             expected_version,
             command,
-        } => api.service.post(&envelope, post_id, expected_version, command).await,
+        } => {
+            api.service
+                .post(&envelope, post_id, expected_version, command)
+                .await
+        }
     };
     match outcome {
         Ok(done) => {
             let position = match done.appended {
                 Some(appended) => appended.last_position,
-                None => store.head().await.map_err(|e| ApiError::Internal(e.into()))?,
+                None => store
+                    .head()
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?,
             };
             let mut body = planned.response;
             body.insert("position".to_owned(), json!(position));
@@ -130,7 +150,9 @@ async fn handle(
                 .map_err(|e| ApiError::Internal(e.into()))?
             {
                 Some(stored) => replay(stored, &request_hash),
-                None => Err(ApiError::Command(crate::service::CommandError::IdempotencyKeyTaken)),
+                None => Err(ApiError::Command(
+                    crate::service::CommandError::IdempotencyKeyTaken,
+                )),
             }
         }
         Err(error) => {
@@ -146,7 +168,10 @@ async fn handle(
                     status: problem.status,
                     body: serde_json::to_value(&problem).unwrap_or(Value::Null),
                 };
-                if let Err(e) = store.remember_response(principal.tenant_id, key, &response).await {
+                if let Err(e) = store
+                    .remember_response(principal.tenant_id, key, &response)
+                    .await
+                {
                     tracing::warn!(error = ?e, "could not remember a rejection under its idempotency key");
                 }
             }
@@ -174,7 +199,11 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)

@@ -9,7 +9,8 @@ use crate::commands::COMMANDS;
 pub fn paths() -> Map<String, Value> {
     let mut paths = Map::new();
     for route in COMMANDS {
-        let body_schema = schemas::commands::command_schema(route.name).unwrap_or_else(|| json!({}));
+        let body_schema =
+            schemas::commands::command_schema(route.name).unwrap_or_else(|| json!({}));
         let mut answer = Map::new();
         for id in route.answer_ids {
             answer.insert((*id).to_owned(), json!({"type": "string"}));
@@ -31,8 +32,14 @@ pub fn paths() -> Map<String, Value> {
             }),
         );
         let mut codes: Vec<(u16, String)> = vec![
-            (400, "malformed_json, invalid_body or invalid_idempotency_key".to_owned()),
-            (401, "missing_token, invalid_token or token_expired".to_owned()),
+            (
+                400,
+                "malformed_json, invalid_body or invalid_idempotency_key".to_owned(),
+            ),
+            (
+                401,
+                "missing_token, invalid_token or token_expired".to_owned(),
+            ),
             (403, format!("forbidden: needs the {} role", route.role)),
             (413, "payload_too_large".to_owned()),
             (415, "unsupported_media_type".to_owned()),

@@ -83,9 +83,12 @@ pub enum CommandError {
     Store(#[source] StoreError),
 }
 
+/// One stream's slot: its folded state, behind the lock that serializes its commands.
+type SharedSlot<S> = Arc<Mutex<Slot<S>>>;
+
 /// Streams' folded states, one async-mutex slot per stream.
 struct StreamCache<A: Aggregate> {
-    slots: StdMutex<HashMap<String, Arc<Mutex<Slot<A::State>>>>>,
+    slots: StdMutex<HashMap<String, SharedSlot<A::State>>>,
 }
 
 #[derive(Default)]
@@ -101,7 +104,7 @@ impl<A: Aggregate> StreamCache<A> {
         }
     }
 
-    fn slot(&self, stream: &str) -> Arc<Mutex<Slot<A::State>>> {
+    fn slot(&self, stream: &str) -> SharedSlot<A::State> {
         // A poisoned lock only means another thread panicked while holding this map;
         // the map itself is always left consistent, so keep using it.
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,10 +163,20 @@ impl CommandService {
         };
         let stream = StreamName::budget(envelope.tenant, period);
         let first = self
-            .execute(&self.budgets, envelope, &stream, None, command.clone(), &ctx)
+            .execute(
+                &self.budgets,
+                envelope,
+                &stream,
+                None,
+                command.clone(),
+                &ctx,
+            )
             .await;
         match (&first, &command) {
-            (Err(CommandError::Budget(budget::Rejection::NotConfigured)), budget::Command::Reserve { .. }) => {
+            (
+                Err(CommandError::Budget(budget::Rejection::NotConfigured)),
+                budget::Command::Reserve { .. },
+            ) => {
                 let Some(inherited) = self.inherited_limits(envelope.tenant, period).await? else {
                     return first;
                 };
@@ -205,13 +218,24 @@ impl CommandService {
             now: self.clock.now(),
         };
         let stream = StreamName::post(envelope.tenant, post_id);
-        self.execute(&self.posts, envelope, &stream, expected_version, command, &ctx)
-            .await
+        self.execute(
+            &self.posts,
+            envelope,
+            &stream,
+            expected_version,
+            command,
+            &ctx,
+        )
+        .await
     }
 
     /// The state of a budget month as the command side sees it (for the limits a new
     /// month inherits).
-    async fn budget_state(&self, tenant: TenantId, period: Period) -> Result<budget::State, CommandError> {
+    async fn budget_state(
+        &self,
+        tenant: TenantId,
+        period: Period,
+    ) -> Result<budget::State, CommandError> {
         let stream = StreamName::budget(tenant, period);
         let slot = self.budgets.slot(stream.as_str());
         let mut slot = slot.lock().await;
@@ -250,10 +274,19 @@ impl CommandService {
                 stream: stream.to_string(),
                 reason,
             };
-            let decoded = schemas::decode(&recorded.event_type, recorded.schema_version, &recorded.data)
-                .map_err(|e| corrupt(e.to_string()))?;
-            let event = A::unwrap(decoded)
-                .ok_or_else(|| corrupt(format!("{} is not a {} event", recorded.event_type, A::NAME)))?;
+            let decoded = schemas::decode(
+                &recorded.event_type,
+                recorded.schema_version,
+                &recorded.data,
+            )
+            .map_err(|e| corrupt(e.to_string()))?;
+            let event = A::unwrap(decoded).ok_or_else(|| {
+                corrupt(format!(
+                    "{} is not a {} event",
+                    recorded.event_type,
+                    A::NAME
+                ))
+            })?;
             slot.state = A::evolve(std::mem::take(&mut slot.state), &event);
             slot.version = recorded.version;
         }
@@ -275,7 +308,8 @@ impl CommandService {
         let slot = cache.slot(stream.as_str());
         let mut slot = slot.lock().await;
         for attempt in 1..=MAX_ATTEMPTS {
-            self.catch_up::<A>(envelope.tenant, stream, &mut slot).await?;
+            self.catch_up::<A>(envelope.tenant, stream, &mut slot)
+                .await?;
             if let Some(expected) = expected_version
                 && expected != slot.version
             {
@@ -332,7 +366,9 @@ impl CommandService {
                     // Another process appended first: catch up and decide again.
                     tracing::debug!(stream = %stream, attempt, "lost an append race, retrying");
                 }
-                Err(StoreError::IdempotencyKeyTaken(_)) => return Err(CommandError::IdempotencyKeyTaken),
+                Err(StoreError::IdempotencyKeyTaken(_)) => {
+                    return Err(CommandError::IdempotencyKeyTaken);
+                }
                 Err(other) => return Err(CommandError::Store(other)),
             }
         }

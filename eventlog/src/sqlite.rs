@@ -622,7 +622,10 @@ async fn append_one(
         && let serde_json::Value::Object(body) = &record.response.body
     {
         let mut body = body.clone();
-        body.insert("position".to_owned(), serde_json::Value::from(last_position));
+        body.insert(
+            "position".to_owned(),
+            serde_json::Value::from(last_position),
+        );
         sqlx::query("UPDATE idempotency_keys SET body = ? WHERE tenant_id = ? AND key = ?")
             .bind(serde_json::Value::Object(body).to_string())
             .bind(&tenant)

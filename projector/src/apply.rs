@@ -25,18 +25,26 @@ pub enum ApplyError {
 }
 
 /// Applies one recorded event inside the caller's transaction.
-pub async fn apply(conn: &mut SqliteConnection, recorded: &RecordedEvent) -> Result<(), ApplyError> {
-    let event = schemas::decode(&recorded.event_type, recorded.schema_version, &recorded.data).map_err(|source| {
-        ApplyError::Decode {
-            position: recorded.global_position,
-            source,
-        }
+pub async fn apply(
+    conn: &mut SqliteConnection,
+    recorded: &RecordedEvent,
+) -> Result<(), ApplyError> {
+    let event = schemas::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+    )
+    .map_err(|source| ApplyError::Decode {
+        position: recorded.global_position,
+        source,
     })?;
     let wrong_stream = || ApplyError::WrongStream {
         position: recorded.global_position,
         stream: recorded.stream_id.clone(),
     };
-    let kind = StreamName::parse(&recorded.stream_id).map_err(|_| wrong_stream())?.1;
+    let kind = StreamName::parse(&recorded.stream_id)
+        .map_err(|_| wrong_stream())?
+        .1;
     match (event, kind) {
         (DomainEvent::Budget(event), StreamKind::Budget(period)) => {
             apply_budget(conn, recorded, &period.to_string(), event).await
@@ -134,7 +142,9 @@ async fn apply_budget(
             reserved,
             actual,
         } => {
-            budget_delta(actual.get(), -reserved.get()).execute(&mut *conn).await?;
+            budget_delta(actual.get(), -reserved.get())
+                .execute(&mut *conn)
+                .await?;
             settle(reservation_id.to_string(), "committed", Some(actual.get()))
                 .execute(&mut *conn)
                 .await?;
@@ -147,39 +157,57 @@ async fn apply_budget(
                 .execute(&mut *conn)
                 .await?;
         }
-        budget::Event::Released { reservation_id, amount } => {
-            budget_delta(0, -amount.get()).execute(&mut *conn).await?;
-            settle(reservation_id.to_string(), "released", None).execute(&mut *conn).await?;
-        }
-        budget::Event::Expired {
-            reservation_id, amount, ..
+        budget::Event::Released {
+            reservation_id,
+            amount,
         } => {
             budget_delta(0, -amount.get()).execute(&mut *conn).await?;
-            settle(reservation_id.to_string(), "expired", None).execute(&mut *conn).await?;
+            settle(reservation_id.to_string(), "released", None)
+                .execute(&mut *conn)
+                .await?;
+        }
+        budget::Event::Expired {
+            reservation_id,
+            amount,
+            ..
+        } => {
+            budget_delta(0, -amount.get()).execute(&mut *conn).await?;
+            settle(reservation_id.to_string(), "expired", None)
+                .execute(&mut *conn)
+                .await?;
         }
         budget::Event::ThresholdCrossed { threshold_pct, .. } => {
-            let row = sqlx::query("SELECT thresholds_crossed FROM budgets WHERE tenant_id = ? AND period = ?")
-                .bind(&tenant)
-                .bind(period)
-                .fetch_one(&mut *conn)
-                .await?;
-            let mut crossed: Vec<u8> = serde_json::from_str(row.get("thresholds_crossed")).unwrap_or_default();
+            let row = sqlx::query(
+                "SELECT thresholds_crossed FROM budgets WHERE tenant_id = ? AND period = ?",
+            )
+            .bind(&tenant)
+            .bind(period)
+            .fetch_one(&mut *conn)
+            .await?;
+            let mut crossed: Vec<u8> =
+                serde_json::from_str(row.get("thresholds_crossed")).unwrap_or_default();
             if !crossed.contains(&threshold_pct) {
                 crossed.push(threshold_pct);
                 crossed.sort_unstable();
             }
-            sqlx::query("UPDATE budgets SET thresholds_crossed = ? WHERE tenant_id = ? AND period = ?")
-                .bind(serde_json::to_string(&crossed).unwrap_or_else(|_| "[]".into()))
-                .bind(&tenant)
-                .bind(period)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "UPDATE budgets SET thresholds_crossed = ? WHERE tenant_id = ? AND period = ?",
+            )
+            .bind(serde_json::to_string(&crossed).unwrap_or_else(|_| "[]".into()))
+            .bind(&tenant)
+            .bind(period)
+            .execute(&mut *conn)
+            .await?;
         }
     }
     Ok(())
 }
 
-async fn apply_post(conn: &mut SqliteConnection, recorded: &RecordedEvent, event: post::Event) -> Result<(), ApplyError> {
+async fn apply_post(
+    conn: &mut SqliteConnection,
+    recorded: &RecordedEvent,
+    event: post::Event,
+) -> Result<(), ApplyError> {
     let tenant = recorded.tenant_id.to_string();
     let post_id = match StreamName::parse(&recorded.stream_id) {
         Ok((_, StreamKind::Post(id))) => id.to_string(),
@@ -224,7 +252,12 @@ async fn apply_post(conn: &mut SqliteConnection, recorded: &RecordedEvent, event
             return Ok(());
         }
         post::Event::Edited { body } => {
-            sqlx::query(&update("body = ?")).bind(body).bind(version).bind(&at).bind(&tenant).bind(&post_id)
+            sqlx::query(&update("body = ?"))
+                .bind(body)
+                .bind(version)
+                .bind(&at)
+                .bind(&tenant)
+                .bind(&post_id)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -247,16 +280,21 @@ async fn apply_post(conn: &mut SqliteConnection, recorded: &RecordedEvent, event
                 .execute(&mut *conn)
                 .await?;
         }
-        post::Event::Published { network_post_id, url } => {
-            sqlx::query(&update("status = 'published', network_post_id = ?, url = ?"))
-                .bind(network_post_id)
-                .bind(url)
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(&post_id)
-                .execute(&mut *conn)
-                .await?;
+        post::Event::Published {
+            network_post_id,
+            url,
+        } => {
+            sqlx::query(&update(
+                "status = 'published', network_post_id = ?, url = ?",
+            ))
+            .bind(network_post_id)
+            .bind(url)
+            .bind(version)
+            .bind(&at)
+            .bind(&tenant)
+            .bind(&post_id)
+            .execute(&mut *conn)
+            .await?;
         }
         post::Event::PublishFailed { reason } => {
             sqlx::query(&update("status = 'failed', failure_reason = ?"))

@@ -11,5 +11,5 @@ pub mod readmodel;
 
 pub use projector::{Outcome, Projector, READ_MODELS};
 pub use readmodel::{
-    BudgetView, PostFilter, PostPage, PostView, ReadModels, ReservationView, ReservationStatus,
+    BudgetView, PostFilter, PostPage, PostView, ReadModels, ReservationStatus, ReservationView,
 };

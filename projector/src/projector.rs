@@ -68,7 +68,10 @@ impl Projector {
             .fetch_optional(&mut *tx)
             .await?
             .unwrap_or(0);
-        let events = self.store.read_all(from as Position, self.batch_size).await?;
+        let events = self
+            .store
+            .read_all(from as Position, self.batch_size)
+            .await?;
         let Some(last) = events.last().map(|e| e.global_position) else {
             tx.rollback().await?;
             return Ok(Outcome::CaughtUp);
@@ -128,11 +131,16 @@ impl Projector {
     /// readers see the old models until the new ones are complete. Returns the number
     /// of events applied.
     #[tracing::instrument(skip_all)]
-    pub async fn rebuild(&self, mut progress: impl FnMut(Position, Position)) -> Result<usize, ProjectError> {
+    pub async fn rebuild(
+        &self,
+        mut progress: impl FnMut(Position, Position),
+    ) -> Result<usize, ProjectError> {
         let head = self.store.head().await?;
         let mut tx = self.models.pool().begin_with("BEGIN IMMEDIATE").await?;
         for table in ["budgets", "reservations", "posts"] {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
         }
         let mut from: Position = 0;
         let mut total = 0;
@@ -155,7 +163,10 @@ impl Projector {
     }
 }
 
-async fn save_checkpoint(conn: &mut sqlx::SqliteConnection, position: Position) -> Result<(), sqlx::Error> {
+async fn save_checkpoint(
+    conn: &mut sqlx::SqliteConnection,
+    position: Position,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO checkpoints (name, position) VALUES (?, ?)
          ON CONFLICT (name) DO UPDATE SET position = excluded.position",

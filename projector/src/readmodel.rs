@@ -16,8 +16,10 @@ use domain::{Micros, Period};
 use eventlog::Position;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -156,7 +158,9 @@ pub fn encode_cursor(created_position: i64) -> String {
 pub fn decode_cursor(cursor: &str) -> Result<i64, BadCursor> {
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| BadCursor)?;
     let text = String::from_utf8(raw).map_err(|_| BadCursor)?;
-    text.strip_prefix('p').and_then(|n| n.parse().ok()).ok_or(BadCursor)
+    text.strip_prefix('p')
+        .and_then(|n| n.parse().ok())
+        .ok_or(BadCursor)
 }
 
 pub(crate) fn ts(at: DateTime<Utc>) -> String {
@@ -187,7 +191,10 @@ impl ReadModels {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
@@ -236,7 +243,11 @@ impl ReadModels {
     /// whether they did. Wakes on the in-process projector's progress and re-reads the
     /// stored checkpoint now and then, so it also works when the projector runs in
     /// another process.
-    pub async fn wait_for_position(&self, position: Position, timeout: Duration) -> Result<bool, sqlx::Error> {
+    pub async fn wait_for_position(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<bool, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut progress = self.progress.subscribe();
         loop {
@@ -247,7 +258,9 @@ impl ReadModels {
             if stored >= position {
                 return Ok(true);
             }
-            let tick = tokio::time::sleep_until((tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline));
+            let tick = tokio::time::sleep_until(
+                (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline),
+            );
             tokio::select! {
                 _ = progress.changed() => {}
                 _ = tick => {}
@@ -262,7 +275,11 @@ impl ReadModels {
     /// The balance of a tenant's month. A month with no row yet shows the limits it
     /// will inherit from the most recent earlier month (within a year), with nothing
     /// spent; a tenant that never set limits gets `None`.
-    pub async fn budget(&self, tenant: Uuid, period: Period) -> Result<Option<BudgetView>, sqlx::Error> {
+    pub async fn budget(
+        &self,
+        tenant: Uuid,
+        period: Period,
+    ) -> Result<Option<BudgetView>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT period, soft_limit_micros, hard_limit_micros, alert_thresholds_pct, committed_micros,
                     reserved_micros, overrun_micros, thresholds_crossed, inherited_from, limits_set
@@ -334,11 +351,13 @@ impl ReadModels {
 
     /// One post of a tenant.
     pub async fn post(&self, tenant: Uuid, post_id: Uuid) -> Result<Option<PostView>, sqlx::Error> {
-        let row = sqlx::query(&format!("SELECT {POST_COLUMNS} FROM posts WHERE tenant_id = ? AND post_id = ?"))
-            .bind(tenant.to_string())
-            .bind(post_id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {POST_COLUMNS} FROM posts WHERE tenant_id = ? AND post_id = ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(post_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(post_view).transpose()
     }
 
@@ -373,7 +392,11 @@ impl ReadModels {
     }
 
     /// Scheduled posts whose time has come, across tenants: `(tenant, post, version)`.
-    pub async fn due_posts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<(Uuid, Uuid, u64)>, sqlx::Error> {
+    pub async fn due_posts(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, Uuid, u64)>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT tenant_id, post_id, version FROM posts
              WHERE status = 'scheduled' AND publish_at <= ? ORDER BY publish_at LIMIT ?",
@@ -431,7 +454,8 @@ impl ReadModels {
     }
 }
 
-const POST_COLUMNS: &str = "post_id, channel, body, campaign_id, status, publish_at, network_post_id, url,
+const POST_COLUMNS: &str =
+    "post_id, channel, body, campaign_id, status, publish_at, network_post_id, url,
         failure_reason, version, created_at, updated_at";
 
 fn status(soft: i64, hard: i64, committed: i64, reserved: i64) -> String {
@@ -441,7 +465,9 @@ fn status(soft: i64, hard: i64, committed: i64, reserved: i64) -> String {
         hard: micros(hard),
         alert_thresholds_pct: Vec::new(),
     };
-    status_of(Some(&limits), micros(committed), micros(reserved)).as_str().to_owned()
+    status_of(Some(&limits), micros(committed), micros(reserved))
+        .as_str()
+        .to_owned()
 }
 
 fn budget_view(row: &sqlx::sqlite::SqliteRow) -> BudgetView {
@@ -471,13 +497,17 @@ fn reservation_view(row: &sqlx::sqlite::SqliteRow) -> Result<ReservationView, sq
         period: row.get("period"),
         amount_micros: row.get("amount_micros"),
         purpose: row.get("purpose"),
-        status: status
-            .parse()
-            .map_err(|()| sqlx::Error::Decode(format!("unknown reservation status {status}").into()))?,
+        status: status.parse().map_err(|()| {
+            sqlx::Error::Decode(format!("unknown reservation status {status}").into())
+        })?,
         expires_at: parse_ts(row.get("expires_at"))?,
         actual_micros: row.get("actual_micros"),
         created_at: parse_ts(row.get("created_at"))?,
-        settled_at: row.get::<Option<String>, _>("settled_at").as_deref().map(parse_ts).transpose()?,
+        settled_at: row
+            .get::<Option<String>, _>("settled_at")
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?,
     })
 }
 
@@ -486,9 +516,17 @@ fn post_view(row: &sqlx::sqlite::SqliteRow) -> Result<PostView, sqlx::Error> {
         post_id: parse_uuid(row.get("post_id"))?,
         channel: row.get("channel"),
         body: row.get("body"),
-        campaign_id: row.get::<Option<String>, _>("campaign_id").as_deref().map(parse_uuid).transpose()?,
+        campaign_id: row
+            .get::<Option<String>, _>("campaign_id")
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
         status: row.get("status"),
-        publish_at: row.get::<Option<String>, _>("publish_at").as_deref().map(parse_ts).transpose()?,
+        publish_at: row
+            .get::<Option<String>, _>("publish_at")
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?,
         network_post_id: row.get("network_post_id"),
         url: row.get("url"),
         failure_reason: row.get("failure_reason"),

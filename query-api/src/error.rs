@@ -28,8 +28,12 @@ impl QueryError {
         match self {
             QueryError::Auth(e) => Problem::from(e.clone()),
             QueryError::BadQuery(_) => Problem::new(S::BAD_REQUEST, "invalid_query", detail),
-            QueryError::NotFound(what) => Problem::new(S::NOT_FOUND, &format!("{what}_not_found"), detail),
-            QueryError::BudgetNotConfigured(_) => Problem::new(S::NOT_FOUND, "budget_not_configured", detail),
+            QueryError::NotFound(what) => {
+                Problem::new(S::NOT_FOUND, &format!("{what}_not_found"), detail)
+            }
+            QueryError::BudgetNotConfigured(_) => {
+                Problem::new(S::NOT_FOUND, "budget_not_configured", detail)
+            }
             QueryError::ConsistencyTimeout { .. } => {
                 Problem::new(S::SERVICE_UNAVAILABLE, "consistency_timeout", detail).retry_after(1)
             }

@@ -75,7 +75,14 @@ pub struct ReservationList {
     pub items: Vec<ReservationView>,
 }
 
-const POST_STATUSES: &[&str] = &["draft", "scheduled", "publishing", "published", "failed", "cancelled"];
+const POST_STATUSES: &[&str] = &[
+    "draft",
+    "scheduled",
+    "publishing",
+    "published",
+    "failed",
+    "cancelled",
+];
 
 fn viewer(req: &HttpRequest) -> Result<Principal, QueryError> {
     let auth = req
@@ -105,7 +112,11 @@ async fn consistent(api: &QueryApi, min_position: Option<u64>) -> Result<(), Que
         return Ok(());
     };
     let started = Instant::now();
-    if api.models.wait_for_position(position, api.max_consistency_wait).await? {
+    if api
+        .models
+        .wait_for_position(position, api.max_consistency_wait)
+        .await?
+    {
         Ok(())
     } else {
         Err(QueryError::ConsistencyTimeout {
@@ -128,7 +139,10 @@ async fn budget(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpRespon
 }
 
 #[tracing::instrument(skip_all)]
-async fn reservations(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpResponse, QueryError> {
+async fn reservations(
+    req: HttpRequest,
+    api: web::Data<QueryApi>,
+) -> Result<HttpResponse, QueryError> {
     let principal = viewer(&req)?;
     let q: ReservationsQuery = query(&req)?;
     let period = period(q.period.as_deref())?;
@@ -144,7 +158,10 @@ async fn reservations(req: HttpRequest, api: web::Data<QueryApi>) -> Result<Http
         return Err(QueryError::BadQuery("limit must be 1 to 1000".into()));
     }
     consistent(&api, q.min_position).await?;
-    let items = api.models.reservations(principal.tenant_id, period, status, limit).await?;
+    let items = api
+        .models
+        .reservations(principal.tenant_id, period, status, limit)
+        .await?;
     Ok(HttpResponse::Ok().json(ReservationList { items }))
 }
 
@@ -155,7 +172,10 @@ async fn posts(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpRespons
     if let Some(status) = q.status.as_deref()
         && !POST_STATUSES.contains(&status)
     {
-        return Err(QueryError::BadQuery(format!("status must be one of {}", POST_STATUSES.join(", "))));
+        return Err(QueryError::BadQuery(format!(
+            "status must be one of {}",
+            POST_STATUSES.join(", ")
+        )));
     }
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
@@ -179,7 +199,11 @@ async fn posts(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpRespons
 }
 
 #[tracing::instrument(skip_all)]
-async fn post(req: HttpRequest, path: web::Path<String>, api: web::Data<QueryApi>) -> Result<HttpResponse, QueryError> {
+async fn post(
+    req: HttpRequest,
+    path: web::Path<String>,
+    api: web::Data<QueryApi>,
+) -> Result<HttpResponse, QueryError> {
     let principal = viewer(&req)?;
     let q: PostQuery = query(&req)?;
     // An id that is not a UUID names no post: answer exactly as for an unknown one.

@@ -29,7 +29,13 @@ fn period() -> Value {
     )
 }
 
-fn get(operation_id: &str, summary: &str, parameters: Vec<Value>, ok: Value, errors: &[(u16, &str)]) -> Value {
+fn get(
+    operation_id: &str,
+    summary: &str,
+    parameters: Vec<Value>,
+    ok: Value,
+    errors: &[(u16, &str)],
+) -> Value {
     let mut responses = Map::new();
     responses.insert(
         "200".into(),
@@ -114,7 +120,10 @@ pub fn paths() -> Map<String, Value> {
         schema::<PostView>(),
         &[(404, "post_not_found")],
     );
-    if let Some(params) = by_id.pointer_mut("/get/parameters").and_then(Value::as_array_mut) {
+    if let Some(params) = by_id
+        .pointer_mut("/get/parameters")
+        .and_then(Value::as_array_mut)
+    {
         params.insert(
             0,
             json!({"name": "post_id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}),

@@ -23,11 +23,18 @@ impl ReservationExpiry {
     /// Expires every due reservation the read models know of; returns how many months
     /// were swept.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
-        let due = self.models.months_with_due_reservations(self.service.now(), 500).await?;
+        let due = self
+            .models
+            .months_with_due_reservations(self.service.now(), 500)
+            .await?;
         for (tenant, period) in &due {
             let tenant = TenantId::from_uuid(*tenant);
             let envelope = Envelope::system(tenant, "reservation-expiry", None);
-            if let Err(error) = self.service.budget(&envelope, Some(*period), budget::Command::ExpireDue).await {
+            if let Err(error) = self
+                .service
+                .budget(&envelope, Some(*period), budget::Command::ExpireDue)
+                .await
+            {
                 tracing::warn!(tenant = %tenant, period = %period, error = ?error, "could not expire reservations");
             }
         }

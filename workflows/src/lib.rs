@@ -19,7 +19,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Waits for the next tick or for shutdown; returns false on shutdown.
-pub(crate) async fn tick(interval: &mut tokio::time::Interval, shutdown: &mut watch::Receiver<bool>) -> bool {
+pub(crate) async fn tick(
+    interval: &mut tokio::time::Interval,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
     if *shutdown.borrow() {
         return false;
     }

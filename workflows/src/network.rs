@@ -22,7 +22,13 @@ pub struct Refused {
 /// A social network or other destination.
 #[async_trait]
 pub trait Network: Send + Sync + 'static {
-    async fn publish(&self, tenant: TenantId, post: PostId, channel: &Channel, body: &str) -> Result<Delivered, Refused>;
+    async fn publish(
+        &self,
+        tenant: TenantId,
+        post: PostId,
+        channel: &Channel,
+        body: &str,
+    ) -> Result<Delivered, Refused>;
 }
 
 /// The embedded network: accepts every post.
@@ -31,7 +37,13 @@ pub struct LocalNetwork;
 
 #[async_trait]
 impl Network for LocalNetwork {
-    async fn publish(&self, _tenant: TenantId, post: PostId, channel: &Channel, _body: &str) -> Result<Delivered, Refused> {
+    async fn publish(
+        &self,
+        _tenant: TenantId,
+        post: PostId,
+        channel: &Channel,
+        _body: &str,
+    ) -> Result<Delivered, Refused> {
         Ok(Delivered {
             network_post_id: format!("local-{post}"),
             url: Some(format!("local://{channel}/{post}")),

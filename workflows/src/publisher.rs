@@ -39,11 +39,15 @@ impl Publisher {
         for event in &events {
             if event.event_type == "post.publish_requested" {
                 self.deliver(event).await?;
-                self.models.save_checkpoint(CHECKPOINT, event.global_position).await?;
+                self.models
+                    .save_checkpoint(CHECKPOINT, event.global_position)
+                    .await?;
             }
         }
         if let Some(last) = events.last() {
-            self.models.save_checkpoint(CHECKPOINT, last.global_position).await?;
+            self.models
+                .save_checkpoint(CHECKPOINT, last.global_position)
+                .await?;
         }
         Ok(events.len())
     }
@@ -51,7 +55,10 @@ impl Publisher {
     async fn deliver(&self, requested: &RecordedEvent) -> anyhow::Result<()> {
         let (tenant, post_id) = match StreamName::parse(&requested.stream_id) {
             Ok((tenant, StreamKind::Post(post))) => (tenant, post),
-            _ => anyhow::bail!("publish request on a non-post stream {}", requested.stream_id),
+            _ => anyhow::bail!(
+                "publish request on a non-post stream {}",
+                requested.stream_id
+            ),
         };
         let history = self
             .store
@@ -69,7 +76,9 @@ impl Publisher {
                 network_post_id: delivered.network_post_id,
                 url: delivered.url,
             },
-            Err(refused) => Command::RecordFailed { reason: refused.reason },
+            Err(refused) => Command::RecordFailed {
+                reason: refused.reason,
+            },
         };
         self.record(tenant, post_id, requested, command).await
     }
@@ -126,8 +135,14 @@ impl Publisher {
 fn content(history: &[RecordedEvent]) -> anyhow::Result<Option<(Channel, String)>> {
     let mut content: Option<(Channel, String)> = None;
     for recorded in history {
-        match schemas::decode(&recorded.event_type, recorded.schema_version, &recorded.data)? {
-            DomainEvent::Post(post::Event::Created { channel, body, .. }) => content = Some((channel, body)),
+        match schemas::decode(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        )? {
+            DomainEvent::Post(post::Event::Created { channel, body, .. }) => {
+                content = Some((channel, body))
+            }
             DomainEvent::Post(post::Event::Edited { body }) => {
                 if let Some((_, current)) = content.as_mut() {
                     *current = body;

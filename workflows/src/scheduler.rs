@@ -42,7 +42,9 @@ impl Scheduler {
                 Err(CommandError::VersionConflict { .. } | CommandError::Post(_)) => {
                     tracing::debug!(tenant = %tenant, post = %post, "due post changed meanwhile; skipped");
                 }
-                Err(error) => tracing::warn!(tenant = %tenant, post = %post, error = ?error, "could not start a due post"),
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant, post = %post, error = ?error, "could not start a due post")
+                }
             }
         }
         Ok(started)
