@@ -144,17 +144,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// How far the read models are behind the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    pub head: u64,
+    pub position: u64,
+    pub rows: Vec<(&'static str, i64)>,
+}
+
+impl ProjectionStatus {
+    /// Events in the log that the read models have not applied yet.
+    pub fn lag(&self) -> u64 {
+        self.head.saturating_sub(self.position)
+    }
+}
+
+/// Reads the projection status of an embedded deployment.
+pub async fn projection_status(embedded: &Embedded) -> anyhow::Result<ProjectionStatus> {
+    Ok(ProjectionStatus {
+        head: embedded
+            .store
+            .head()
+            .await
+            .context("failed to read the log head")?,
+        position: embedded.models.checkpoint(READ_MODELS).await?,
+        rows: embedded.models.row_counts().await?,
+    })
+}
+
 async fn projections_status(embedded: &Embedded) -> anyhow::Result<()> {
-    let head = embedded
-        .store
-        .head()
-        .await
-        .context("failed to read the log head")?;
-    let checkpoint = embedded.models.checkpoint(READ_MODELS).await?;
-    println!("event log head:        {head}");
-    println!("read models position:  {checkpoint}");
-    println!("lag (events):          {}", head.saturating_sub(checkpoint));
-    for (table, rows) in embedded.models.row_counts().await? {
+    let status = projection_status(embedded).await?;
+    println!("event log head:        {}", status.head);
+    println!("read models position:  {}", status.position);
+    println!("lag (events):          {}", status.lag());
+    for (table, rows) in &status.rows {
         println!("{table:<22} {rows} rows");
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! `tidemark`: parse the command line, start telemetry, run. Nothing else lives here.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -10,7 +12,8 @@ async fn main() -> std::process::ExitCode {
     let json = std::env::var("TIDEMARK_LOG_FORMAT").is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {

@@ -13,6 +13,7 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Where the embedded deployment keeps its SQLite files and dev secret.
     pub data_dir: PathBuf,
+    #[serde(default)]
     pub auth: AuthSettings,
     pub query: QuerySettings,
     pub workflows: WorkflowSettings,
@@ -28,7 +29,7 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct AuthSettings {
     /// HS256 secret for bearer tokens. When absent, `tidemark dev` creates one in the
     /// data directory (`jwt-secret`) and `tidemark token` reads it from there.
@@ -96,5 +97,54 @@ impl Settings {
             "workflows.tick_ms must be at least 10"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_alone_make_valid_settings() {
+        let settings = Settings::load(None).expect("defaults load");
+        assert_eq!(settings.http.host, "127.0.0.1");
+        assert_eq!(settings.http.port, 8080);
+        assert_eq!(settings.data_dir, PathBuf::from("./data"));
+        assert!(settings.auth.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn a_settings_file_overrides_the_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("tidemark.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/tidemark\"\n[http]\nport = 9000\n[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .expect("write settings");
+        let settings = Settings::load(Some(&file)).expect("file loads");
+        assert_eq!(settings.http.port, 9000);
+        assert_eq!(settings.http.host, "127.0.0.1");
+        assert_eq!(settings.data_dir, PathBuf::from("/srv/tidemark"));
+        let secret = settings.auth.jwt_secret.as_ref().expect("secret set");
+        assert_eq!(secret.expose_secret(), "0123456789abcdef0123456789abcdef");
+    }
+
+    #[test]
+    fn the_secret_never_shows_in_debug_output() {
+        let settings = AuthSettings {
+            jwt_secret: Some(SecretString::from("super-secret-value-super-secret-value")),
+        };
+        assert!(!format!("{settings:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn an_invalid_value_is_refused_at_start_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("tidemark.toml");
+        std::fs::write(&file, "[http]\nmax_body_bytes = 10\n").expect("write settings");
+        let error = Settings::load(Some(&file)).expect_err("too small a body limit");
+        assert!(error.to_string().contains("max_body_bytes"), "{error}");
     }
 }
