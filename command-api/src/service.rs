@@ -313,6 +313,11 @@ impl CommandService {
             if let Some(expected) = expected_version
                 && expected != slot.version
             {
+                // A stream that does not exist has no version to conflict with: the
+                // caller gets what the command itself answers (for a post, "not found").
+                if slot.version == 0 {
+                    A::decide(&slot.state, command.clone(), ctx)?;
+                }
                 return Err(CommandError::VersionConflict {
                     expected,
                     actual: slot.version,
