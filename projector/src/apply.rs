@@ -86,12 +86,13 @@ async fn apply_budget(
     let settle = |id: String, status: &'static str, actual: Option<i64>| {
         sqlx::query(
             "UPDATE reservations SET status = ?, actual_micros = ?, settled_at = ?
-             WHERE tenant_id = ? AND reservation_id = ?",
+             WHERE tenant_id = ? AND period = ? AND reservation_id = ?",
         )
         .bind(status)
         .bind(actual)
         .bind(at.clone())
         .bind(tenant.clone())
+        .bind(period.to_owned())
         .bind(id)
     };
     match event {
