@@ -59,7 +59,15 @@ fn the_http_crates_reach_the_database_only_through_eventlog_and_read_models() {
 
 #[test]
 fn only_the_command_side_appends_events() {
-    let crates = ["auth", "projector", "query-api", "workflows", "cli", "schemas", "domain"];
+    let crates = [
+        "auth",
+        "projector",
+        "query-api",
+        "workflows",
+        "cli",
+        "schemas",
+        "domain",
+    ];
     for krate in crates {
         for (path, text) in sources(krate) {
             assert!(
@@ -74,7 +82,13 @@ fn only_the_command_side_appends_events() {
 #[test]
 fn the_domain_has_no_async_and_reads_no_clock() {
     for (path, text) in sources("domain") {
-        for forbidden in ["async fn", ".await", "Utc::now", "SystemTime", "Instant::now"] {
+        for forbidden in [
+            "async fn",
+            ".await",
+            "Utc::now",
+            "SystemTime",
+            "Instant::now",
+        ] {
             assert!(
                 !text.contains(forbidden),
                 "{} contains {forbidden:?}; the domain is pure",
@@ -87,7 +101,15 @@ fn the_domain_has_no_async_and_reads_no_clock() {
 #[test]
 fn every_source_file_starts_with_a_module_doc() {
     let crates = [
-        "domain", "schemas", "eventlog", "auth", "command-api", "projector", "workflows", "query-api", "cli",
+        "domain",
+        "schemas",
+        "eventlog",
+        "auth",
+        "command-api",
+        "projector",
+        "workflows",
+        "query-api",
+        "cli",
     ];
     for krate in crates {
         for (path, text) in sources(krate) {
@@ -103,15 +125,30 @@ fn every_source_file_starts_with_a_module_doc() {
 #[test]
 fn every_crate_directory_is_named_like_its_package_and_unpublished() {
     let workspace = fs::read_to_string(root().join("Cargo.toml")).expect("workspace manifest");
-    assert!(workspace.contains("publish = false"), "internal crates must not be publishable");
+    assert!(
+        workspace.contains("publish = false"),
+        "internal crates must not be publishable"
+    );
     for krate in [
-        "domain", "schemas", "eventlog", "auth", "command-api", "projector", "workflows", "query-api", "cli", "tests",
+        "domain",
+        "schemas",
+        "eventlog",
+        "auth",
+        "command-api",
+        "projector",
+        "workflows",
+        "query-api",
+        "cli",
+        "tests",
     ] {
         let manifest = fs::read_to_string(root().join(krate).join("Cargo.toml")).expect("manifest");
         assert!(
             manifest.contains(&format!("name = \"{krate}\"")),
             "{krate}/Cargo.toml must name its package {krate}"
         );
-        assert!(manifest.contains("publish.workspace = true"), "{krate} must inherit publish = false");
+        assert!(
+            manifest.contains("publish.workspace = true"),
+            "{krate} must inherit publish = false"
+        );
     }
 }

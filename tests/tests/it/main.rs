@@ -1,0 +1,10 @@
+//! End-to-end tests of the embedded deployment: one test binary, each test with its
+//! own application on port 0 and its own data directory.
+
+mod api;
+mod budget_concurrency;
+mod errors;
+mod isolation;
+mod openapi;
+mod support;
+mod workflows;

@@ -1,0 +1,382 @@
+//! The background workflows of the embedded deployment, driven over HTTP: the
+//! publisher, the scheduler (on the command side's manual clock) and the reservation
+//! expiry sweeper, including a restart on the same data directory.
+
+use std::time::Duration;
+
+use auth::Role;
+use chrono::{TimeDelta, Utc};
+use command_api::Clock;
+use domain::{PostId, StreamName, TenantId};
+use eventlog::{EventStore, RecordedEvent};
+use projector::ReadModels;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use crate::support::{ManualClock, TestApp, spawn_app, spawn_app_in};
+
+/// How long a workflow gets to act before a test gives up on it.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// The publisher's checkpoint name (see `workflows::publisher::CHECKPOINT`).
+const PUBLISHER_CHECKPOINT: &str = "publisher";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_post_is_delivered_by_the_in_process_publisher() {
+    let app = spawn_app().await;
+    let tenant = Uuid::now_v7();
+    let token = app.token(tenant, Role::Editor);
+    let post_id = create_post(&app, &token, "newsletter-eu").await;
+
+    app.ok_command(&token, "publish-post", &json!({"post_id": post_id}))
+        .await;
+    let post = wait_for_post(&app, &token, post_id, |p| p["status"] == "published").await;
+
+    assert_eq!(
+        post["network_post_id"],
+        format!("local-{post_id}"),
+        "{post}"
+    );
+    assert_eq!(
+        post["url"],
+        format!("local://newsletter-eu/{post_id}"),
+        "{post}"
+    );
+    assert_eq!(post["failure_reason"], Value::Null, "{post}");
+    assert_eq!(
+        event_types(&post_stream(&app, tenant, post_id).await),
+        ["post.created", "post.publish_requested", "post.published"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_publishes_a_due_post_but_not_a_rescheduled_or_cancelled_one() {
+    let app = spawn_app().await;
+    let tenant = Uuid::now_v7();
+    let token = app.token(tenant, Role::Editor);
+    let now = app.clock.now();
+
+    let due = create_post(&app, &token, "linkedin").await;
+    app.ok_command(
+        &token,
+        "schedule-post",
+        &json!({"post_id": due, "publish_at": now + TimeDelta::minutes(2)}),
+    )
+    .await;
+    // First scheduled before the due post, then moved past it: a scheduler that used the
+    // old time would start it first.
+    let moved = create_post(&app, &token, "linkedin").await;
+    app.ok_command(
+        &token,
+        "schedule-post",
+        &json!({"post_id": moved, "publish_at": now + TimeDelta::minutes(1)}),
+    )
+    .await;
+    app.ok_command(
+        &token,
+        "schedule-post",
+        &json!({"post_id": moved, "publish_at": now + TimeDelta::minutes(10)}),
+    )
+    .await;
+    let cancelled = create_post(&app, &token, "linkedin").await;
+    app.ok_command(
+        &token,
+        "schedule-post",
+        &json!({"post_id": cancelled, "publish_at": now + TimeDelta::minutes(1)}),
+    )
+    .await;
+    let last = app
+        .ok_command(&token, "cancel-post", &json!({"post_id": cancelled}))
+        .await;
+    // The read models the scheduler queries include every change before time moves.
+    let position = last["position"].as_u64().expect("position");
+    app.ok_get(&token, &format!("/v1/posts?min_position={position}"))
+        .await;
+
+    app.clock.advance(TimeDelta::minutes(3));
+    let published = wait_for_post(&app, &token, due, |p| p["status"] == "published").await;
+    assert_eq!(published["network_post_id"], format!("local-{due}"));
+    assert_eq!(
+        event_types(&post_stream(&app, tenant, due).await),
+        [
+            "post.created",
+            "post.scheduled",
+            "post.publish_requested",
+            "post.published"
+        ]
+    );
+    let head = app.event_count().await;
+    let moved_view = app
+        .ok_get(&token, &format!("/v1/posts/{moved}?min_position={head}"))
+        .await;
+    assert_eq!(
+        moved_view["status"], "scheduled",
+        "fired early: {moved_view}"
+    );
+    assert!(
+        !event_types(&post_stream(&app, tenant, moved).await)
+            .contains(&"post.publish_requested".to_owned()),
+        "the rescheduled post was started before its new time"
+    );
+
+    // Once its new time comes, the moved post goes out; the cancelled one never does.
+    app.clock.advance(TimeDelta::minutes(8));
+    wait_for_post(&app, &token, moved, |p| p["status"] == "published").await;
+    let head = app.event_count().await;
+    let cancelled_view = app
+        .ok_get(
+            &token,
+            &format!("/v1/posts/{cancelled}?min_position={head}"),
+        )
+        .await;
+    assert_eq!(cancelled_view["status"], "cancelled", "{cancelled_view}");
+    assert_eq!(
+        event_types(&post_stream(&app, tenant, cancelled).await),
+        ["post.created", "post.scheduled", "post.cancelled"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_expires_a_reservation_past_its_ttl_and_frees_its_amount() {
+    const HARD: i64 = 100_000;
+    let app = spawn_app().await;
+    let tenant = Uuid::now_v7();
+    let admin = app.token(tenant, Role::Admin);
+    let editor = app.token(tenant, Role::Editor);
+    let period = domain::Period::containing(app.clock.now()).to_string();
+    app.ok_command(
+        &admin,
+        "set-budget-limits",
+        &json!({"soft_limit_micros": HARD, "hard_limit_micros": HARD, "period": period}),
+    )
+    .await;
+    let reserved = app
+        .ok_command(
+            &editor,
+            "reserve-budget",
+            &json!({"amount_micros": HARD, "purpose": "held too long", "ttl_seconds": 60}),
+        )
+        .await;
+    let reservation_id = reserved["reservation_id"].as_str().expect("id").to_owned();
+    let position = reserved["position"].as_u64().expect("position");
+    let budget = app
+        .ok_get(
+            &editor,
+            &format!("/v1/budget?period={period}&min_position={position}"),
+        )
+        .await;
+    assert_eq!(budget["available_micros"], 0, "{budget}");
+
+    // Not yet due: the sweeper leaves it alone.
+    app.clock.advance(TimeDelta::seconds(59));
+    let refused = app
+        .command(
+            &editor,
+            "reserve-budget",
+            &json!({"amount_micros": 1, "purpose": "too early", "ttl_seconds": 60}),
+        )
+        .await;
+    crate::support::assert_problem(
+        refused,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "budget_exceeded",
+    )
+    .await;
+
+    app.clock.advance(TimeDelta::seconds(2));
+    let listed = poll(
+        &app,
+        &editor,
+        &format!("/v1/budget/reservations?period={period}&status=all"),
+        |v| v["items"][0]["status"] == "expired",
+    )
+    .await;
+    let row = &listed["items"][0];
+    assert_eq!(row["reservation_id"], reservation_id.as_str(), "{listed}");
+    assert_eq!(row["actual_micros"], Value::Null, "{listed}");
+
+    let head = app.event_count().await;
+    let budget = app
+        .ok_get(
+            &editor,
+            &format!("/v1/budget?period={period}&min_position={head}"),
+        )
+        .await;
+    assert_eq!(budget["reserved_micros"], 0, "{budget}");
+    assert_eq!(budget["committed_micros"], 0, "{budget}");
+    assert_eq!(budget["available_micros"], HARD, "{budget}");
+    assert_eq!(budget["status"], "ok", "{budget}");
+
+    // The sweeper did it, not a later command.
+    let stream = StreamName::budget(
+        TenantId::from_uuid(tenant),
+        domain::Period::containing(app.clock.now()),
+    );
+    let events = app
+        .embedded
+        .store
+        .read_stream(tenant, stream.as_str(), 0)
+        .await
+        .expect("budget stream");
+    let expired: Vec<&RecordedEvent> = events
+        .iter()
+        .filter(|e| e.event_type == "budget.expired")
+        .collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].actor, "reservation-expiry");
+
+    // The freed amount can be held again.
+    app.ok_command(
+        &editor,
+        "reserve-budget",
+        &json!({"amount_micros": HARD, "purpose": "the same amount again", "ttl_seconds": 60}),
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_publish_is_not_delivered_again_after_a_restart() {
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::new(Utc::now());
+    let tenant = Uuid::now_v7();
+
+    let app = spawn_app_in(dir.path().to_path_buf(), clock.clone()).await;
+    let token = app.token(tenant, Role::Editor);
+    let post_id = create_post(&app, &token, "linkedin").await;
+    app.ok_command(&token, "publish-post", &json!({"post_id": post_id}))
+        .await;
+    wait_for_post(&app, &token, post_id, |p| p["status"] == "published").await;
+    let head = app.event_count().await;
+    wait_for_checkpoint(&app.embedded.models, PUBLISHER_CHECKPOINT, head).await;
+    app.stop().await;
+
+    // A crash after recording the outcome but before moving the checkpoint: the next
+    // run reads the publish request again.
+    let models = ReadModels::open(&dir.path().join("read_models.db"))
+        .await
+        .expect("read models");
+    models
+        .save_checkpoint(PUBLISHER_CHECKPOINT, 0)
+        .await
+        .expect("rewind the publisher");
+    drop(models);
+
+    let app = spawn_app_in(dir.path().to_path_buf(), clock.clone()).await;
+    let token = app.token(tenant, Role::Editor);
+    wait_for_checkpoint(&app.embedded.models, PUBLISHER_CHECKPOINT, head).await;
+    assert_eq!(
+        app.event_count().await,
+        head,
+        "the restarted publisher appended something"
+    );
+    let stream = post_stream(&app, tenant, post_id).await;
+    assert_eq!(
+        event_types(&stream),
+        ["post.created", "post.publish_requested", "post.published"]
+    );
+    let post = app
+        .ok_get(&token, &format!("/v1/posts/{post_id}?min_position={head}"))
+        .await;
+    assert_eq!(post["status"], "published");
+    assert_eq!(post["network_post_id"], format!("local-{post_id}"));
+
+    // The restarted publisher still delivers new work.
+    let other = create_post(&app, &token, "linkedin").await;
+    app.ok_command(&token, "publish-post", &json!({"post_id": other}))
+        .await;
+    wait_for_post(&app, &token, other, |p| p["status"] == "published").await;
+    let published = post_stream(&app, tenant, post_id)
+        .await
+        .iter()
+        .filter(|e| e.event_type == "post.published")
+        .count();
+    assert_eq!(published, 1, "the first post was published twice");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------
+
+async fn create_post(app: &TestApp, token: &str, channel: &str) -> Uuid {
+    let answer = app
+        .ok_command(
+            token,
+            "create-post",
+            &json!({"channel": channel, "body": "Autumn release notes"}),
+        )
+        .await;
+    answer["post_id"]
+        .as_str()
+        .expect("post id")
+        .parse()
+        .expect("uuid")
+}
+
+/// Polls `GET /v1/posts/{id}` until `done` holds.
+async fn wait_for_post(
+    app: &TestApp,
+    token: &str,
+    post_id: Uuid,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    poll(app, token, &format!("/v1/posts/{post_id}"), done).await
+}
+
+/// Polls a GET until its answer satisfies `done`, up to [`DEADLINE`].
+async fn poll(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let polled = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tick.tick().await;
+            let response = app.get(token, path).await;
+            let answer: Value = response.json().await.expect("json body");
+            if done(&answer) {
+                return answer;
+            }
+            last = answer;
+        }
+    })
+    .await;
+    match polled {
+        Ok(answer) => answer,
+        Err(_) => panic!(
+            "GET {path} did not reach the expected state within {DEADLINE:?}; last answer: {last}"
+        ),
+    }
+}
+
+/// Waits until a tailer's checkpoint reaches `position`.
+async fn wait_for_checkpoint(models: &ReadModels, name: &str, position: u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let reached = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tick.tick().await;
+            if models.checkpoint(name).await.expect("checkpoint") >= position {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "checkpoint {name} did not reach {position} within {DEADLINE:?}"
+    );
+}
+
+async fn post_stream(app: &TestApp, tenant: Uuid, post_id: Uuid) -> Vec<RecordedEvent> {
+    let stream = StreamName::post(TenantId::from_uuid(tenant), PostId::from_uuid(post_id));
+    app.embedded
+        .store
+        .read_stream(tenant, stream.as_str(), 0)
+        .await
+        .expect("post stream")
+}
+
+fn event_types(events: &[RecordedEvent]) -> Vec<String> {
+    events.iter().map(|e| e.event_type.clone()).collect()
+}
