@@ -1,0 +1,1254 @@
+//! The production event store: PostgreSQL, shared by many processes, group commit in each.
+//!
+//! Production runs the command API, projector, relay and workflows as separate
+//! processes against one database, so this store has to be correct *across*
+//! processes, not only within one: the expected-version check locks the stream's row
+//! in `streams` (`SELECT … FOR UPDATE`), so two processes racing on one stream are
+//! ordered by PostgreSQL, and readers tailing the global log never skip an event
+//! however the processes' transactions interleave (below). Within a process it keeps
+//! the SQLite store's shape for speed: appends go through a small, fixed set of
+//! **writer tasks** (see [`PostgresOptions::writers`]); a stream always goes to the
+//! same writer, so commands for a hot stream queue behind each other instead of racing.
+//! Each writer takes whatever is queued (up to [`MAX_BATCH`]) and runs it in one
+//! transaction — one commit, one WAL flush — and, for the appends, one round trip:
+//! `tidemark_append_batch` (migration 0005) takes the whole batch and runs each request
+//! in its own subtransaction (a PL/pgSQL `EXCEPTION` block, i.e. a savepoint), so one
+//! request's conflict rolls back only that request and every caller still gets its
+//! own answer. Issued statement by statement, a request would cost about six round
+//! trips, which on a busy server, not the commit, would bound the throughput.
+//! `remember_response` jobs follow in the same transaction, each in an explicit
+//! `SAVEPOINT`. A batch locks all its streams up front in key order (below), so two
+//! processes' batches cannot deadlock on streams.
+//!
+//! # Why tailing by position is gap-safe here
+//!
+//! A tailer remembers the last position it saw and asks for everything after it, so no
+//! event may ever become visible *below* a position a reader has already been given.
+//! With positions from a sequence that can happen: transaction A takes position 5,
+//! transaction B takes 6 and commits, a reader sees 6, then A commits 5 behind it.
+//!
+//! The store records the writing transaction's id on every event
+//! (`transaction_id xid8 DEFAULT pg_current_xact_id()`) and readers return only events
+//! whose transaction id is below a *horizon*. Filtering by
+//! `pg_snapshot_xmin(pg_current_snapshot())` alone is not enough, because transaction
+//! ids and sequence values are handed out independently: A can get its id before B,
+//! B its positions before A, and once A commits while B is still open a reader with
+//! `xmin = B` returns A's higher positions — and B's lower ones appear later. Two
+//! rules close that hole:
+//!
+//! 1. **Ids and positions are handed out in the same order.** A batch's first write
+//!    is `tidemark_reserve_positions(streams, n)` (migration 0004, called first thing
+//!    by `tidemark_append_batch`). Under one advisory lock it assigns the
+//!    transaction's id and takes `n` consecutive positions from the sequence; it
+//!    refuses to run if the transaction already has an id. So for any two log
+//!    writers, the one with the smaller transaction id holds the smaller positions.
+//!    The lock is taken in a subtransaction that is rolled back at once, which
+//!    releases it (sequences and the top-level id are not transactional): the
+//!    critical section is one function call, not the whole batch.
+//! 2. **Readers stop at the oldest writer still running.** `tidemark_log_horizon()`
+//!    takes `H` = the smallest id in its snapshot's in-progress list that belongs to a
+//!    backend of *this* database (or a transaction prepared in it), or the snapshot's
+//!    `xmax` if there is none. `tidemark_read_log` / `tidemark_log_head` then read, in a
+//!    *later* statement with a newer snapshot, only events with `transaction_id < H`.
+//!
+//! Before reserving, the same function takes a transaction-level advisory lock per
+//! stream of the batch (in key order, so batches cannot deadlock on them). Those need
+//! no transaction id, so a batch waiting for a busy stream holds no reader back, and
+//! since a batch reserves only once it holds its streams, two processes appending to
+//! one stream get positions in the order they append: each stream's versions increase
+//! with position in the log, not only within one process. (The `FOR UPDATE` on the
+//! stream's row stays as the expected-version guard for any writer.)
+//!
+//! Proof that nothing can appear below a returned event `e` (position `p`, transaction
+//! `T`, `id(T) < H`): let `W` be a transaction holding a position `q < p`. By rule 1,
+//! `W` reserved before `T`, so `id(W) < id(T) < H ≤ xmax(s1)`, where `s1` is the
+//! horizon statement's snapshot; `xmax(s1)` is one past the newest id completed at
+//! `s1`, so `W` had its id by then. Let `r` be when that statement read
+//! `pg_stat_activity` (after `s1`) and `s2` the snapshot of the read that follows
+//! (after `r`). Either `W` had finished at `s1` — then `s2` sees its commit, or it
+//! rolled back and `q` never exists; or it was running at `s1` and at `r` — then its id
+//! is in `s1`'s in-progress list and its backend, in this database, shows it at `r`,
+//! so `H ≤ id(W)`: a contradiction; or it was running at `s1` and finished before `r`
+//! — then it finished before `s2`, which sees it. So every position below `p` is
+//! visible to `s2` or never will exist, and the read, in position order, returns it
+//! before `p`.
+//! Positions are unique (primary key) and increase in visibility order; they are not
+//! dense: a rolled-back batch leaves its reserved block unused. (Within a batch a
+//! failed request's positions are reused by the next request, so a batch in which
+//! every request succeeds leaves no gap.)
+//!
+//! Consequences: a transaction that *writes* in this database and stays open — an
+//! `idle in transaction` session, a long migration — holds every tailer back until it
+//! ends (nothing is lost, only delayed; set `idle_in_transaction_session_timeout`).
+//! Read-only sessions hold nothing back, nor do transactions in other databases of the
+//! cluster, which is why the horizon is per database rather than the cluster-wide
+//! `pg_snapshot_xmin`. Read the log from the primary: a hot standby's
+//! `pg_stat_activity` does not show the primary's writers. Own commits still become
+//! visible only when every older writer of the database has finished, so `head`
+//! right after an append can be below the append's position under concurrent load;
+//! consistency tokens wait on [`EventStore::watch_head`] for that reason.
+//!
+//! # Waking tailers in every process
+//!
+//! Each batch that stored events runs `pg_notify('tidemark_events', <last position>)`,
+//! delivered on commit to every listening session of the database. Each store runs a
+//! background task with a `PgListener`; on a notification, on a reconnect (which may
+//! have lost notifications), and every [`PostgresOptions::head_refresh_interval`] as a
+//! fallback (a horizon can also move when some other transaction ends), it re-reads the
+//! visible head and publishes it on the watch channel. A writer also re-reads and
+//! publishes the head right after its own commit, before answering its callers.
+//!
+//! # Tenant isolation and roles
+//!
+//! Row-level security is enabled and forced on all three tables (migration 0003; the
+//! decision is in `docs/adr/0002-postgres-tenant-isolation.md`). Every tenant-scoped
+//! statement — the whole of an append, `read_stream`, the idempotency lookups — runs in
+//! a transaction that first does `SELECT set_config('app.tenant', $1, true)`; without
+//! it a role sees no rows. The global log (`read_all`, `head`) serves every tenant, so
+//! it is read through two `SECURITY DEFINER` functions owned by the migrating role,
+//! the only role with a policy that lets it SELECT every tenant's events. There is no
+//! setting a session could forge to widen its view: the capability is EXECUTE on those
+//! functions, granted by [`setup_roles`].
+//!
+//! The intended production setup uses two roles: the **owner** runs the migrations
+//! ([`PostgresOptions::migrate_as`], [`migrate`]) and owns the tables and functions;
+//! the **runtime role** ([`setup_roles`]: not the owner, no `BYPASSRLS`, not a
+//! superuser) is what the store's connections use ([`PostgresStore::connect_with`]).
+//! [`PostgresStore::connect`] uses one URL for both, which suits development; if that
+//! role is a superuser, row-level security does not apply to it at all.
+//!
+//! # Shutdown
+//!
+//! [`PostgresStore`] is a cheap handle around an `Arc`. When the last clone is
+//! dropped, the writers drain their queues and end, the head follower stops, and
+//! receivers from [`EventStore::watch_head`] then report the store as closed.
+
+pub mod testing;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::{
+    AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse, Position,
+    RecordedEvent, StoreError, Version,
+};
+
+/// The most requests one group commit takes. Large enough that a burst shares one
+/// commit, small enough that the first caller in a batch does not wait long for the
+/// last.
+pub const MAX_BATCH: usize = 256;
+
+/// The notification channel every append batch signals on commit, with its last
+/// position as the payload (`tidemark_append_batch` in migration 0005 names it too).
+pub const NOTIFY_CHANNEL: &str = "tidemark_events";
+
+/// How many requests may wait for one writer before `append` itself waits. This is
+/// back-pressure, not a limit on concurrency: a full queue only slows callers down.
+const QUEUE_CAPACITY: usize = 1024;
+
+/// Advisory lock that serializes concurrent grants: PostgreSQL refuses two GRANTs
+/// updating one object's privileges at the same time ("tuple concurrently updated").
+/// "tidemark" in ASCII plus one, next to the position lock of migration 0004.
+const GRANT_LOCK: i64 = 8_388_346_167_743_836_780;
+
+const EVENT_COLUMNS: &str = "global_position, event_id, tenant_id, stream_id, version, \
+     event_type, schema_version, occurred_at, recorded_at, correlation_id, causation_id, \
+     actor, data";
+
+/// How to reach the database, as which roles, and how many connections to use.
+///
+/// `Debug` prints neither role's password.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    run_as: PgConnectOptions,
+    migrate_as: Option<PgConnectOptions>,
+    writers: usize,
+    read_connections: u32,
+    head_refresh_interval: Duration,
+}
+
+impl PostgresOptions {
+    /// Connects as `run_as` for everything the store does at runtime, and runs no
+    /// migrations (the deployment ran them as the owner, see [`migrate`]).
+    pub fn new(run_as: PgConnectOptions) -> Self {
+        Self {
+            run_as,
+            migrate_as: None,
+            writers: 2,
+            read_connections: 4,
+            head_refresh_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Runs the migrations as `owner` before connecting. When the runtime role is a
+    /// different role, the owner then grants it what it needs on every object (the
+    /// role itself must exist: [`setup_roles`]), so a migration that adds an object
+    /// never leaves the runtime role without access to it.
+    pub fn migrate_as(mut self, owner: PgConnectOptions) -> Self {
+        self.migrate_as = Some(owner);
+        self
+    }
+
+    /// How many writer tasks (each with its own connection and its own group commit)
+    /// serve this store. A stream always maps to the same writer. At least one.
+    pub fn writers(mut self, writers: usize) -> Self {
+        self.writers = writers.max(1);
+        self
+    }
+
+    /// How many connections serve reads (`read_stream`, `read_all`, `head`, lookups
+    /// and the head refreshes). At least one.
+    pub fn read_connections(mut self, connections: u32) -> Self {
+        self.read_connections = connections.max(1);
+        self
+    }
+
+    /// How often the head is re-read even without a notification: the fallback for a
+    /// notification lost on reconnect, and for a horizon held back by a transaction
+    /// that was not an append.
+    pub fn head_refresh_interval(mut self, every: Duration) -> Self {
+        self.head_refresh_interval = every.max(Duration::from_millis(10));
+        self
+    }
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("run_as", &self.run_as.get_username())
+            .field(
+                "migrate_as",
+                &self.migrate_as.as_ref().map(PgConnectOptions::get_username),
+            )
+            .field("database", &self.run_as.get_database())
+            .field("writers", &self.writers)
+            .field("read_connections", &self.read_connections)
+            .field("head_refresh_interval", &self.head_refresh_interval)
+            .finish()
+    }
+}
+
+/// The PostgreSQL implementation of [`EventStore`], for production.
+///
+/// Cloning is cheap and every clone talks to the same writer tasks; they end when the
+/// last clone is dropped (see the module docs).
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writers: Vec<mpsc::Sender<Job>>,
+    reads: PgPool,
+    head: watch::Receiver<Position>,
+    /// Dropping this (with the last handle) stops the head follower.
+    _stop_following: oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("writers", &self.inner.writers.len())
+            .field("head", &*self.inner.head.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects with one role for everything: runs the migrations as it and then uses
+    /// it at runtime. Convenient for development; production should use
+    /// [`PostgresStore::connect_with`] so the runtime role is not the owner.
+    #[tracing::instrument(skip_all)]
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        Self::open(PostgresOptions::new(options.clone()).migrate_as(options)).await
+    }
+
+    /// Runs the migrations as the owner at `owner_url`, grants the runtime role at
+    /// `app_url` its privileges, and then serves everything as the runtime role.
+    #[tracing::instrument(skip_all)]
+    pub async fn connect_with(owner_url: &str, app_url: &str) -> Result<Self, StoreError> {
+        let owner = PgConnectOptions::from_str(owner_url)?;
+        let app = PgConnectOptions::from_str(app_url)?;
+        Self::open(PostgresOptions::new(app).migrate_as(owner)).await
+    }
+
+    /// Opens the store as `options` say, then starts its writer tasks and its head
+    /// follower on the current tokio runtime.
+    #[tracing::instrument(skip_all, fields(options = ?options))]
+    pub async fn open(options: PostgresOptions) -> Result<Self, StoreError> {
+        if let Some(owner) = &options.migrate_as {
+            let pool = single_connection(owner).await?;
+            migrate(&pool).await?;
+            let runtime_role = options.run_as.get_username();
+            if runtime_role != owner.get_username() {
+                grant_runtime_privileges(&pool, runtime_role).await?;
+            }
+            pool.close().await;
+        }
+
+        let writes = PgPoolOptions::new()
+            .max_connections(u32::try_from(options.writers).unwrap_or(u32::MAX))
+            .connect_with(options.run_as.clone())
+            .await?;
+        let reads = PgPoolOptions::new()
+            .max_connections(options.read_connections)
+            .connect_with(options.run_as.clone())
+            .await?;
+
+        // Listen before reading the head, so no commit falls between the two unseen.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.run_as.clone())
+            .await?;
+        let mut listener = PgListener::connect_with(&listen_pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let head = query_head(&reads).await?;
+
+        let (head_tx, head_rx) = watch::channel(head);
+        let head_tx = Arc::new(head_tx);
+        let writers = (0..options.writers)
+            .map(|_| {
+                let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+                let writer = Writer {
+                    pool: writes.clone(),
+                    jobs,
+                    head: Arc::clone(&head_tx),
+                };
+                tokio::spawn(writer.run());
+                queue
+            })
+            .collect();
+
+        let (stop_following, stop) = oneshot::channel();
+        tokio::spawn(follow_head(
+            listener,
+            reads.clone(),
+            head_tx,
+            stop,
+            options.head_refresh_interval,
+        ));
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writers,
+                reads,
+                head: head_rx,
+                _stop_following: stop_following,
+            }),
+        })
+    }
+
+    /// Queues a job for the writer that owns `key` and waits for its answer.
+    async fn submit<T>(
+        &self,
+        key: impl Hash,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let writers = &self.inner.writers;
+        // The modulo keeps the index below `writers.len()`, which fits in a u64.
+        let index = usize::try_from(hasher.finish() % writers.len() as u64).unwrap_or(0);
+        let (reply, answer) = oneshot::channel();
+        writers[index]
+            .send(job(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Runs the store's migrations. Call it as the role that should own the tables (the
+/// owner); it is what [`PostgresOptions::migrate_as`] does. Concurrent calls from
+/// several processes are safe: sqlx serializes them with an advisory lock.
+#[tracing::instrument(skip_all)]
+pub async fn migrate(owner: &PgPool) -> Result<(), StoreError> {
+    sqlx::migrate!("./migrations/postgres").run(owner).await?;
+    Ok(())
+}
+
+/// Creates (or updates) the runtime role `app_role` and grants it exactly what the
+/// store needs. Idempotent; run it after [`migrate`], on a pool connected to the
+/// store's database as a role that may create roles and owns the tables (the owner
+/// with `CREATEROLE`) or as a superuser.
+///
+/// With a password the role can log in with it; without one it is a `NOLOGIN` group
+/// role to grant to the login roles of individual services. The role is created
+/// without `SUPERUSER` or `BYPASSRLS`, and this refuses to go on if an existing role of
+/// that name has either, or owns the event tables: row-level security would not apply
+/// to it. The password is sent as a bound parameter, never inside statement text.
+#[tracing::instrument(skip(admin, password), fields(role = %app_role))]
+pub async fn setup_roles(
+    admin: &PgPool,
+    app_role: &str,
+    password: Option<&str>,
+) -> Result<(), StoreError> {
+    if password == Some("") {
+        return Err(configuration_error("the runtime role's password is empty"));
+    }
+    let mut tx = admin.begin().await?;
+    sqlx::query(
+        "SELECT set_config('tidemark.setup_role', $1, true), \
+                set_config('tidemark.setup_password', $2, true)",
+    )
+    .bind(app_role)
+    .bind(password.unwrap_or(""))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::raw_sql(
+        r#"
+        DO $$
+        DECLARE
+            app_role text := current_setting('tidemark.setup_role');
+            app_password text := NULLIF(current_setting('tidemark.setup_password'), '');
+        BEGIN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                               'NOREPLICATION NOBYPASSRLS NOLOGIN', app_role);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL; -- It exists already, perhaps created concurrently: update it below.
+            END;
+            IF app_password IS NULL THEN
+                EXECUTE format('ALTER ROLE %I NOLOGIN', app_role);
+            ELSE
+                EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', app_role, app_password);
+            END IF;
+            IF EXISTS (SELECT FROM pg_roles
+                        WHERE rolname = app_role AND (rolsuper OR rolbypassrls)) THEN
+                RAISE EXCEPTION 'tidemark: role % bypasses row-level security', app_role;
+            END IF;
+            IF EXISTS (SELECT FROM pg_tables
+                        WHERE schemaname = 'public'
+                          AND tablename IN ('events', 'streams', 'idempotency_keys')
+                          AND tableowner = app_role) THEN
+                RAISE EXCEPTION 'tidemark: role % owns the event tables', app_role;
+            END IF;
+        END
+        $$
+        "#,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    grant_runtime_privileges(admin, app_role).await
+}
+
+/// Grants `role` what the runtime needs on every object the migrations create: read
+/// and insert events (not `transaction_id` or `recorded_at`, which the database fills
+/// in), read, create and lock streams, read and insert idempotency keys, call the
+/// append functions and read the global log. No DELETE anywhere; no UPDATE of events or
+/// keys.
+async fn grant_runtime_privileges(owner: &PgPool, role: &str) -> Result<(), StoreError> {
+    let mut tx = owner.begin().await?;
+    sqlx::query("SELECT set_config('tidemark.runtime_role', $1, true), pg_advisory_xact_lock($2)")
+        .bind(role)
+        .bind(GRANT_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(
+        r#"
+        DO $$
+        DECLARE
+            runtime_role text := current_setting('tidemark.runtime_role');
+        BEGIN
+            EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', runtime_role);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE ON public.streams TO %I', runtime_role);
+            EXECUTE format('GRANT SELECT, INSERT (global_position, event_id, tenant_id, '
+                           'stream_id, version, event_type, schema_version, occurred_at, '
+                           'correlation_id, causation_id, actor, data) '
+                           'ON public.events TO %I', runtime_role);
+            EXECUTE format('GRANT SELECT, INSERT (tenant_id, key, request_hash, status, body) '
+                           'ON public.idempotency_keys TO %I', runtime_role);
+            EXECUTE format('GRANT EXECUTE ON FUNCTION '
+                           'public.tidemark_reserve_positions(text[], bigint), '
+                           'public.tidemark_append(uuid, text, bigint, bigint, uuid, uuid, '
+                           'text, uuid[], text[], bigint[], timestamptz[], jsonb[], text, '
+                           'text, integer, jsonb), '
+                           'public.tidemark_append_batch(uuid[], text[], bigint[], uuid[], '
+                           'uuid[], text[], integer[], uuid[], text[], bigint[], '
+                           'timestamptz[], jsonb[], text[], text[], integer[], jsonb[]), '
+                           'public.tidemark_read_log(bigint, bigint), '
+                           'public.tidemark_log_head() TO %I', runtime_role);
+        END
+        $$
+        "#,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    #[tracing::instrument(
+        skip_all,
+        fields(
+            tenant = %request.tenant_id,
+            stream = %request.stream_id,
+            expected = ?request.expected,
+            events = request.events.len(),
+        )
+    )]
+    async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let stream = request.stream_id.clone();
+        self.submit(stream, |reply| Job::Append { request, reply })
+            .await
+    }
+
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
+    async fn read_stream(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        after_version: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream_id = $1 AND tenant_id = $2 AND version > $3 ORDER BY version"
+        );
+        let mut tx = self.inner.reads.begin().await?;
+        set_tenant(&mut tx, tenant_id).await?;
+        let rows = sqlx::query(&sql)
+            .bind(stream_id)
+            .bind(tenant_id)
+            .bind(saturating_i64(after_version))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(decode_event).collect::<Result<_, _>>()?)
+    }
+
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id))]
+    async fn last_tenant_position(
+        &self,
+        tenant_id: Uuid,
+        at_most: Position,
+    ) -> Result<Option<Position>, StoreError> {
+        let mut tx = self.inner.reads.begin().await?;
+        set_tenant(&mut tx, tenant_id).await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(global_position) FROM events WHERE tenant_id = $1 AND global_position <= $2",
+        )
+        .bind(tenant_id)
+        .bind(saturating_i64(at_most))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(last.and_then(|p| u64::try_from(p).ok()))
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM tidemark_read_log($1, $2)");
+        let rows = sqlx::query(&sql)
+            .bind(saturating_i64(after))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.reads)
+            .await?;
+        Ok(rows.iter().map(decode_event).collect::<Result<_, _>>()?)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn head(&self) -> Result<Position, StoreError> {
+        query_head(&self.inner.reads).await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<Position> {
+        self.inner.head.clone()
+    }
+
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id))]
+    async fn idempotent_response(
+        &self,
+        tenant_id: Uuid,
+        key: &str,
+    ) -> Result<Option<IdempotentResponse>, StoreError> {
+        let mut tx = self.inner.reads.begin().await?;
+        set_tenant(&mut tx, tenant_id).await?;
+        let row = sqlx::query(
+            "SELECT request_hash, status, body FROM idempotency_keys \
+             WHERE tenant_id = $1 AND key = $2",
+        )
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let status: i32 = row.try_get("status")?;
+        Ok(Some(IdempotentResponse {
+            request_hash: row.try_get("request_hash")?,
+            status: u16::try_from(status).map_err(|e| decode_error("status", e))?,
+            body: row.try_get("body")?,
+        }))
+    }
+
+    #[tracing::instrument(skip(self, response), fields(tenant = %tenant_id))]
+    async fn remember_response(
+        &self,
+        tenant_id: Uuid,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        let response = response.clone();
+        self.submit((tenant_id, key.clone()), |reply| Job::Remember {
+            tenant_id,
+            key,
+            response,
+            reply,
+        })
+        .await
+    }
+}
+
+/// A write waiting for a writer task, with the channel its caller waits on.
+enum Job {
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    Remember {
+        tenant_id: Uuid,
+        key: String,
+        response: IdempotentResponse,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+}
+
+impl Job {
+    /// True when the caller stopped waiting (its future was dropped): nobody would
+    /// learn the outcome, so the writer skips the job rather than guess for them.
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Job::Append { reply, .. } => reply.is_closed(),
+            Job::Remember { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    /// Turns a job that never ran into a settled one; used only when the batch is
+    /// failing anyway, so the placeholder answer is replaced by the batch's error.
+    fn unrun(self) -> Settled {
+        match self {
+            Job::Append { reply, .. } => Settled::Append(reply, Err(StoreError::Closed)),
+            Job::Remember { reply, .. } => Settled::Remember(reply, Err(StoreError::Closed)),
+        }
+    }
+}
+
+/// A job that ran inside the open batch transaction, with the answer its caller gets
+/// if the batch commits.
+enum Settled {
+    Append(
+        oneshot::Sender<Result<Appended, StoreError>>,
+        Result<Appended, StoreError>,
+    ),
+    Remember(
+        oneshot::Sender<Result<bool, StoreError>>,
+        Result<bool, StoreError>,
+    ),
+}
+
+impl Settled {
+    fn is_ok(&self) -> bool {
+        match self {
+            Settled::Append(_, result) => result.is_ok(),
+            Settled::Remember(_, result) => result.is_ok(),
+        }
+    }
+
+    fn last_position(&self) -> Option<Position> {
+        match self {
+            Settled::Append(_, Ok(appended)) => Some(appended.last_position),
+            _ => None,
+        }
+    }
+
+    /// Answers the caller after the batch committed.
+    fn answer(self) {
+        // A send fails only when the caller stopped waiting; nothing is left to tell.
+        match self {
+            Settled::Append(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Settled::Remember(reply, result) => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Answers the caller with the batch's failure: nothing of its request was stored.
+    fn fail(self, cause: &Arc<sqlx::Error>) {
+        match self {
+            Settled::Append(reply, _) => {
+                let _ = reply.send(Err(batch_failed(cause)));
+            }
+            Settled::Remember(reply, _) => {
+                let _ = reply.send(Err(batch_failed(cause)));
+            }
+        }
+    }
+}
+
+/// The error every caller in a failed batch gets. `sqlx::Error` cannot be cloned, so
+/// each caller gets an I/O error whose source is the one shared cause.
+fn batch_failed(cause: &Arc<sqlx::Error>) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::other(BatchFailed(
+        Arc::clone(cause),
+    ))))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the group commit this request was part of failed; nothing of it was stored, unless \
+     the connection broke during COMMIT, when the outcome is unknown"
+)]
+struct BatchFailed(#[source] Arc<sqlx::Error>);
+
+/// One writer task: takes the queued jobs of the streams it owns and commits them in
+/// batches.
+struct Writer {
+    pool: PgPool,
+    jobs: mpsc::Receiver<Job>,
+    head: Arc<watch::Sender<Position>>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // `recv_many` waits for the first job, then takes whatever else is queued.
+        // It returns 0 only when every store handle is gone and the queue is empty.
+        while self.jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.write_batch(std::mem::take(&mut batch)).await;
+        }
+        tracing::debug!("event store writer stopped");
+    }
+
+    #[tracing::instrument(skip_all, fields(requests = jobs.len()))]
+    async fn write_batch(&mut self, jobs: Vec<Job>) {
+        let (appends, remembers): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .filter(|j| !j.is_abandoned())
+            .partition(|j| matches!(j, Job::Append { .. }));
+        if appends.is_empty() && remembers.is_empty() {
+            return;
+        }
+
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => {
+                tracing::error!(%error, "could not start a group commit");
+                let cause = Arc::new(error);
+                appends
+                    .into_iter()
+                    .chain(remembers)
+                    .for_each(|job| job.unrun().fail(&cause));
+                return;
+            }
+        };
+
+        let mut settled = Vec::with_capacity(appends.len() + remembers.len());
+        let mut fatal = None;
+        // The appends go first: the batch function reserves the positions, which must
+        // be the transaction's first write (see "gap-safe" in the module docs).
+        if !appends.is_empty() {
+            match append_batch(&mut tx, &appends).await {
+                Ok(results) => settled.extend(appends.into_iter().zip(results).map(
+                    |(job, result)| match job {
+                        Job::Append { reply, .. } => Settled::Append(reply, result),
+                        // Partitioned above: every job here is an append.
+                        other => other.unrun(),
+                    },
+                )),
+                Err(error) => {
+                    settled.extend(appends.into_iter().map(Job::unrun));
+                    fatal = Some(error);
+                }
+            }
+        }
+        for job in remembers {
+            if fatal.is_some() {
+                settled.push(job.unrun());
+                continue;
+            }
+            let (done, error) = remember_in_savepoint(&mut tx, job).await;
+            settled.push(done);
+            fatal = error;
+        }
+        let last = settled.iter().filter_map(Settled::last_position).max();
+
+        let committed = match fatal {
+            None => tx.commit().await,
+            Some(error) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rolling back a failed group commit failed");
+                }
+                Err(error)
+            }
+        };
+
+        match committed {
+            Ok(()) => {
+                if last.is_some() {
+                    // Published before anyone is answered, so a caller that appended and
+                    // then looks at the watch sees its own events once they are visible.
+                    // On the write pool: the connection this batch just returned is free, so
+                    // answering never waits behind a busy read pool.
+                    if let Err(error) = refresh_head(&self.pool, &self.head).await {
+                        tracing::warn!(%error, "could not re-read the head after a commit");
+                    }
+                }
+                tracing::debug!(
+                    requests = settled.len(),
+                    succeeded = settled.iter().filter(|s| s.is_ok()).count(),
+                    last_position = last,
+                    "group commit"
+                );
+                settled.into_iter().for_each(Settled::answer);
+            }
+            Err(error) => {
+                tracing::error!(%error, requests = settled.len(), "group commit failed");
+                let cause = Arc::new(error);
+                settled.into_iter().for_each(|s| s.fail(&cause));
+            }
+        }
+    }
+}
+
+/// Runs a `remember_response` job in its own savepoint, so a failure undoes only its
+/// own work. The second value is an error that leaves the transaction unusable (the
+/// savepoint itself failed), which fails the whole batch.
+async fn remember_in_savepoint(
+    conn: &mut PgConnection,
+    job: Job,
+) -> (Settled, Option<sqlx::Error>) {
+    let Job::Remember {
+        tenant_id,
+        key,
+        response,
+        reply,
+    } = job
+    else {
+        // Only remember jobs are routed here; an append would be a bug, not a crash.
+        return (job.unrun(), None);
+    };
+    if let Err(error) = sqlx::query("SAVEPOINT request").execute(&mut *conn).await {
+        return (
+            Settled::Remember(reply, Err(StoreError::Closed)),
+            Some(error),
+        );
+    }
+    let result = async {
+        set_tenant(conn, tenant_id).await?;
+        remember_one(conn, tenant_id, &key, &response).await
+    }
+    .await;
+    // ROLLBACK TO undoes the work but keeps the savepoint open; RELEASE pops it.
+    let end = match &result {
+        Ok(_) => release(conn).await,
+        Err(_) => match sqlx::query("ROLLBACK TO request").execute(&mut *conn).await {
+            Ok(_) => release(conn).await,
+            Err(error) => Err(error),
+        },
+    };
+    (
+        Settled::Remember(reply, result.map_err(StoreError::from)),
+        end.err(),
+    )
+}
+
+async fn release(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("RELEASE request").execute(conn).await.map(drop)
+}
+
+/// Scopes the rest of the transaction to one tenant (SET LOCAL): row-level security
+/// shows and accepts only that tenant's rows from here on.
+async fn set_tenant(conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('app.tenant', $1, true)")
+        .bind(tenant_id.to_string())
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// All the appends of a batch in one call of `tidemark_append_batch` (migration 0005):
+/// it locks the streams, reserves the positions, runs each request in its own
+/// subtransaction and signals the commit, answering one row per request. The outer
+/// error is one that broke the transaction; the inner results are the callers' answers,
+/// in the order of `jobs`.
+async fn append_batch(
+    conn: &mut PgConnection,
+    jobs: &[Job],
+) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
+    let requests: Vec<&AppendRequest> = jobs
+        .iter()
+        .filter_map(|job| match job {
+            Job::Append { request, .. } => Some(request),
+            Job::Remember { .. } => None,
+        })
+        .collect();
+    let events = || requests.iter().flat_map(|r| &r.events);
+    let records = || requests.iter().map(|r| r.idempotency.as_ref());
+    let mut expected = Vec::with_capacity(requests.len());
+    let mut counts = Vec::with_capacity(requests.len());
+    for request in &requests {
+        expected.push(match request.expected {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::Exact(version) => Some(to_i64(version)?),
+        });
+        counts.push(i32::try_from(request.events.len()).map_err(encode_error)?);
+    }
+
+    let rows = sqlx::query(
+        "SELECT outcome, stream_version, first_position, last_position, error_code, \
+                error_message \
+         FROM tidemark_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                                    $13, $14, $15, $16)",
+    )
+    .bind(requests.iter().map(|r| r.tenant_id).collect::<Vec<_>>())
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.stream_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(&expected)
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.metadata.correlation_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.metadata.causation_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.metadata.actor.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(counts)
+    .bind(events().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+    .bind(
+        events()
+            .map(|e| i64::from(e.schema_version))
+            .collect::<Vec<_>>(),
+    )
+    .bind(events().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(events().map(|e| Json(&e.data)).collect::<Vec<_>>())
+    .bind(
+        records()
+            .map(|r| r.map(|r| r.key.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records()
+            .map(|r| r.map(|r| r.response.request_hash.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records()
+            .map(|r| r.map(|r| i32::from(r.response.status)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records()
+            .map(|r| r.map(|r| Json(&r.response.body)))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.len() != requests.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "tidemark_append_batch answered {} rows for {} requests",
+            rows.len(),
+            requests.len()
+        )));
+    }
+    requests
+        .iter()
+        .zip(&rows)
+        .zip(&expected)
+        .map(|((request, row), expected)| appended(request, row, *expected))
+        .collect()
+}
+
+/// Turns one row of `tidemark_append_batch` into the caller's answer.
+fn appended(
+    request: &AppendRequest,
+    row: &PgRow,
+    expected: Option<i64>,
+) -> Result<Result<Appended, StoreError>, sqlx::Error> {
+    let outcome: String = row.try_get("outcome")?;
+    let version = || -> Result<Version, sqlx::Error> {
+        let version: Option<i64> = row.try_get("stream_version")?;
+        to_u64(version.unwrap_or_default(), "stream_version")
+    };
+    let position = |column: &str| -> Result<Position, sqlx::Error> {
+        let position: Option<i64> = row.try_get(column)?;
+        to_u64(position.unwrap_or_default(), column)
+    };
+    let stream_id = || request.stream_id.clone();
+    Ok(match outcome.as_str() {
+        "appended" => Ok(Appended {
+            version: version()?,
+            first_position: position("first_position")?,
+            last_position: position("last_position")?,
+        }),
+        "conflict" => Err(StoreError::VersionConflict {
+            stream_id: stream_id(),
+            // `Exact` is the only expectation that can conflict.
+            expected: to_u64(expected.unwrap_or_default(), "expected_version")?,
+            actual: version()?,
+        }),
+        "wrong_tenant" => Err(StoreError::WrongTenant {
+            stream_id: stream_id(),
+        }),
+        "key_taken" => Err(StoreError::IdempotencyKeyTaken(
+            request
+                .idempotency
+                .as_ref()
+                .map(|record| record.key.clone())
+                .unwrap_or_default(),
+        )),
+        "failed" => Err(StoreError::Database(sqlx::Error::Database(Box::new(
+            RequestFailed {
+                code: row.try_get("error_code")?,
+                message: row.try_get("error_message")?,
+            },
+        )))),
+        other => {
+            return Err(sqlx::Error::Protocol(format!(
+                "tidemark_append_batch answered an unknown outcome {other:?}"
+            )));
+        }
+    })
+}
+
+/// A database error that `tidemark_append` caught inside its subtransaction and
+/// reported back, so that only its request failed. It keeps the SQLSTATE, so callers
+/// can still tell, say, a unique violation from other failures.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (SQLSTATE {code})")]
+struct RequestFailed {
+    code: String,
+    message: String,
+}
+
+impl sqlx::error::DatabaseError for RequestFailed {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(std::borrow::Cow::Borrowed(&self.code))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use sqlx::error::ErrorKind;
+        match self.code.as_str() {
+            "23505" => ErrorKind::UniqueViolation,
+            "23503" => ErrorKind::ForeignKeyViolation,
+            "23502" => ErrorKind::NotNullViolation,
+            "23514" => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+/// Stores an answer under an idempotency key unless the key is taken; true if stored.
+/// The transaction must already be scoped to `tenant_id`.
+async fn remember_one(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    key: &str,
+    response: &IdempotentResponse,
+) -> Result<bool, sqlx::Error> {
+    // ON CONFLICT DO NOTHING: only a taken key is ignored, any other constraint
+    // failure still surfaces as an error.
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, key) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .bind(&response.request_hash)
+    .bind(i32::from(response.status))
+    .bind(Json(&response.body))
+    .execute(&mut *conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The highest position a reader of the global log may be given now.
+async fn query_head(reads: &PgPool) -> Result<Position, StoreError> {
+    let head: i64 = sqlx::query_scalar("SELECT tidemark_log_head()")
+        .fetch_one(reads)
+        .await?;
+    Ok(to_u64(head, "global_position")?)
+}
+
+/// Re-reads the head and publishes it if it moved forward. Several tasks refresh
+/// concurrently and may finish out of order, so the watch only ever moves up.
+async fn refresh_head(reads: &PgPool, head: &watch::Sender<Position>) -> Result<(), StoreError> {
+    let seen = query_head(reads).await?;
+    head.send_if_modified(|current| {
+        let moved = seen > *current;
+        if moved {
+            *current = seen;
+        }
+        moved
+    });
+    Ok(())
+}
+
+/// Keeps the head watch current with commits made by any process: wakes on a
+/// notification, on a reconnect and on every tick of `every`, until `stop` fires (the
+/// last store handle was dropped).
+async fn follow_head(
+    listener: PgListener,
+    reads: PgPool,
+    head: Arc<watch::Sender<Position>>,
+    mut stop: oneshot::Receiver<()>,
+    every: Duration,
+) {
+    // The listener runs in its own task because its `try_recv` cannot be cancelled
+    // halfway through a message; aborting the task drops the listener whole instead.
+    let wake = Arc::new(Notify::new());
+    let listening = tokio::spawn(listen(listener, Arc::clone(&wake), every));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            () = wake.notified() => {}
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = refresh_head(&reads, &head).await {
+            tracing::warn!(%error, "could not re-read the event log's head");
+        }
+    }
+    listening.abort();
+    tracing::debug!("event store head follower stopped");
+}
+
+/// Forwards notifications (and reconnects, after which some may have been lost) to
+/// `wake`, coalescing a burst into one wake-up.
+async fn listen(mut listener: PgListener, wake: Arc<Notify>, retry_after: Duration) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(_)) => while listener.next_buffered().is_some() {},
+            Ok(None) => tracing::info!("the notification connection was re-established"),
+            Err(error) => {
+                tracing::warn!(%error, "listening for event log notifications failed");
+                wake.notify_one();
+                // Not a busy loop while the database is unreachable; the follower's
+                // periodic refresh covers the time in between.
+                tokio::time::sleep(retry_after).await;
+                continue;
+            }
+        }
+        wake.notify_one();
+    }
+}
+
+/// A pool of one connection, for short administrative work.
+async fn single_connection(options: &PgConnectOptions) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+}
+
+fn decode_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
+    let schema_version: i64 = row.try_get("schema_version")?;
+    Ok(RecordedEvent {
+        global_position: to_u64(row.try_get("global_position")?, "global_position")?,
+        event_id: row.try_get("event_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        stream_id: row.try_get("stream_id")?,
+        version: to_u64(row.try_get("version")?, "version")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|e| decode_error("schema_version", e))?,
+        occurred_at: row.try_get("occurred_at")?,
+        recorded_at: row.try_get("recorded_at")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        actor: row.try_get("actor")?,
+        data: row.try_get("data")?,
+    })
+}
+
+fn to_u64(value: i64, column: &str) -> Result<u64, sqlx::Error> {
+    u64::try_from(value).map_err(|e| decode_error(column, e))
+}
+
+fn to_i64(value: u64) -> Result<i64, sqlx::Error> {
+    i64::try_from(value).map_err(encode_error)
+}
+
+/// Positions and versions past `i64::MAX` cannot exist, so asking for what comes
+/// after one is asking for nothing; clamping keeps that answer without an error.
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn decode_error(column: &str, source: impl Into<BoxDynError>) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: source.into(),
+    }
+}
+
+fn encode_error(source: impl Into<BoxDynError>) -> sqlx::Error {
+    sqlx::Error::Encode(source.into())
+}
+
+fn configuration_error(message: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Configuration(message.into()))
+}

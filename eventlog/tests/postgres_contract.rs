@@ -1,0 +1,589 @@
+//! Runs the event store contract against the PostgreSQL store, and proves what only a
+//! shared database needs: gap-safe tailing while several processes write, head
+//! wake-ups across processes, and expected versions that hold across processes.
+//!
+//! Each test gets its own database from `eventlog::postgres::testing` and runs the
+//! store as a non-owner role, as production does, so row-level security is on for
+//! every check. "Several processes" are several `PostgresStore`s on one database: each
+//! has its own pools, writer tasks and listener, so their transactions interleave in
+//! PostgreSQL exactly as separate processes' would. Every wait is bounded by
+//! `contract::WAIT`; nothing sleeps.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use eventlog::postgres::testing::TestDatabase;
+use eventlog::postgres::{PostgresOptions, PostgresStore};
+use eventlog::{
+    AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    RecordedEvent, StoreError, contract, wait_for_head,
+};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+macro_rules! contract_tests {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let db = TestDatabase::create().await;
+            contract::$check(db.store().await).await;
+            db.drop_database().await;
+        }
+    )*};
+}
+
+contract_tests!(
+    append_then_read_stream_returns_every_event_with_its_envelope,
+    an_exact_version_mismatch_conflicts_and_stores_nothing,
+    exact_zero_on_an_existing_stream_conflicts,
+    any_version_appends_at_the_current_version,
+    an_empty_append_is_refused,
+    an_append_that_fails_midway_stores_none_of_its_events,
+    a_stream_of_one_tenant_is_closed_to_another,
+    read_all_pages_through_the_log_by_position,
+    concurrent_appenders_on_one_stream_win_each_version_exactly_once,
+    a_tail_sees_every_committed_event_exactly_once_in_order,
+    an_idempotency_key_is_stored_with_its_append_and_refused_after,
+    head_and_watch_head_follow_commits,
+    concurrent_appends_to_different_streams_all_commit_with_dense_positions,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_suite_runs_through_run_all_with_a_store_factory() {
+    let databases = Mutex::new(Vec::new());
+    contract::run_all(|| async {
+        let db = TestDatabase::create().await;
+        let store = db.store().await;
+        databases
+            .lock()
+            .expect("no test panicked holding the lock")
+            .push(db);
+        store
+    })
+    .await;
+    let databases = databases
+        .into_inner()
+        .expect("no test panicked holding the lock");
+    assert_eq!(
+        databases.len(),
+        13,
+        "run_all should open one store per check"
+    );
+    for db in databases {
+        db.drop_database().await;
+    }
+}
+
+/// Three writing stores, four tasks each, append to private streams and to streams
+/// all three share (so their transactions contend on the same rows), while a fourth
+/// store that never writes tails the log through `watch_head` and `read_all` alone. The
+/// tail must see every committed event exactly once, in increasing position order, and
+/// each stream's events in version order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tail_in_another_process_sees_every_event_of_interleaved_writers_exactly_once() {
+    const STORES: usize = 3;
+    const TASKS_PER_STORE: usize = 4;
+    const APPENDS_PER_TASK: usize = 25;
+    const EVENTS_PER_APPEND: usize = 2;
+    const SHARED_STREAMS: usize = 3;
+    const TOTAL: usize = STORES * TASKS_PER_STORE * APPENDS_PER_TASK * EVENTS_PER_APPEND;
+
+    let db = TestDatabase::create().await;
+    let mut writers = Vec::new();
+    for _ in 0..STORES {
+        writers.push(Arc::new(db.store().await));
+    }
+    let reader = db.store().await;
+    let tenant = Uuid::now_v7();
+
+    let tail = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + contract::WAIT;
+        let mut head = reader.watch_head();
+        let mut after: Position = 0;
+        let mut seen: Vec<RecordedEvent> = Vec::with_capacity(TOTAL);
+        while seen.len() < TOTAL {
+            // Marked before reading, so a commit after this line wakes `changed`.
+            head.borrow_and_update();
+            let page = reader
+                .read_all(after, 37)
+                .await
+                .expect("read_all succeeds while tailing");
+            if page.is_empty() {
+                match tokio::time::timeout_at(deadline, head.changed()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => panic!("the reading store closed while tailing"),
+                    Err(_) => panic!(
+                        "the tail saw {} of {TOTAL} events after position {after}: an event \
+                         was skipped or its commit never announced",
+                        seen.len()
+                    ),
+                }
+            }
+            for event in page {
+                assert!(
+                    event.global_position > after,
+                    "the tail got position {} after {after}: out of order or repeated",
+                    event.global_position
+                );
+                after = event.global_position;
+                seen.push(event);
+            }
+        }
+        let more = reader.read_all(after, 10).await.expect("read_all succeeds");
+        (seen, more)
+    });
+
+    let start = Arc::new(Barrier::new(STORES * TASKS_PER_STORE));
+    let mut tasks = Vec::new();
+    for (s, store) in writers.iter().enumerate() {
+        for t in 0..TASKS_PER_STORE {
+            let store = Arc::clone(store);
+            let start = Arc::clone(&start);
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut own_version = 0;
+                let mut written = Vec::new();
+                for i in 0..APPENDS_PER_TASK {
+                    // Every other append goes to a stream all stores write to.
+                    let (stream, expected) = if i % 2 == 0 {
+                        (format!("own-{s}-{t}"), ExpectedVersion::Exact(own_version))
+                    } else {
+                        (
+                            format!("shared-{}", (s + t + i) % SHARED_STREAMS),
+                            ExpectedVersion::Any,
+                        )
+                    };
+                    let attempt = request(tenant, &stream, expected, EVENTS_PER_APPEND);
+                    written.extend(attempt.events.iter().map(|e| e.event_id));
+                    let appended = store
+                        .append(attempt)
+                        .await
+                        .unwrap_or_else(|e| panic!("store {s} task {t}: append failed: {e:?}"));
+                    if i % 2 == 0 {
+                        own_version = appended.version;
+                    }
+                }
+                written
+            }));
+        }
+    }
+    let mut written = HashSet::new();
+    for task in tasks {
+        let ids = tokio::time::timeout(contract::WAIT, task)
+            .await
+            .expect("the writers finish in time")
+            .expect("a writer task panicked");
+        written.extend(ids);
+    }
+    let (seen, more) = tokio::time::timeout(contract::WAIT, tail)
+        .await
+        .expect("the tail finishes in time")
+        .expect("the tail panicked");
+
+    let seen_ids: HashSet<Uuid> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(seen_ids.len(), seen.len(), "the tail saw an event twice");
+    assert_eq!(
+        seen_ids, written,
+        "the tail should see exactly the events written"
+    );
+    assert!(
+        more.is_empty(),
+        "nothing should follow the last written event"
+    );
+    let mut stream_versions: HashMap<&str, u64> = HashMap::new();
+    for event in &seen {
+        let last = stream_versions.entry(&event.stream_id).or_insert(0);
+        assert_eq!(
+            event.version,
+            *last + 1,
+            "{}: the log should carry each stream's versions in order",
+            event.stream_id
+        );
+        *last = event.version;
+    }
+    drop(writers);
+    db.drop_database().await;
+}
+
+/// Two stores on one database: an append through one wakes the other's `watch_head`,
+/// which has no way to learn of it but the database's notification (or its fallback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_in_one_process_wakes_watch_head_in_another() {
+    let db = TestDatabase::create().await;
+    let writer = db.store().await;
+    let watcher = db.store().await;
+    let mut head = watcher.watch_head();
+    assert_eq!(*head.borrow_and_update(), 0);
+
+    let appended = writer
+        .append(request(Uuid::now_v7(), "s-1", ExpectedVersion::Exact(0), 3))
+        .await
+        .expect("the append succeeds");
+    assert_eq!(
+        wait_for_head(&mut head, appended.last_position, contract::WAIT).await,
+        appended.last_position,
+        "the other store's watch should reach the appended position"
+    );
+
+    let again = writer
+        .append(request(Uuid::now_v7(), "s-2", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("the second append succeeds");
+    assert_eq!(
+        wait_for_head(&mut head, again.last_position, contract::WAIT).await,
+        again.last_position,
+        "the watch should follow every commit, not only the first"
+    );
+    drop((writer, watcher));
+    db.drop_database().await;
+}
+
+/// A transaction that holds a lower position and commits after a higher one holds the
+/// head and `read_all` back until it commits; then both appear, in position order.
+/// The "other process" here is a raw connection following the store's write protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_with_a_lower_position_holds_back_the_head_until_it_commits() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let tenant = Uuid::now_v7();
+    let mut head = store.watch_head();
+
+    let mut slow = db
+        .app_options()
+        .connect()
+        .await
+        .expect("the runtime role connects");
+    let mut tx = slow.begin().await.expect("a transaction starts");
+    let low: i64 = sqlx::query_scalar("SELECT tidemark_reserve_positions(ARRAY['slow'], 1)")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("positions can be reserved");
+    sqlx::query("SELECT set_config('app.tenant', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .expect("the tenant is set");
+    sqlx::query("INSERT INTO streams (stream_id, tenant_id, version) VALUES ('slow', $1, 1)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .expect("the slow stream is created");
+    sqlx::query(
+        "INSERT INTO events (global_position, event_id, tenant_id, stream_id, version, \
+         event_type, schema_version, occurred_at, correlation_id, actor, data) \
+         VALUES ($1, $2, $3, 'slow', 1, 'test.slow', 1, now(), $2, 'test', '{}')",
+    )
+    .bind(low)
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await
+    .expect("the slow event is inserted");
+
+    let fast = store
+        .append(request(tenant, "fast", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("the fast append commits while the slow one is open");
+    assert!(
+        fast.first_position > low as Position,
+        "the later reservation gets the higher position"
+    );
+    assert_eq!(
+        store.head().await.expect("head is readable"),
+        0,
+        "the head must not pass the open transaction's position"
+    );
+    assert!(
+        store
+            .read_all(0, 10)
+            .await
+            .expect("read_all works")
+            .is_empty(),
+        "read_all must not return the fast event while a lower position is in flight"
+    );
+
+    tx.commit().await.expect("the slow transaction commits");
+    assert_eq!(
+        wait_for_head(&mut head, fast.last_position, contract::WAIT).await,
+        fast.last_position,
+        "once the slow transaction ends the head moves past both"
+    );
+    let positions: Vec<Position> = store
+        .read_all(0, 10)
+        .await
+        .expect("read_all works")
+        .iter()
+        .map(|e| e.global_position)
+        .collect();
+    assert_eq!(positions, vec![low as Position, fast.last_position]);
+    slow.close().await.ok();
+    drop(store);
+    db.drop_database().await;
+}
+
+/// The horizon is per database: a long transaction elsewhere on the server (another
+/// service's database, or another test's) must not stall this log's readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_in_another_database_does_not_hold_back_the_head() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let mut elsewhere = eventlog::postgres::testing::server_options()
+        .connect()
+        .await
+        .expect("the server's own database is reachable");
+    let mut tx = elsewhere.begin().await.expect("a transaction starts");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *tx)
+        .await
+        .expect("it takes a transaction id, as a writer would");
+
+    let appended = store
+        .append(request(Uuid::now_v7(), "s", ExpectedVersion::Exact(0), 2))
+        .await
+        .expect("the append succeeds");
+    assert_eq!(
+        store.head().await.expect("head is readable"),
+        appended.last_position,
+        "an open transaction in another database must not hide this commit"
+    );
+    tx.rollback().await.expect("the other transaction ends");
+    elsewhere.close().await.ok();
+    drop(store);
+    db.drop_database().await;
+}
+
+/// Sixteen tasks spread over four stores race on one stream with `Exact` versions:
+/// every version is won exactly once, because the check locks the stream's row in
+/// PostgreSQL, not only in one process's writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expected_versions_hold_across_processes() {
+    const STORES: usize = 4;
+    const TASKS_PER_STORE: usize = 4;
+    const ATTEMPTS: usize = 8;
+    let db = TestDatabase::create().await;
+    let mut stores = Vec::new();
+    for _ in 0..STORES {
+        stores.push(Arc::new(db.store().await));
+    }
+    let tenant = Uuid::now_v7();
+    let start = Arc::new(Barrier::new(STORES * TASKS_PER_STORE));
+    let mut tasks = Vec::new();
+    for store in &stores {
+        for _ in 0..TASKS_PER_STORE {
+            let store = Arc::clone(store);
+            let start = Arc::clone(&start);
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut wins = Vec::new();
+                let mut conflicts = 0;
+                for _ in 0..ATTEMPTS {
+                    let current = store
+                        .read_stream(tenant, "hot", 0)
+                        .await
+                        .expect("the hot stream is readable")
+                        .last()
+                        .map_or(0, |e| e.version);
+                    let attempt = request(tenant, "hot", ExpectedVersion::Exact(current), 1);
+                    let id = attempt.events[0].event_id;
+                    match store.append(attempt).await {
+                        Ok(appended) => {
+                            assert_eq!(appended.version, current + 1);
+                            wins.push((appended.version, id));
+                        }
+                        Err(StoreError::VersionConflict { actual, .. }) => {
+                            assert!(actual > current, "a conflict names a later version");
+                            conflicts += 1;
+                        }
+                        Err(other) => panic!("unexpected error {other:?}"),
+                    }
+                }
+                (wins, conflicts)
+            }));
+        }
+    }
+    let mut winners = BTreeMap::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        let (wins, lost) = tokio::time::timeout(contract::WAIT, task)
+            .await
+            .expect("the racers finish in time")
+            .expect("a racer panicked");
+        for (version, id) in wins {
+            assert!(
+                winners.insert(version, id).is_none(),
+                "version {version} won twice"
+            );
+        }
+        conflicts += lost;
+    }
+    let last = winners.len() as u64;
+    assert_eq!(
+        winners.keys().copied().collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        winners.len() + conflicts,
+        STORES * TASKS_PER_STORE * ATTEMPTS
+    );
+    let stored = stores[0]
+        .read_stream(tenant, "hot", 0)
+        .await
+        .expect("the hot stream is readable");
+    for event in &stored {
+        assert_eq!(Some(&event.event_id), winners.get(&event.version));
+    }
+    assert_eq!(stored.len() as u64, last);
+    drop(stores);
+    db.drop_database().await;
+}
+
+/// Concurrent appends through one store share transactions (group commit): fewer
+/// transactions than appends, each append still with its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_in_one_process_share_transactions() {
+    const APPENDS: usize = 64;
+    let db = TestDatabase::create().await;
+    let store = Arc::new(
+        PostgresStore::open(db.store_options().writers(1))
+            .await
+            .expect("the store opens"),
+    );
+    let tenant = Uuid::now_v7();
+    let start = Arc::new(Barrier::new(APPENDS));
+    let tasks: Vec<_> = (0..APPENDS)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                store
+                    .append(request(
+                        tenant,
+                        &format!("g-{i}"),
+                        ExpectedVersion::Exact(0),
+                        1,
+                    ))
+                    .await
+                    .expect("each append succeeds")
+            })
+        })
+        .collect();
+    let mut answers: Vec<Appended> = Vec::new();
+    for task in tasks {
+        answers.push(
+            tokio::time::timeout(contract::WAIT, task)
+                .await
+                .expect("the appends finish in time")
+                .expect("an append task panicked"),
+        );
+    }
+    let positions: HashSet<Position> = answers.iter().map(|a| a.last_position).collect();
+    assert_eq!(positions.len(), APPENDS, "each append got its own position");
+
+    let owner = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.owner_options())
+        .await
+        .expect("the owner connects");
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT transaction_id::text) FROM events")
+            .fetch_one(&owner)
+            .await
+            .expect("the owner can count transactions");
+    assert!(
+        transactions < APPENDS as i64,
+        "{APPENDS} concurrent appends should share transactions, took {transactions}"
+    );
+    owner.close().await;
+    drop(store);
+    db.drop_database().await;
+}
+
+/// `connect` (one role for migrations and runtime) works; `connect_with` (migrate as
+/// the owner, run as the runtime role) on the same database finds it migrated, sees
+/// the first store's events and appends as the runtime role; and a store that runs
+/// no migrations at all (`PostgresOptions::new`) serves too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_connect_with_share_one_migrated_database() {
+    let db = TestDatabase::create().await;
+    let owner_url = db.owner_url();
+    let app_url = db.app_url();
+    let first = PostgresStore::connect(&owner_url)
+        .await
+        .expect("connect works");
+    let appended = first
+        .append(request(Uuid::now_v7(), "s", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("the append succeeds");
+
+    let second = PostgresStore::connect_with(&owner_url, &app_url)
+        .await
+        .expect("connect_with opens on the migrated database");
+    assert_eq!(
+        second.head().await.expect("head is readable"),
+        appended.last_position
+    );
+    assert_eq!(*second.watch_head().borrow(), appended.last_position);
+    let again = second
+        .append(request(Uuid::now_v7(), "t", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("the runtime role appends");
+
+    let third = PostgresStore::open(PostgresOptions::new(db.app_options()))
+        .await
+        .expect("a store without migrations opens");
+    let all = third.read_all(0, 10).await.expect("read_all works");
+    assert_eq!(
+        all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
+        vec![appended.last_position, again.last_position]
+    );
+    drop((first, second, third));
+    db.drop_database().await;
+}
+
+/// Dropping every handle ends the writers and the head follower, closing the watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_closes_when_the_last_handle_is_dropped() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let clone = store.clone();
+    let mut watch = store.watch_head();
+    let appended = clone
+        .append(request(Uuid::now_v7(), "s", ExpectedVersion::Any, 1))
+        .await
+        .expect("an append through a clone succeeds");
+    assert_eq!(*watch.borrow_and_update(), appended.last_position);
+    drop(store);
+    drop(clone);
+    let closed = tokio::time::timeout(contract::WAIT, watch.changed()).await;
+    assert!(
+        matches!(closed, Ok(Err(_))),
+        "dropping every handle should end the background tasks and close the watch"
+    );
+    db.drop_database().await;
+}
+
+fn request(tenant: Uuid, stream: &str, expected: ExpectedVersion, count: usize) -> AppendRequest {
+    AppendRequest {
+        tenant_id: tenant,
+        stream_id: stream.to_owned(),
+        expected,
+        metadata: Metadata {
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            actor: "test".to_owned(),
+        },
+        events: (0..count)
+            .map(|n| NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: "test.happened".to_owned(),
+                schema_version: 1,
+                occurred_at: chrono::Utc::now(),
+                data: serde_json::json!({ "stream": stream, "n": n }),
+            })
+            .collect(),
+        idempotency: None,
+    }
+}
