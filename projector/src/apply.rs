@@ -1,11 +1,17 @@
 //! How each event changes the read models. Matches every event explicitly, so a new
 //! event does not compile until this file decides what it means for the read models.
+//!
+//! The statements are plain SQL with `$N` placeholders that SQLite and PostgreSQL both
+//! run. The caller has already scoped the transaction to the event's tenant (see
+//! `dialect::TenantScope`), so on PostgreSQL row-level security holds for the projector
+//! too: it could not touch another tenant's rows even through a bug here.
 
 use domain::ids::StreamKind;
 use domain::{StreamName, budget, post};
 use eventlog::RecordedEvent;
 use schemas::DomainEvent;
-use sqlx::{Row, SqliteConnection};
+use sqlx::AnyConnection;
+use sqlx::Row;
 
 use crate::readmodel::ts;
 
@@ -25,10 +31,7 @@ pub enum ApplyError {
 }
 
 /// Applies one recorded event inside the caller's transaction.
-pub async fn apply(
-    conn: &mut SqliteConnection,
-    recorded: &RecordedEvent,
-) -> Result<(), ApplyError> {
+pub async fn apply(conn: &mut AnyConnection, recorded: &RecordedEvent) -> Result<(), ApplyError> {
     let event = schemas::decode(
         &recorded.event_type,
         recorded.schema_version,
@@ -55,7 +58,7 @@ pub async fn apply(
 }
 
 async fn apply_budget(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     recorded: &RecordedEvent,
     period: &str,
     event: budget::Event,
@@ -64,7 +67,7 @@ async fn apply_budget(
     let at = ts(recorded.occurred_at);
     // Every budget event touches the month's row; make sure it exists.
     sqlx::query(
-        "INSERT INTO budgets (tenant_id, period, version, updated_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO budgets (tenant_id, period, version, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id, period) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
     )
     .bind(&tenant)
@@ -75,8 +78,8 @@ async fn apply_budget(
     .await?;
     let budget_delta = |committed: i64, reserved: i64| {
         sqlx::query(
-            "UPDATE budgets SET committed_micros = committed_micros + ?, reserved_micros = reserved_micros + ?
-             WHERE tenant_id = ? AND period = ?",
+            "UPDATE budgets SET committed_micros = committed_micros + $1, reserved_micros = reserved_micros + $2
+             WHERE tenant_id = $3 AND period = $4",
         )
         .bind(committed)
         .bind(reserved)
@@ -85,8 +88,8 @@ async fn apply_budget(
     };
     let settle = |id: String, status: &'static str, actual: Option<i64>| {
         sqlx::query(
-            "UPDATE reservations SET status = ?, actual_micros = ?, settled_at = ?
-             WHERE tenant_id = ? AND period = ? AND reservation_id = ?",
+            "UPDATE reservations SET status = $1, actual_micros = $2, settled_at = $3
+             WHERE tenant_id = $4 AND period = $5 AND reservation_id = $6",
         )
         .bind(status)
         .bind(actual)
@@ -103,9 +106,9 @@ async fn apply_budget(
             inherited_from,
         } => {
             sqlx::query(
-                "UPDATE budgets SET soft_limit_micros = ?, hard_limit_micros = ?, alert_thresholds_pct = ?,
-                        inherited_from = ?, limits_set = 1
-                 WHERE tenant_id = ? AND period = ?",
+                "UPDATE budgets SET soft_limit_micros = $1, hard_limit_micros = $2, alert_thresholds_pct = $3,
+                        inherited_from = $4, limits_set = 1
+                 WHERE tenant_id = $5 AND period = $6",
             )
             .bind(soft.get())
             .bind(hard.get())
@@ -126,7 +129,7 @@ async fn apply_budget(
             sqlx::query(
                 "INSERT INTO reservations (tenant_id, reservation_id, period, amount_micros, purpose, status,
                                            expires_at, created_at)
-                 VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, 'open', $6, $7)",
             )
             .bind(&tenant)
             .bind(reservation_id.to_string())
@@ -151,7 +154,7 @@ async fn apply_budget(
                 .await?;
         }
         budget::Event::Overrun { overrun, .. } => {
-            sqlx::query("UPDATE budgets SET overrun_micros = overrun_micros + ? WHERE tenant_id = ? AND period = ?")
+            sqlx::query("UPDATE budgets SET overrun_micros = overrun_micros + $1 WHERE tenant_id = $2 AND period = $3")
                 .bind(overrun.get())
                 .bind(&tenant)
                 .bind(period)
@@ -179,7 +182,7 @@ async fn apply_budget(
         }
         budget::Event::ThresholdCrossed { threshold_pct, .. } => {
             let row = sqlx::query(
-                "SELECT thresholds_crossed FROM budgets WHERE tenant_id = ? AND period = ?",
+                "SELECT thresholds_crossed FROM budgets WHERE tenant_id = $1 AND period = $2",
             )
             .bind(&tenant)
             .bind(period)
@@ -192,7 +195,7 @@ async fn apply_budget(
                 crossed.sort_unstable();
             }
             sqlx::query(
-                "UPDATE budgets SET thresholds_crossed = ? WHERE tenant_id = ? AND period = ?",
+                "UPDATE budgets SET thresholds_crossed = $1 WHERE tenant_id = $2 AND period = $3",
             )
             .bind(serde_json::to_string(&crossed).unwrap_or_else(|_| "[]".into()))
             .bind(&tenant)
@@ -205,7 +208,7 @@ async fn apply_budget(
 }
 
 async fn apply_post(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     recorded: &RecordedEvent,
     event: post::Event,
 ) -> Result<(), ApplyError> {
@@ -221,11 +224,11 @@ async fn apply_post(
     };
     let at = ts(recorded.occurred_at);
     let version = recorded.version as i64;
-    // One statement shape for every change after creation: set the status (and maybe
-    // one more column), bump the version.
+    // One statement shape for every change after creation: bump the version, set the
+    // status (and maybe more columns, bound from `$5` on).
     let update = |set: &'static str| {
         format!(
-            "UPDATE posts SET {set}, version = ?, updated_at = ? WHERE tenant_id = ? AND post_id = ?"
+            "UPDATE posts SET version = $1, updated_at = $2, {set} WHERE tenant_id = $3 AND post_id = $4"
         )
     };
     match event {
@@ -237,7 +240,7 @@ async fn apply_post(
             sqlx::query(
                 "INSERT INTO posts (tenant_id, post_id, channel, body, campaign_id, status, version,
                                     created_position, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, 'draft', ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $9)",
             )
             .bind(&tenant)
             .bind(&post_id)
@@ -253,22 +256,22 @@ async fn apply_post(
             return Ok(());
         }
         post::Event::Edited { body } => {
-            sqlx::query(&update("body = ?"))
-                .bind(body)
+            sqlx::query(&update("body = $5"))
                 .bind(version)
                 .bind(&at)
                 .bind(&tenant)
                 .bind(&post_id)
+                .bind(body)
                 .execute(&mut *conn)
                 .await?;
         }
         post::Event::Scheduled { publish_at } => {
-            sqlx::query(&update("status = 'scheduled', publish_at = ?"))
-                .bind(ts(publish_at))
+            sqlx::query(&update("status = 'scheduled', publish_at = $5"))
                 .bind(version)
                 .bind(&at)
                 .bind(&tenant)
                 .bind(&post_id)
+                .bind(ts(publish_at))
                 .execute(&mut *conn)
                 .await?;
         }
@@ -286,24 +289,24 @@ async fn apply_post(
             url,
         } => {
             sqlx::query(&update(
-                "status = 'published', network_post_id = ?, url = ?",
+                "status = 'published', network_post_id = $5, url = $6",
             ))
-            .bind(network_post_id)
-            .bind(url)
             .bind(version)
             .bind(&at)
             .bind(&tenant)
             .bind(&post_id)
+            .bind(network_post_id)
+            .bind(url)
             .execute(&mut *conn)
             .await?;
         }
         post::Event::PublishFailed { reason } => {
-            sqlx::query(&update("status = 'failed', failure_reason = ?"))
-                .bind(reason)
+            sqlx::query(&update("status = 'failed', failure_reason = $5"))
                 .bind(version)
                 .bind(&at)
                 .bind(&tenant)
                 .bind(&post_id)
+                .bind(reason)
                 .execute(&mut *conn)
                 .await?;
         }

@@ -1,9 +1,11 @@
 //! The projector loop: read a batch of the global log, apply it, move the checkpoint.
 //!
-//! The batch and the checkpoint commit in one `BEGIN IMMEDIATE` transaction, and the
-//! checkpoint is read inside that same transaction, so two projectors (or a projector
-//! and a rebuild) can never apply the same event twice: the second one starts from
-//! wherever the first one committed.
+//! The batch and the checkpoint commit in one transaction, and the checkpoint is read
+//! inside that same transaction under a lock every other writer also takes (SQLite's
+//! write lock via `BEGIN IMMEDIATE`, or on PostgreSQL the checkpoint row via
+//! `SELECT … FOR UPDATE`), so two projectors (or a projector and a rebuild), in one
+//! process or in several, can never apply the same event twice: the second one starts
+//! from wherever the first one committed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,9 @@ use std::time::Duration;
 use eventlog::{EventStore, Position};
 use tokio::sync::watch;
 
+use crate::TABLES;
 use crate::apply::{ApplyError, apply};
+use crate::dialect::TenantScope;
 use crate::readmodel::ReadModels;
 
 /// Checkpoint name of the read-model projector.
@@ -45,6 +49,7 @@ pub struct Projector {
 }
 
 impl Projector {
+    /// A projector from `store` into `models`, applying up to 1,000 events per batch.
     pub fn new(store: Arc<dyn EventStore>, models: ReadModels) -> Self {
         Self {
             store,
@@ -62,21 +67,17 @@ impl Projector {
     /// Applies the next batch of events and moves the checkpoint, in one transaction.
     #[tracing::instrument(skip(self))]
     pub async fn project_batch(&self) -> Result<Outcome, ProjectError> {
-        let mut tx = self.models.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let from: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?")
-            .bind(READ_MODELS)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-        let events = self
-            .store
-            .read_all(from as Position, self.batch_size)
-            .await?;
+        let dialect = self.models.dialect();
+        let mut tx = dialect.begin_write(self.models.pool()).await?;
+        let from = dialect.lock_checkpoint(&mut tx, READ_MODELS).await?;
+        let events = self.store.read_all(from, self.batch_size).await?;
         let Some(last) = events.last().map(|e| e.global_position) else {
             tx.rollback().await?;
             return Ok(Outcome::CaughtUp);
         };
+        let mut scope = TenantScope::new(dialect);
         for event in &events {
+            scope.enter(&mut tx, event.tenant_id).await?;
             apply(&mut tx, event).await?;
         }
         save_checkpoint(&mut tx, last).await?;
@@ -130,18 +131,32 @@ impl Projector {
     /// Rebuilds every read model from the start of the log in ONE transaction, so
     /// readers see the old models until the new ones are complete. Returns the number
     /// of events applied.
+    ///
+    /// The old rows are deleted tenant by tenant, each under that tenant's scope, so on
+    /// PostgreSQL even a rebuild stays inside row-level security.
     #[tracing::instrument(skip_all)]
     pub async fn rebuild(
         &self,
         mut progress: impl FnMut(Position, Position),
     ) -> Result<usize, ProjectError> {
         let head = self.store.head().await?;
-        let mut tx = self.models.pool().begin_with("BEGIN IMMEDIATE").await?;
-        for table in ["budgets", "reservations", "posts"] {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
+        let dialect = self.models.dialect();
+        let mut tx = dialect.begin_write(self.models.pool()).await?;
+        // Taken only to hold other writers off until the rebuild commits.
+        dialect.lock_checkpoint(&mut tx, READ_MODELS).await?;
+        let tenants: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM read_model_tenants")
+            .fetch_all(&mut *tx)
+            .await?;
+        for tenant in &tenants {
+            dialect.scope_to_tenant(&mut tx, tenant).await?;
+            for table in TABLES {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                    .bind(tenant)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
+        let mut scope = TenantScope::new(dialect);
         let mut from: Position = 0;
         let mut total = 0;
         loop {
@@ -150,6 +165,7 @@ impl Projector {
                 break;
             };
             for event in &events {
+                scope.enter(&mut tx, event.tenant_id).await?;
                 apply(&mut tx, event).await?;
             }
             total += events.len();
@@ -164,11 +180,11 @@ impl Projector {
 }
 
 async fn save_checkpoint(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     position: Position,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO checkpoints (name, position) VALUES (?, ?)
+        "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET position = excluded.position",
     )
     .bind(READ_MODELS)

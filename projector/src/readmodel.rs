@@ -1,7 +1,14 @@
 //! The read-model database and every query over it.
 //!
 //! Rows are always selected by tenant first; a tenant can only ever see its own rows
-//! because every query here takes the tenant from the caller's verified token.
+//! because every query here takes the tenant from the caller's verified token. On
+//! PostgreSQL the database enforces it too: each tenant-scoped query runs in a
+//! transaction that first sets `app.tenant`, and row-level security hides every other
+//! tenant's rows. The few scans that must cross tenants (due posts, due reservations,
+//! row counts) read views that expose only what those scans need.
+//!
+//! The same SQL text runs on both backends (see [`crate::dialect`] and
+//! docs/adr/0003-read-models-on-sqlite-and-postgresql.md).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,21 +23,32 @@ use domain::{Micros, Period};
 use eventlog::Position;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::watch;
 use uuid::Uuid;
+
+use crate::dialect::{self, Dialect};
 
 /// The error every read-model query can fail with.
 pub type DbError = sqlx::Error;
 
-/// Handle on the read-model database.
+/// Handle on the read-model database: SQLite ([`ReadModels::open`]) or PostgreSQL
+/// ([`ReadModels::connect_postgres`]). Cloning is cheap; clones share one pool.
 #[derive(Clone)]
 pub struct ReadModels {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
     progress: Arc<watch::Sender<Position>>,
+}
+
+impl std::fmt::Debug for ReadModels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadModels")
+            .field("dialect", &self.dialect)
+            .field("progress", &*self.progress.borrow())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The live balance of one tenant's month.
@@ -69,6 +87,7 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
+    /// The status as stored and as the query API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             ReservationStatus::Open => "open",
@@ -137,10 +156,15 @@ pub struct PostPage {
 /// Which posts to list.
 #[derive(Debug, Clone, Default)]
 pub struct PostFilter {
+    /// Only posts in this status.
     pub status: Option<String>,
+    /// Only posts for this channel.
     pub channel: Option<String>,
+    /// Only posts of this campaign.
     pub campaign_id: Option<Uuid>,
+    /// Only posts created after this keyset position (a decoded cursor).
     pub after: Option<i64>,
+    /// Page size, clamped to 1..=200.
     pub limit: u32,
 }
 
@@ -182,25 +206,47 @@ fn json_list(raw: &str) -> Vec<u8> {
 }
 
 impl ReadModels {
-    /// Opens (creating if needed) the read-model database at `path` and migrates it.
+    /// Opens (creating if needed) the SQLite read-model database at `path` and
+    /// migrates it. The file is in WAL mode with `synchronous = FULL`.
+    #[tracing::instrument(skip_all, fields(path = %path.display()))]
     pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        let pool = dialect::open_sqlite(path).await?;
+        Self::with_pool(pool, Dialect::Sqlite).await
+    }
+
+    /// Connects to PostgreSQL read models. Runs the migrations (schema
+    /// [`POSTGRES_SCHEMA`](crate::POSTGRES_SCHEMA)) as the owner at `owner_url`; when
+    /// `app_url` names another role, grants it what it needs (as
+    /// [`ReadModels::setup_app_role`]) and runs every query as that role, so row-level
+    /// security applies as in production. Without `app_url` queries run as the owner,
+    /// which is tenant-scoped for writes but may read every tenant's rows: fine for
+    /// development, not for production. Several processes may connect at once.
+    // The URLs may carry passwords: never record them.
+    #[tracing::instrument(skip_all)]
+    pub async fn connect_postgres(
+        owner_url: &str,
+        app_url: Option<&str>,
+    ) -> Result<Self, sqlx::Error> {
+        let pool = dialect::connect_postgres(owner_url, app_url).await?;
+        Self::with_pool(pool, Dialect::Postgres).await
+    }
+
+    /// Migrates the PostgreSQL read models as the owner at `owner_url` and grants the
+    /// existing role `role` what the runtime needs on them; refuses a role that is a
+    /// superuser, has `BYPASSRLS` or owns the tables, since row-level security would
+    /// not apply to it. Idempotent. The role itself (a `LOGIN` role, or a group role
+    /// granted to the services' login roles) is created by whoever provisions the
+    /// database, e.g. `eventlog`'s role setup; roles are cluster-wide, so one role can
+    /// serve the event store and the read models even in separate databases.
+    #[tracing::instrument(skip(owner_url))]
+    pub async fn setup_app_role(owner_url: &str, role: &str) -> Result<(), sqlx::Error> {
+        dialect::setup_app_role(owner_url, role).await
+    }
+
+    async fn with_pool(pool: AnyPool, dialect: Dialect) -> Result<Self, sqlx::Error> {
         let models = Self {
             pool,
+            dialect,
             progress: Arc::new(watch::channel(0).0),
         };
         let position = models.checkpoint(crate::READ_MODELS).await?;
@@ -208,8 +254,22 @@ impl ReadModels {
         Ok(models)
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    /// Which database these read models are in.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A read-only transaction scoped to `tenant` (see the module docs).
+    async fn read_as(&self, tenant: Uuid) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        let mut tx = self.dialect.begin_read(&self.pool).await?;
+        self.dialect
+            .scope_to_tenant(&mut tx, &tenant.to_string())
+            .await?;
+        Ok(tx)
     }
 
     pub(crate) fn publish_progress(&self, position: Position) {
@@ -218,7 +278,7 @@ impl ReadModels {
 
     /// The position a named tailer has processed up to (0 if it never ran).
     pub async fn checkpoint(&self, name: &str) -> Result<Position, sqlx::Error> {
-        let row = sqlx::query("SELECT position FROM checkpoints WHERE name = ?")
+        let row = sqlx::query("SELECT position FROM checkpoints WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -229,7 +289,7 @@ impl ReadModels {
     /// elsewhere, such as the publishing workflow).
     pub async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO checkpoints (name, position) VALUES (?, ?)
+            "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET position = excluded.position",
         )
         .bind(name)
@@ -280,31 +340,34 @@ impl ReadModels {
         tenant: Uuid,
         period: Period,
     ) -> Result<Option<BudgetView>, sqlx::Error> {
+        let mut tx = self.read_as(tenant).await?;
         let row = sqlx::query(
             "SELECT period, soft_limit_micros, hard_limit_micros, alert_thresholds_pct, committed_micros,
                     reserved_micros, overrun_micros, thresholds_crossed, inherited_from, limits_set
-             FROM budgets WHERE tenant_id = ? AND period = ?",
+             FROM budgets WHERE tenant_id = $1 AND period = $2",
         )
         .bind(tenant.to_string())
         .bind(period.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row
             && row.get::<i64, _>("limits_set") != 0
         {
+            tx.commit().await?;
             return Ok(Some(budget_view(&row)));
         }
         let earliest = (0..12).fold(period, |p, _| p.previous());
         let earlier = sqlx::query(
             "SELECT period, soft_limit_micros, hard_limit_micros, alert_thresholds_pct
-             FROM budgets WHERE tenant_id = ? AND period < ? AND period >= ? AND limits_set = 1
+             FROM budgets WHERE tenant_id = $1 AND period < $2 AND period >= $3 AND limits_set = 1
              ORDER BY period DESC LIMIT 1",
         )
         .bind(tenant.to_string())
         .bind(period.to_string())
         .bind(earliest.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(earlier.map(|row| {
             let soft: i64 = row.get("soft_limit_micros");
             let hard: i64 = row.get("hard_limit_micros");
@@ -332,55 +395,58 @@ impl ReadModels {
         status: Option<ReservationStatus>,
         limit: u32,
     ) -> Result<Vec<ReservationView>, sqlx::Error> {
+        let mut tx = self.read_as(tenant).await?;
         let rows = sqlx::query(
             "SELECT reservation_id, period, amount_micros, purpose, status, expires_at, actual_micros,
                     created_at, settled_at
              FROM reservations
-             WHERE tenant_id = ? AND period = ? AND (? IS NULL OR status = ?)
-             ORDER BY created_at DESC, reservation_id DESC LIMIT ?",
+             WHERE tenant_id = $1 AND period = $2 AND ($3 IS NULL OR status = $3)
+             ORDER BY created_at DESC, reservation_id DESC LIMIT $4",
         )
         .bind(tenant.to_string())
         .bind(period.to_string())
         .bind(status.map(|s| s.as_str()))
-        .bind(status.map(|s| s.as_str()))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(reservation_view).collect()
     }
 
     /// One post of a tenant.
     pub async fn post(&self, tenant: Uuid, post_id: Uuid) -> Result<Option<PostView>, sqlx::Error> {
+        let mut tx = self.read_as(tenant).await?;
         let row = sqlx::query(&format!(
-            "SELECT {POST_COLUMNS} FROM posts WHERE tenant_id = ? AND post_id = ?"
+            "SELECT {POST_COLUMNS} FROM posts WHERE tenant_id = $1 AND post_id = $2"
         ))
         .bind(tenant.to_string())
         .bind(post_id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(post_view).transpose()
     }
 
     /// A page of a tenant's posts in creation order (keyset pagination).
     pub async fn posts(&self, tenant: Uuid, filter: &PostFilter) -> Result<PostPage, sqlx::Error> {
         let limit = filter.limit.clamp(1, 200);
+        let mut tx = self.read_as(tenant).await?;
         let rows = sqlx::query(&format!(
             "SELECT {POST_COLUMNS}, created_position FROM posts
-             WHERE tenant_id = ? AND created_position > ?
-               AND (? IS NULL OR status = ?) AND (? IS NULL OR channel = ?) AND (? IS NULL OR campaign_id = ?)
-             ORDER BY created_position LIMIT ?"
+             WHERE tenant_id = $1 AND created_position > $2
+               AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR channel = $4)
+               AND ($5 IS NULL OR campaign_id = $5)
+             ORDER BY created_position LIMIT $6"
         ))
         .bind(tenant.to_string())
         .bind(filter.after.unwrap_or(0))
         .bind(filter.status.as_deref())
-        .bind(filter.status.as_deref())
         .bind(filter.channel.as_deref())
-        .bind(filter.channel.as_deref())
-        .bind(filter.campaign_id.map(|c| c.to_string()))
         .bind(filter.campaign_id.map(|c| c.to_string()))
         .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let more = rows.len() > limit as usize;
         let rows = &rows[..rows.len().min(limit as usize)];
         let items = rows.iter().map(post_view).collect::<Result<Vec<_>, _>>()?;
@@ -391,15 +457,16 @@ impl ReadModels {
         Ok(PostPage { items, next_cursor })
     }
 
-    /// Scheduled posts whose time has come, across tenants: `(tenant, post, version)`.
+    /// Scheduled posts whose time has come, across tenants: `(tenant, post, version)`,
+    /// the longest overdue first.
     pub async fn due_posts(
         &self,
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<(Uuid, Uuid, u64)>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT tenant_id, post_id, version FROM posts
-             WHERE status = 'scheduled' AND publish_at <= ? ORDER BY publish_at LIMIT ?",
+            "SELECT tenant_id, post_id, version FROM scheduled_posts
+             WHERE publish_at <= $1 ORDER BY publish_at, tenant_id, post_id LIMIT $2",
         )
         .bind(ts(now))
         .bind(i64::from(limit))
@@ -416,15 +483,16 @@ impl ReadModels {
             .collect()
     }
 
-    /// Months that hold open reservations past their expiry, across tenants.
+    /// Months that hold open reservations past their expiry, across tenants, in tenant
+    /// and month order.
     pub async fn months_with_due_reservations(
         &self,
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<(Uuid, Period)>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT DISTINCT tenant_id, period FROM reservations
-             WHERE status = 'open' AND expires_at <= ? LIMIT ?",
+            "SELECT DISTINCT tenant_id, period FROM open_reservations
+             WHERE expires_at <= $1 ORDER BY tenant_id, period LIMIT $2",
         )
         .bind(ts(now))
         .bind(i64::from(limit))
@@ -441,16 +509,21 @@ impl ReadModels {
             .collect()
     }
 
-    /// Row counts per table, for `tidemark projections status`.
+    /// Row counts per table, across tenants, for `tidemark projections status`.
     pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, sqlx::Error> {
-        let mut counts = Vec::new();
-        for table in ["budgets", "reservations", "posts"] {
-            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-                .fetch_one(&self.pool)
-                .await?;
-            counts.push((table, n));
-        }
-        Ok(counts)
+        let rows = sqlx::query("SELECT table_name, row_count FROM read_model_row_counts")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(crate::TABLES
+            .iter()
+            .map(|&table| {
+                let count = rows
+                    .iter()
+                    .find(|row| row.get::<&str, _>("table_name") == table)
+                    .map_or(0, |row| row.get::<i64, _>("row_count"));
+                (table, count)
+            })
+            .collect())
     }
 }
 
@@ -470,7 +543,7 @@ fn status(soft: i64, hard: i64, committed: i64, reserved: i64) -> String {
         .to_owned()
 }
 
-fn budget_view(row: &sqlx::sqlite::SqliteRow) -> BudgetView {
+fn budget_view(row: &AnyRow) -> BudgetView {
     let soft: i64 = row.get("soft_limit_micros");
     let hard: i64 = row.get("hard_limit_micros");
     let committed: i64 = row.get("committed_micros");
@@ -490,7 +563,7 @@ fn budget_view(row: &sqlx::sqlite::SqliteRow) -> BudgetView {
     }
 }
 
-fn reservation_view(row: &sqlx::sqlite::SqliteRow) -> Result<ReservationView, sqlx::Error> {
+fn reservation_view(row: &AnyRow) -> Result<ReservationView, sqlx::Error> {
     let status: String = row.get("status");
     Ok(ReservationView {
         reservation_id: parse_uuid(row.get("reservation_id"))?,
@@ -511,7 +584,7 @@ fn reservation_view(row: &sqlx::sqlite::SqliteRow) -> Result<ReservationView, sq
     })
 }
 
-fn post_view(row: &sqlx::sqlite::SqliteRow) -> Result<PostView, sqlx::Error> {
+fn post_view(row: &AnyRow) -> Result<PostView, sqlx::Error> {
     Ok(PostView {
         post_id: parse_uuid(row.get("post_id"))?,
         channel: row.get("channel"),

@@ -1,0 +1,82 @@
+//! The same log, projected into SQLite and into PostgreSQL, answers every query the same.
+
+use projector::{Dialect, Projector, ReservationStatus};
+
+use crate::support::{
+    Log, TestDatabase, assert_same, bounded, scan_times, snapshot, sqlite_reference,
+};
+
+#[tokio::test]
+async fn postgres_and_sqlite_read_models_answer_every_query_identically() {
+    bounded(async {
+        let log = Log::full().await;
+        let reference = sqlite_reference(&log).await;
+
+        let db = TestDatabase::create().await;
+        let models = db.models().await;
+        assert_eq!(models.dialect(), Dialect::Postgres);
+        let applied = Projector::new(log.store.clone(), models.clone())
+            .catch_up()
+            .await
+            .expect("project into PostgreSQL");
+        assert_eq!(applied, log.len().await);
+        let postgres = snapshot(&models, &log).await;
+
+        // The comparison only means something if the log reached every kind of answer.
+        let budget = |tenant, period: &str| {
+            reference
+                .budgets
+                .iter()
+                .find(|(t, p, _)| *t == tenant && p == period)
+                .and_then(|(_, _, view)| view.clone())
+        };
+        let a = log.tenant_a.as_uuid();
+        let feb = budget(a, "2026-02").expect("tenant A has a February budget");
+        assert!(feb.overrun_micros > 0 && feb.thresholds_crossed == vec![50]);
+        let may = budget(a, "2026-05").expect("May shows the limits it would inherit");
+        assert_eq!(may.inherited_from.as_deref(), Some("2026-04"));
+        assert!(budget(a, "2026-01").is_none());
+        for status in [
+            ReservationStatus::Open,
+            ReservationStatus::Committed,
+            ReservationStatus::Released,
+            ReservationStatus::Expired,
+        ] {
+            assert!(
+                reference
+                    .reservations
+                    .iter()
+                    .any(|(t, p, s, _, items)| *t == a
+                        && p == "2026-02"
+                        && *s == Some(status)
+                        && !items.is_empty()),
+                "no {status:?} reservation in the log"
+            );
+        }
+        assert!(reference.pages.iter().any(|(_, pages)| pages.len() > 2));
+        let [_, after_february, after_march, far_ahead] = scan_times();
+        let due = |now| {
+            reference
+                .due_posts
+                .iter()
+                .find(|(t, limit, _)| *t == now && *limit == 500)
+                .map(|(_, _, due)| due.len())
+        };
+        assert_eq!(
+            (due(after_february), due(after_march), due(far_ahead)),
+            (Some(1), Some(3), Some(4))
+        );
+        assert!(
+            reference
+                .due_months
+                .iter()
+                .any(|(_, _, months)| months.len() >= 3)
+        );
+        assert!(reference.row_counts.iter().all(|(_, n)| *n > 0));
+        assert_eq!(reference.checkpoint, log.head().await);
+
+        assert_same(&postgres, &reference);
+        db.drop_database().await;
+    })
+    .await;
+}

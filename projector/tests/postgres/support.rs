@@ -1,0 +1,843 @@
+//! What every PostgreSQL read-model test needs: a database of its own, an event log
+//! with a bit of everything in it, and a snapshot of every query's answers, so two
+//! read-model databases can be compared with one `assert_eq!`.
+//!
+//! Each test gets a fresh database `tidemark_rm_<uuid>` on the server named by
+//! `TIDEMARK_TEST_DATABASE_URL` (default: the machine's own, as `postgres`, trust
+//! auth), owned by a fresh non-superuser login role that runs the migrations, and a
+//! second login role for the runtime — so row-level security applies to the
+//! queries exactly as in production. Both go again at the end, even after a panic.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use command_api::{Clock, CommandService, Envelope};
+use domain::budget;
+use domain::post::{self, PublishTrigger};
+use domain::{CampaignId, Channel, Micros, Period, PostId, ReservationId, TenantId};
+use eventlog::sqlite::SqliteStore;
+use eventlog::{EventStore, Position};
+use projector::{
+    BudgetView, PostFilter, PostPage, PostView, READ_MODELS, ReadModels, ReservationStatus,
+    ReservationView,
+};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// The environment variable naming the PostgreSQL server the tests use.
+pub const DATABASE_URL_VAR: &str = "TIDEMARK_TEST_DATABASE_URL";
+
+/// The server used when [`DATABASE_URL_VAR`] is not set.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Longest any one test may run; a lock that is never released fails the test
+/// instead of hanging the suite.
+const TEST_TIME_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs a test body, failing it if it takes longer than [`TEST_TIME_LIMIT`].
+pub async fn bounded<F: Future>(body: F) -> F::Output {
+    tokio::time::timeout(TEST_TIME_LIMIT, body)
+        .await
+        .expect("the test did not finish within its time limit")
+}
+
+/// A database of one test's own, with an owner role and a runtime role.
+pub struct TestDatabase {
+    server: PgConnectOptions,
+    name: String,
+    owner_role: String,
+    app_role: String,
+    password: String,
+    /// Further roles a test made; dropped with the database.
+    extra_roles: Mutex<Vec<String>>,
+    removed: bool,
+}
+
+impl TestDatabase {
+    /// Creates the roles and the (empty) database. The read models are migrated by the
+    /// first [`ReadModels::connect_postgres`].
+    pub async fn create() -> Self {
+        let url =
+            std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+        let server = PgConnectOptions::from_str(&url)
+            .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR} is not a PostgreSQL URL: {e}"));
+        let id = Uuid::new_v4().simple();
+        let db = Self {
+            server,
+            name: format!("tidemark_rm_{id}"),
+            owner_role: format!("tidemark_rm_{id}_owner"),
+            app_role: format!("tidemark_rm_{id}_app"),
+            password: Uuid::new_v4().simple().to_string(),
+            extra_roles: Mutex::new(Vec::new()),
+            removed: false,
+        };
+        // Names and password are letters, digits and underscores only: no quoting needed.
+        db.admin(&[
+            format!(
+                "CREATE ROLE {} LOGIN PASSWORD '{}' NOSUPERUSER NOBYPASSRLS NOCREATEROLE",
+                db.owner_role, db.password
+            ),
+            format!(
+                "CREATE ROLE {} LOGIN PASSWORD '{}' NOSUPERUSER NOBYPASSRLS NOCREATEROLE",
+                db.app_role, db.password
+            ),
+            format!("CREATE DATABASE {} OWNER {}", db.name, db.owner_role),
+        ])
+        .await;
+        db
+    }
+
+    /// Runs statements on the server as its administrator.
+    pub async fn admin(&self, statements: &[String]) {
+        let mut admin = self.server.connect().await.unwrap_or_else(|e| {
+            panic!("cannot connect to the test server ({DATABASE_URL_VAR}): {e}")
+        });
+        for sql in statements {
+            sqlx::raw_sql(sql)
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
+        }
+        admin.close().await.ok();
+    }
+
+    /// Creates one more login role (`tidemark_rm_<uuid>_<suffix>`) with `attributes`,
+    /// dropped with the database. Returns its name.
+    pub async fn create_role(&self, suffix: &str, attributes: &str) -> String {
+        let role = format!("{}_{suffix}", self.name);
+        self.admin(&[format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{}' {attributes}",
+            self.password
+        )])
+        .await;
+        self.extra_roles
+            .lock()
+            .expect("role list")
+            .push(role.clone());
+        role
+    }
+
+    /// The runtime role's name.
+    pub fn app_role(&self) -> &str {
+        &self.app_role
+    }
+
+    /// The URL of this database as `role`.
+    pub fn url_as(&self, role: &str) -> String {
+        let host = self.server.get_host();
+        let port = self.server.get_port();
+        match self.server.get_socket() {
+            Some(socket) => format!(
+                "postgres://{role}:{}@localhost:{port}/{}?host={}",
+                self.password,
+                self.name,
+                socket.display()
+            ),
+            None => format!(
+                "postgres://{role}:{}@{host}:{port}/{}",
+                self.password, self.name
+            ),
+        }
+    }
+
+    /// The URL of this database as the owner, who runs the migrations.
+    pub fn owner_url(&self) -> String {
+        self.url_as(&self.owner_role)
+    }
+
+    /// The URL of this database as the runtime role.
+    pub fn app_url(&self) -> String {
+        self.url_as(&self.app_role)
+    }
+
+    /// Read models as production runs them: migrated by the owner, queried as the
+    /// runtime role.
+    pub async fn models(&self) -> ReadModels {
+        ReadModels::connect_postgres(&self.owner_url(), Some(&self.app_url()))
+            .await
+            .unwrap_or_else(|e| panic!("connecting the read models to {} failed: {e:?}", self.name))
+    }
+
+    /// A plain connection as `role`, for raw SQL.
+    pub async fn connect_as(&self, role: &str) -> PgConnection {
+        PgConnection::connect(&self.url_as(role))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {} as {role}: {e}", self.name))
+    }
+
+    /// Drops the database (ending every connection to it) and the roles.
+    pub async fn drop_database(mut self) {
+        self.removed = true;
+        remove(self.server.clone(), self.name.clone(), self.roles()).await;
+    }
+
+    fn roles(&self) -> Vec<String> {
+        let mut roles = vec![self.app_role.clone(), self.owner_role.clone()];
+        roles.extend(
+            self.extra_roles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        roles
+    }
+}
+
+impl Drop for TestDatabase {
+    /// Cleans up after a test that did not reach [`TestDatabase::drop_database`]
+    /// (it panicked). `Drop` cannot await, so a thread with its own runtime does it.
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let (server, name, roles) = (self.server.clone(), self.name.clone(), self.roles());
+        let cleanup =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(remove(server, name, roles)),
+                    Err(error) => {
+                        eprintln!("cannot start a runtime to drop a test database: {error}")
+                    }
+                }
+            });
+        if cleanup.join().is_err() {
+            eprintln!("dropping test database {} panicked", self.name);
+        }
+    }
+}
+
+/// Best effort: a leftover database or role is reported, never fatal.
+async fn remove(server: PgConnectOptions, name: String, roles: Vec<String>) {
+    let mut admin = match server.connect().await {
+        Ok(admin) => admin,
+        Err(error) => {
+            eprintln!("cannot connect to drop test database {name}: {error}");
+            return;
+        }
+    };
+    let mut statements = vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")];
+    statements.extend(
+        roles
+            .iter()
+            .map(|role| format!("DROP ROLE IF EXISTS {role}")),
+    );
+    for sql in statements {
+        if let Err(error) = sqlx::raw_sql(&sql).execute(&mut admin).await {
+            eprintln!("test cleanup `{sql}` failed: {error}");
+        }
+    }
+    admin.close().await.ok();
+}
+
+/// A clock the log builder moves by hand.
+#[derive(Clone)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    fn new(at: DateTime<Utc>) -> Self {
+        Self(Arc::new(Mutex::new(at)))
+    }
+
+    fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = at;
+    }
+
+    fn advance(&self, by: TimeDelta) {
+        *self.0.lock().expect("clock lock") += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` UTC.
+pub fn at(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(year, month, day, hour, minute, 0)
+        .single()
+        .expect("a valid time")
+}
+
+fn period(year: i32, month: u32) -> Period {
+    Period::new(year, month).expect("a valid month")
+}
+
+fn micros(value: i64) -> Micros {
+    Micros::new(value).expect("a valid amount")
+}
+
+/// An event log in a SQLite store, written through the command side, with budgets,
+/// reservations and posts of three tenants in every state the read models know.
+pub struct Log {
+    _dir: TempDir,
+    pub store: Arc<dyn EventStore>,
+    service: CommandService,
+    clock: ManualClock,
+    /// Has a budget in February and March, and posts in every state.
+    pub tenant_a: TenantId,
+    /// Has a budget in March only, and a few posts.
+    pub tenant_b: TenantId,
+    /// Has no budget; one post scheduled far ahead.
+    pub tenant_c: TenantId,
+    /// Has nothing at all.
+    pub stranger: TenantId,
+    pub campaign_x: CampaignId,
+    pub campaign_y: CampaignId,
+    /// Every post, with its tenant.
+    pub posts: Vec<(TenantId, PostId)>,
+}
+
+impl Log {
+    /// An empty log (the clock on 2026-02-20 09:00 UTC).
+    pub async fn new() -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("events.db"))
+            .await
+            .expect("open the event store");
+        let store: Arc<dyn EventStore> = Arc::new(store);
+        let clock = ManualClock::new(at(2026, 2, 20, 9, 0));
+        let service = CommandService::new(store.clone(), Arc::new(clock.clone()));
+        Self {
+            _dir: dir,
+            store,
+            service,
+            clock,
+            tenant_a: TenantId::from_uuid(Uuid::new_v4()),
+            tenant_b: TenantId::from_uuid(Uuid::new_v4()),
+            tenant_c: TenantId::from_uuid(Uuid::new_v4()),
+            stranger: TenantId::from_uuid(Uuid::new_v4()),
+            campaign_x: CampaignId::from_uuid(Uuid::new_v4()),
+            campaign_y: CampaignId::from_uuid(Uuid::new_v4()),
+            posts: Vec::new(),
+        }
+    }
+
+    /// The log with both phases written.
+    pub async fn full() -> Self {
+        let mut log = Self::new().await;
+        log.phase_one().await;
+        log.phase_two().await;
+        log
+    }
+
+    /// February: tenant A's ledger (commit with overrun, a threshold crossed, release,
+    /// expiry, open holds) and posts in every state.
+    pub async fn phase_one(&mut self) {
+        let a = self.tenant_a;
+        self.clock.set(at(2026, 2, 20, 9, 0));
+        self.budget(
+            a,
+            None,
+            budget::Command::SetLimits {
+                soft: micros(6_000_000),
+                hard: micros(10_000_000),
+                alert_thresholds_pct: vec![50, 80],
+            },
+        )
+        .await;
+        let r1 = self.reserve(a, 2_000_000, "draft post", 60).await;
+        self.commit(a, r1, 2_500_000).await; // costs more than held: an overrun
+        let r2 = self.reserve(a, 3_000_000, "image", 60).await;
+        self.commit(a, r2, 3_000_000).await; // 55% committed: the 50% alert
+        let r3 = self.reserve(a, 1_000_000, "caption", 120).await;
+        self.budget(a, None, budget::Command::Release { reservation_id: r3 })
+            .await;
+        let _r4 = self.reserve(a, 500_000, "expires soon", 1).await;
+        self.clock.advance(TimeDelta::minutes(2));
+        self.budget(a, None, budget::Command::ExpireDue).await;
+        let _r5 = self.reserve(a, 400_000, "open, due in an hour", 60).await;
+        let _r6 = self
+            .reserve(a, 300_000, "open for a week", 7 * 24 * 60)
+            .await;
+
+        let linkedin = Channel::new("linkedin").expect("channel");
+        let newsletter = Channel::new("newsletter-eu").expect("channel");
+        let x = Channel::new("x").expect("channel");
+        let p1 = self
+            .create_post(a, &linkedin, "launch day", Some(self.campaign_x))
+            .await;
+        self.post(
+            a,
+            p1,
+            post::Command::Edit {
+                body: "launch day, edited".into(),
+            },
+        )
+        .await;
+        self.post(
+            a,
+            p1,
+            post::Command::Schedule {
+                publish_at: at(2026, 2, 20, 12, 0),
+            },
+        )
+        .await;
+        let p2 = self
+            .create_post(a, &newsletter, "monthly letter", None)
+            .await;
+        self.post(
+            a,
+            p2,
+            post::Command::Publish {
+                trigger: PublishTrigger::Manual,
+            },
+        )
+        .await;
+        self.post(
+            a,
+            p2,
+            post::Command::RecordPublished {
+                network_post_id: "nl-42".into(),
+                url: Some("https://example.test/nl-42".into()),
+            },
+        )
+        .await;
+        let p3 = self
+            .create_post(a, &linkedin, "will fail", Some(self.campaign_x))
+            .await;
+        self.post(
+            a,
+            p3,
+            post::Command::Publish {
+                trigger: PublishTrigger::Manual,
+            },
+        )
+        .await;
+        self.post(
+            a,
+            p3,
+            post::Command::RecordFailed {
+                reason: "token expired".into(),
+            },
+        )
+        .await;
+        let p4 = self
+            .create_post(a, &x, "never mind", Some(self.campaign_y))
+            .await;
+        self.post(a, p4, post::Command::Cancel).await;
+        let p5 = self.create_post(a, &x, "stuck publishing", None).await;
+        self.post(
+            a,
+            p5,
+            post::Command::Publish {
+                trigger: PublishTrigger::Manual,
+            },
+        )
+        .await;
+        for n in 0..4 {
+            self.create_post(a, &linkedin, &format!("draft {n}"), None)
+                .await;
+        }
+    }
+
+    /// March: tenant A inherits February's limits and reuses a reservation id, tenant
+    /// B sets its own, and B and C schedule posts.
+    pub async fn phase_two(&mut self) {
+        let (a, b, c) = (self.tenant_a, self.tenant_b, self.tenant_c);
+        self.clock.set(at(2026, 3, 2, 8, 0));
+        // The first reservation of an unconfigured month inherits the limits.
+        let reused = ReservationId::from_uuid(Uuid::new_v4());
+        self.budget(
+            a,
+            None,
+            budget::Command::Reserve {
+                reservation_id: reused,
+                amount: micros(700_000),
+                purpose: "march".into(),
+                ttl: TimeDelta::minutes(30),
+            },
+        )
+        .await;
+        self.budget(
+            a,
+            Some(period(2026, 4)),
+            budget::Command::Reserve {
+                reservation_id: reused,
+                amount: micros(100_000),
+                purpose: "same id, next month".into(),
+                ttl: TimeDelta::minutes(30),
+            },
+        )
+        .await;
+        self.budget(
+            b,
+            None,
+            budget::Command::SetLimits {
+                soft: micros(1_000_000),
+                hard: micros(1_000_000),
+                alert_thresholds_pct: vec![90],
+            },
+        )
+        .await;
+        let rb = self.reserve(b, 1_000_000, "everything", 30).await;
+        self.commit(b, rb, 950_000).await; // 95%: the 90% alert, soft exceeded
+        let _rb2 = self.reserve(b, 50_000, "the rest", 30).await; // hard reached
+
+        let linkedin = Channel::new("linkedin").expect("channel");
+        let pb1 = self
+            .create_post(b, &linkedin, "tenant b", Some(self.campaign_x))
+            .await;
+        self.post(
+            b,
+            pb1,
+            post::Command::Schedule {
+                publish_at: at(2026, 3, 2, 9, 0),
+            },
+        )
+        .await;
+        let pb2 = self
+            .create_post(b, &linkedin, "tenant b, later", None)
+            .await;
+        self.post(
+            b,
+            pb2,
+            post::Command::Schedule {
+                publish_at: at(2026, 3, 2, 9, 0),
+            },
+        )
+        .await;
+        self.create_post(b, &linkedin, "tenant b draft", None).await;
+        let pc = self
+            .create_post(
+                c,
+                &Channel::new("blog").expect("channel"),
+                "far ahead",
+                None,
+            )
+            .await;
+        self.post(
+            c,
+            pc,
+            post::Command::Schedule {
+                publish_at: at(2027, 1, 1, 0, 0),
+            },
+        )
+        .await;
+    }
+
+    /// The store's head.
+    pub async fn head(&self) -> Position {
+        self.store.head().await.expect("head")
+    }
+
+    /// How many events the log holds.
+    pub async fn len(&self) -> usize {
+        self.store
+            .read_all(0, 1_000_000)
+            .await
+            .expect("read the log")
+            .len()
+    }
+
+    async fn budget(&self, tenant: TenantId, period: Option<Period>, command: budget::Command) {
+        let envelope = Envelope::system(tenant, "test", None);
+        self.service
+            .budget(&envelope, period, command)
+            .await
+            .expect("a budget command the scenario expects to succeed");
+    }
+
+    async fn reserve(
+        &self,
+        tenant: TenantId,
+        amount: i64,
+        purpose: &str,
+        ttl_minutes: i64,
+    ) -> ReservationId {
+        let id = ReservationId::from_uuid(Uuid::new_v4());
+        self.budget(
+            tenant,
+            None,
+            budget::Command::Reserve {
+                reservation_id: id,
+                amount: micros(amount),
+                purpose: purpose.into(),
+                ttl: TimeDelta::minutes(ttl_minutes),
+            },
+        )
+        .await;
+        id
+    }
+
+    async fn commit(&self, tenant: TenantId, reservation_id: ReservationId, actual: i64) {
+        self.budget(
+            tenant,
+            None,
+            budget::Command::Commit {
+                reservation_id,
+                actual: micros(actual),
+            },
+        )
+        .await;
+    }
+
+    async fn create_post(
+        &mut self,
+        tenant: TenantId,
+        channel: &Channel,
+        body: &str,
+        campaign_id: Option<CampaignId>,
+    ) -> PostId {
+        let id = PostId::from_uuid(Uuid::new_v4());
+        self.post(
+            tenant,
+            id,
+            post::Command::Create {
+                channel: channel.clone(),
+                body: body.into(),
+                campaign_id,
+            },
+        )
+        .await;
+        self.posts.push((tenant, id));
+        id
+    }
+
+    async fn post(&self, tenant: TenantId, post_id: PostId, command: post::Command) {
+        let envelope = Envelope::system(tenant, "test", None);
+        self.service
+            .post(&envelope, post_id, None, command)
+            .await
+            .expect("a post command the scenario expects to succeed");
+    }
+}
+
+/// `reservations(tenant, period, status, limit)` and its answer.
+pub type ReservationsAnswer = (
+    Uuid,
+    String,
+    Option<ReservationStatus>,
+    u32,
+    Vec<ReservationView>,
+);
+/// `due_posts(now, limit)` and its answer.
+pub type DuePostsAnswer = (DateTime<Utc>, u32, Vec<(Uuid, Uuid, u64)>);
+/// `months_with_due_reservations(now, limit)` and its answer.
+pub type DueMonthsAnswer = (DateTime<Utc>, u32, Vec<(Uuid, Period)>);
+
+/// Every query's answer over one read-model database, for one log. Compare two with
+/// [`assert_same`], which names the first answer that differs.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub checkpoint: Position,
+    pub budgets: Vec<(Uuid, String, Option<BudgetView>)>,
+    pub reservations: Vec<ReservationsAnswer>,
+    pub posts: Vec<(Uuid, Uuid, Option<PostView>)>,
+    pub pages: Vec<(String, Vec<PostPage>)>,
+    pub due_posts: Vec<DuePostsAnswer>,
+    pub due_months: Vec<DueMonthsAnswer>,
+    pub row_counts: Vec<(&'static str, i64)>,
+}
+
+/// The times the cross-tenant scans are asked about: before anything is due, after
+/// the February holds and posts fell due, after March's, and far ahead.
+pub fn scan_times() -> [DateTime<Utc>; 4] {
+    [
+        at(2026, 2, 1, 0, 0),
+        at(2026, 2, 21, 0, 0),
+        at(2026, 3, 2, 10, 0),
+        at(2027, 6, 1, 0, 0),
+    ]
+}
+
+/// Asks `models` every query over what `log` wrote.
+pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
+    let tenants = [log.tenant_a, log.tenant_b, log.tenant_c, log.stranger].map(|t| t.as_uuid());
+    // A post id no tenant has, fixed per log so snapshots of one log compare equal.
+    let unknown = log.stranger.as_uuid();
+    let periods =
+        [(2026, 1), (2026, 2), (2026, 3), (2026, 4), (2026, 5)].map(|(y, m)| period(y, m));
+    let statuses = [
+        None,
+        Some(ReservationStatus::Open),
+        Some(ReservationStatus::Committed),
+        Some(ReservationStatus::Released),
+        Some(ReservationStatus::Expired),
+    ];
+
+    let mut budgets = Vec::new();
+    let mut reservations = Vec::new();
+    for tenant in tenants {
+        for period in periods {
+            let view = models.budget(tenant, period).await.expect("budget");
+            budgets.push((tenant, period.to_string(), view));
+            for status in statuses {
+                for limit in [100, 2] {
+                    let items = models
+                        .reservations(tenant, period, status, limit)
+                        .await
+                        .expect("reservations");
+                    reservations.push((tenant, period.to_string(), status, limit, items));
+                }
+            }
+        }
+    }
+
+    let mut posts = Vec::new();
+    // Every post asked for by every tenant: only its own tenant gets an answer.
+    for &(_, post) in &log.posts {
+        for tenant in tenants {
+            let view = models.post(tenant, post.as_uuid()).await.expect("post");
+            posts.push((tenant, post.as_uuid(), view));
+        }
+    }
+    let missing = models
+        .post(log.tenant_a.as_uuid(), unknown)
+        .await
+        .expect("post");
+    posts.push((log.tenant_a.as_uuid(), unknown, missing));
+
+    let mut filters: Vec<(String, PostFilter)> = vec![("all".into(), PostFilter::default())];
+    for status in [
+        "draft",
+        "scheduled",
+        "publishing",
+        "published",
+        "failed",
+        "cancelled",
+    ] {
+        filters.push((
+            format!("status={status}"),
+            PostFilter {
+                status: Some(status.into()),
+                ..PostFilter::default()
+            },
+        ));
+    }
+    for channel in ["linkedin", "newsletter-eu", "x", "none"] {
+        filters.push((
+            format!("channel={channel}"),
+            PostFilter {
+                channel: Some(channel.into()),
+                ..PostFilter::default()
+            },
+        ));
+    }
+    for (name, campaign) in [("x", log.campaign_x), ("y", log.campaign_y)] {
+        filters.push((
+            format!("campaign={name}"),
+            PostFilter {
+                campaign_id: Some(campaign.as_uuid()),
+                ..PostFilter::default()
+            },
+        ));
+    }
+    filters.push((
+        "status=draft&channel=linkedin".into(),
+        PostFilter {
+            status: Some("draft".into()),
+            channel: Some("linkedin".into()),
+            ..PostFilter::default()
+        },
+    ));
+    let mut pages = Vec::new();
+    for tenant in tenants {
+        for (name, filter) in &filters {
+            for limit in [2, 200] {
+                let mut filter = PostFilter {
+                    limit,
+                    ..filter.clone()
+                };
+                let mut all = Vec::new();
+                loop {
+                    let page = models.posts(tenant, &filter).await.expect("posts");
+                    let next = page.next_cursor.clone();
+                    all.push(page);
+                    match next {
+                        Some(cursor) => {
+                            filter.after = Some(
+                                projector::readmodel::decode_cursor(&cursor).expect("a cursor"),
+                            );
+                        }
+                        None => break,
+                    }
+                    assert!(all.len() < 100, "paging does not end");
+                }
+                pages.push((format!("{tenant} {name} limit={limit}"), all));
+            }
+        }
+    }
+
+    let mut due_posts = Vec::new();
+    let mut due_months = Vec::new();
+    for now in scan_times() {
+        for limit in [500, 1] {
+            due_posts.push((
+                now,
+                limit,
+                models.due_posts(now, limit).await.expect("due posts"),
+            ));
+            due_months.push((
+                now,
+                limit,
+                models
+                    .months_with_due_reservations(now, limit)
+                    .await
+                    .expect("due months"),
+            ));
+        }
+    }
+
+    Snapshot {
+        checkpoint: models.checkpoint(READ_MODELS).await.expect("checkpoint"),
+        budgets,
+        reservations,
+        posts,
+        pages,
+        due_posts,
+        due_months,
+        row_counts: models.row_counts().await.expect("row counts"),
+    }
+}
+
+/// The log projected into fresh SQLite read models by one projector: the reference
+/// every PostgreSQL projection is compared with.
+pub async fn sqlite_reference(log: &Log) -> Snapshot {
+    let dir = TempDir::new().expect("temp dir");
+    let models = ReadModels::open(&dir.path().join("read_models.db"))
+        .await
+        .expect("open SQLite read models");
+    projector::Projector::new(log.store.clone(), models.clone())
+        .catch_up()
+        .await
+        .expect("project into SQLite");
+    snapshot(&models, log).await
+}
+
+/// Asserts two snapshots are equal, reporting the first answer that differs rather
+/// than both snapshots whole.
+#[track_caller]
+pub fn assert_same(actual: &Snapshot, expected: &Snapshot) {
+    fn first_difference<T: std::fmt::Debug + PartialEq>(name: &str, actual: &[T], expected: &[T]) {
+        for (index, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert_eq!(a, e, "{name}[{index}] differs");
+        }
+        assert_eq!(
+            actual.len(),
+            expected.len(),
+            "{name}: different numbers of answers"
+        );
+    }
+    assert_eq!(actual.checkpoint, expected.checkpoint, "checkpoint differs");
+    first_difference("budgets", &actual.budgets, &expected.budgets);
+    first_difference("reservations", &actual.reservations, &expected.reservations);
+    first_difference("posts", &actual.posts, &expected.posts);
+    first_difference("pages", &actual.pages, &expected.pages);
+    first_difference("due_posts", &actual.due_posts, &expected.due_posts);
+    first_difference("due_months", &actual.due_months, &expected.due_months);
+    first_difference("row_counts", &actual.row_counts, &expected.row_counts);
+    assert!(actual == expected, "the snapshots differ");
+}
