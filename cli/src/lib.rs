@@ -1,9 +1,11 @@
-//! The `tidemark` operator binary: `dev`, `token`, `projections status|rebuild`.
+//! The `tidemark` operator binary: `dev`, `token`, `projections status|rebuild`, `bench`.
 //!
 //! Everything lives in this library so tests can run the same code the binary runs;
 //! `main.rs` only parses arguments, starts telemetry and calls [`run`].
 
 pub mod app;
+pub mod bench;
+pub mod kafka;
 pub mod openapi;
 pub mod secret;
 pub mod settings;
@@ -15,11 +17,10 @@ use anyhow::Context;
 use auth::{Authenticator, Role};
 use chrono::{TimeDelta, Utc};
 use clap::{Parser, Subcommand};
-use eventlog::EventStore;
 use projector::{Projector, READ_MODELS};
 use uuid::Uuid;
 
-use crate::app::{Application, Embedded};
+use crate::app::{Application, Component, Stores};
 use crate::settings::Settings;
 
 /// Tidemark: event-sourced core of an AI-powered marketing automation platform.
@@ -44,6 +45,18 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run some components as one production process, on PostgreSQL (and Kafka).
+    ///
+    /// For example `tidemark serve command-api query-api` for an API process,
+    /// `tidemark serve projector`, `tidemark serve relay`, `tidemark serve workflows`.
+    Serve {
+        /// The components this process runs.
+        #[arg(value_enum, required = true)]
+        components: Vec<Component>,
+        /// Port for the API components (127.0.0.1 unless http.host says otherwise).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Mint a bearer token the server accepts; printed on the last line.
     Token {
         /// The tenant's UUID.
@@ -62,6 +75,9 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Measure throughput, latency, projection lag, rebuild rate and decide cost, each
+    /// against a baseline measured in the same run (see docs/benchmarks.md).
+    Bench(bench::BenchArgs),
     /// Inspect or rebuild the read models.
     Projections {
         #[command(subcommand)]
@@ -102,6 +118,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             app.run_until_stopped().await
         }
+        Command::Serve { components, port } => {
+            if let Some(port) = port {
+                settings.http.port = port;
+            }
+            check_production(&settings, &components)?;
+            let app = Application::build_components(
+                &settings,
+                &components,
+                Arc::new(command_api::SystemClock),
+            )
+            .await?;
+            let names: Vec<String> = components.iter().map(|c| format!("{c:?}")).collect();
+            match app.port() {
+                0 => println!("tidemark serve {} is running", names.join(" ")),
+                port => println!(
+                    "tidemark serve {} is listening on http://{}:{port}",
+                    names.join(" "),
+                    settings.http.host
+                ),
+            }
+            app.run_until_stopped().await
+        }
         Command::Token {
             tenant,
             role,
@@ -131,14 +169,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Bench(args) => bench::run(args, settings).await.map(drop),
         Command::Projections { action, data_dir } => {
             if let Some(dir) = data_dir {
                 settings.data_dir = dir;
             }
-            let embedded = Embedded::open(&settings).await?;
+            let stores = Stores::open(&settings).await?;
             match action {
-                ProjectionsAction::Status => projections_status(&embedded).await,
-                ProjectionsAction::Rebuild => projections_rebuild(&embedded).await,
+                ProjectionsAction::Status => projections_status(&stores).await,
+                ProjectionsAction::Rebuild => projections_rebuild(&stores).await,
             }
         }
     }
@@ -160,7 +199,7 @@ impl ProjectionStatus {
 }
 
 /// Reads the projection status of an embedded deployment.
-pub async fn projection_status(embedded: &Embedded) -> anyhow::Result<ProjectionStatus> {
+pub async fn projection_status(embedded: &Stores) -> anyhow::Result<ProjectionStatus> {
     Ok(ProjectionStatus {
         head: embedded
             .store
@@ -172,7 +211,7 @@ pub async fn projection_status(embedded: &Embedded) -> anyhow::Result<Projection
     })
 }
 
-async fn projections_status(embedded: &Embedded) -> anyhow::Result<()> {
+async fn projections_status(embedded: &Stores) -> anyhow::Result<()> {
     let status = projection_status(embedded).await?;
     println!("event log head:        {}", status.head);
     println!("read models position:  {}", status.position);
@@ -183,9 +222,8 @@ async fn projections_status(embedded: &Embedded) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn projections_rebuild(embedded: &Embedded) -> anyhow::Result<()> {
-    let store: Arc<dyn EventStore> = Arc::new(embedded.store.clone());
-    let projector = Projector::new(store, embedded.models.clone());
+async fn projections_rebuild(embedded: &Stores) -> anyhow::Result<()> {
+    let projector = Projector::new(embedded.store.clone(), embedded.models.clone());
     let started = std::time::Instant::now();
     let mut last_report = std::time::Instant::now();
     let applied = projector
@@ -201,6 +239,31 @@ async fn projections_rebuild(embedded: &Embedded) -> anyhow::Result<()> {
     println!(
         "rebuilt read models from {applied} events in {secs:.2} s ({:.0} events/s)",
         applied as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// A production process refuses to start without what production needs, and says
+/// which setting is missing.
+fn check_production(settings: &Settings, components: &[Component]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.database.url.is_some(),
+        "tidemark serve needs PostgreSQL: set database.url (TIDEMARK_DATABASE__URL) to the schema owner's URL"
+    );
+    anyhow::ensure!(
+        settings.database.app_url.is_some(),
+        "tidemark serve runs as a non-owner role so row-level security applies: set database.app_url (TIDEMARK_DATABASE__APP_URL)"
+    );
+    let serves_http = components
+        .iter()
+        .any(|c| matches!(c, Component::CommandApi | Component::QueryApi));
+    anyhow::ensure!(
+        !serves_http || settings.auth.jwt_secret.is_some(),
+        "the API components need the token secret: set auth.jwt_secret (TIDEMARK_AUTH__JWT_SECRET)"
+    );
+    anyhow::ensure!(
+        !components.contains(&Component::Relay) || settings.kafka.brokers.is_some(),
+        "the relay needs Kafka: set kafka.brokers (TIDEMARK_KAFKA__BROKERS)"
     );
     Ok(())
 }

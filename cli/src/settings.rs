@@ -17,6 +17,56 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub query: QuerySettings,
     pub workflows: WorkflowSettings,
+    /// PostgreSQL for the event store and read models; absent means SQLite files in
+    /// `data_dir` (the embedded default).
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    /// Kafka as the distribution log; absent means components tail the store.
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+}
+
+#[derive(Clone, Default, Deserialize)]
+pub struct DatabaseSettings {
+    /// `postgres://…` URL of the role that owns the schema and runs migrations.
+    pub url: Option<SecretString>,
+    /// `postgres://…` URL of the non-owner runtime role that row-level security
+    /// applies to. Required by `tidemark serve`; `tidemark dev` may run as the owner.
+    pub app_url: Option<SecretString>,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |s: &Option<SecretString>| if s.is_some() { "[redacted]" } else { "unset" };
+        f.debug_struct("DatabaseSettings")
+            .field("url", &shown(&self.url))
+            .field("app_url", &shown(&self.app_url))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:19092`. Unset: no Kafka.
+    pub brokers: Option<String>,
+    /// The events topic.
+    pub topic: String,
+    /// Partitions when the relay creates the topic (never change it afterwards).
+    pub partitions: i32,
+    /// Consumer group of the projectors.
+    pub group: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: None,
+            topic: "tidemark.events".to_owned(),
+            partitions: 6,
+            group: "tidemark-projector".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +162,19 @@ mod tests {
         assert_eq!(settings.http.port, 8080);
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
         assert!(settings.auth.jwt_secret.is_none());
+        assert!(settings.database.url.is_none(), "SQLite is the default");
+        assert!(settings.kafka.brokers.is_none(), "no Kafka by default");
+        assert_eq!(settings.kafka.topic, "tidemark.events");
+    }
+
+    #[test]
+    fn database_urls_never_show_in_debug_output() {
+        let settings = DatabaseSettings {
+            url: Some(SecretString::from("postgres://owner:hunter2@db/tidemark")),
+            app_url: Some(SecretString::from("postgres://app:hunter3@db/tidemark")),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
     }
 
     #[test]

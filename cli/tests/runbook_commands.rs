@@ -5,19 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::Parser;
-use cli::app::Embedded;
+use cli::app::Stores;
 use cli::settings::Settings;
 use cli::{Cli, projection_status};
 use command_api::{CommandService, Envelope, SystemClock};
 use domain::post::Command;
 use domain::{Channel, PostId, TenantId};
-use eventlog::EventStore;
 use uuid::Uuid;
 
-async fn embedded(dir: &Path) -> Embedded {
+async fn embedded(dir: &Path) -> Stores {
     let mut settings = Settings::load(None).expect("settings");
     settings.data_dir = dir.to_path_buf();
-    Embedded::open(&settings).await.expect("stores open")
+    Stores::open(&settings).await.expect("stores open")
 }
 
 async fn run(args: &[&str]) {
@@ -33,7 +32,7 @@ async fn status_reports_the_lag_and_rebuild_closes_it() {
     {
         // Write events with no projector running: the read models fall behind.
         let stores = embedded(dir.path()).await;
-        let store: Arc<dyn EventStore> = Arc::new(stores.store.clone());
+        let store = stores.store.clone();
         let service = CommandService::new(store, Arc::new(SystemClock));
         let tenant = TenantId::from_uuid(Uuid::now_v7());
         for _ in 0..3 {

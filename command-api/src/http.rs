@@ -51,6 +51,7 @@ pub fn configure(api: CommandApi) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+#[tracing::instrument(name = "command", skip_all, fields(command = route.name))]
 async fn handle(
     route: &'static CommandRoute,
     req: HttpRequest,

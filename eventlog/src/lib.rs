@@ -6,10 +6,12 @@
 //! (`type`, `schema_version`, JSON `data`) by the `schemas` crate.
 //!
 //! [`EventStore`] is implemented by [`sqlite::SqliteStore`] (the embedded default) and
-//! is the contract the PostgreSQL store will also pass; `contract` holds the test suite
-//! every implementation must pass.
+//! [`postgres::PostgresStore`] (production, shared by many processes); `contract` holds
+//! the test suite every implementation must pass.
 
 pub mod contract;
+pub mod kafka;
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -165,6 +167,22 @@ pub trait EventStore: Send + Sync + 'static {
     /// for a shared database, any process) makes visible. Tailers await changes on it
     /// instead of polling in a loop.
     fn watch_head(&self) -> watch::Receiver<Position>;
+
+    /// The highest position at or below `at_most` that holds an event of `tenant`, or
+    /// `None` if the tenant has none there. A tenant-scoped reader that must include
+    /// position `at_most` (read-your-writes) needs only the tenant's own events up to
+    /// it: through a partitioned log there is no single global "applied up to".
+    ///
+    /// The default answers `at_most` itself, which is always safe (a reader then waits
+    /// for that exact position); stores answer precisely.
+    async fn last_tenant_position(
+        &self,
+        tenant_id: Uuid,
+        at_most: Position,
+    ) -> Result<Option<Position>, StoreError> {
+        let _ = tenant_id;
+        Ok(Some(at_most))
+    }
 
     /// The stored answer for an idempotency key, if any.
     async fn idempotent_response(

@@ -241,6 +241,24 @@ impl EventStore for SqliteStore {
     }
 
     #[tracing::instrument(skip(self), fields(tenant = %tenant_id))]
+    async fn last_tenant_position(
+        &self,
+        tenant_id: Uuid,
+        at_most: Position,
+    ) -> Result<Option<Position>, StoreError> {
+        let last = sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MAX(global_position) FROM events WHERE tenant_id = ? AND global_position <= ?",
+        )
+        .bind(tenant_id.to_string())
+        .bind(to_i64(at_most)?)
+        .fetch_one(&self.inner.reads)
+        .await?;
+        last.map(|p| to_u64(p, "global_position"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id))]
     async fn idempotent_response(
         &self,
         tenant_id: Uuid,

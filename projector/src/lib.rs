@@ -4,12 +4,23 @@
 //! the read-model database in one transaction that also moves its checkpoint, so a
 //! crash can never apply an event twice or skip one. [`ReadModels`] is the only way
 //! anything reads those tables: the query API and the workflows go through it.
+//!
+//! The read models live in SQLite (the embedded default, [`ReadModels::open`]) or in
+//! PostgreSQL (production, [`ReadModels::connect_postgres`]), where row-level security
+//! confines every transaction to the tenant it names. Both run the same SQL text; the
+//! few differences are in [`Dialect`].
 
 mod apply;
+mod dialect;
+pub mod kafka;
 mod projector;
 pub mod readmodel;
 
-pub use projector::{Outcome, Projector, READ_MODELS};
+pub use dialect::{Dialect, POSTGRES_SCHEMA};
+pub use projector::{Outcome, ProjectError, Projector, READ_MODELS};
 pub use readmodel::{
     BudgetView, PostFilter, PostPage, PostView, ReadModels, ReservationStatus, ReservationView,
 };
+
+/// The tenant tables, in the order `row_counts` reports them.
+pub(crate) const TABLES: [&str; 3] = ["budgets", "reservations", "posts"];

@@ -17,6 +17,8 @@ use crate::error::QueryError;
 #[derive(Clone)]
 pub struct QueryApi {
     pub models: ReadModels,
+    /// The event log, asked which of the tenant's events a `min_position` covers.
+    pub store: std::sync::Arc<dyn eventlog::EventStore>,
     /// Longest a query waits for `min_position`.
     pub max_consistency_wait: Duration,
 }
@@ -106,23 +108,61 @@ fn period(raw: Option<&str>) -> Result<Period, QueryError> {
     }
 }
 
-/// Waits for the read models to include `min_position`, if asked.
-async fn consistent(api: &QueryApi, min_position: Option<u64>) -> Result<(), QueryError> {
+/// Waits for the read models to include `min_position`, if asked: every event of the
+/// caller's tenant up to that position (other tenants' events do not change what this
+/// tenant can see, and through a partitioned log they may be applied in any order).
+async fn consistent(
+    api: &QueryApi,
+    tenant: Uuid,
+    min_position: Option<u64>,
+) -> Result<(), QueryError> {
     let Some(position) = min_position else {
         return Ok(());
     };
     let started = Instant::now();
+    let timeout = || QueryError::ConsistencyTimeout {
+        position,
+        waited_ms: started.elapsed().as_millis(),
+    };
+    // A position the log has not reached yet: wait (bounded) for the log first.
+    let mut head = api.store.watch_head();
+    let mut last_head = api
+        .store
+        .head()
+        .await
+        .map_err(|e| QueryError::Internal(e.into()))?;
+    while last_head < position {
+        let remaining = api.max_consistency_wait.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            return Err(timeout());
+        }
+        // The watch wakes on this process's appends; re-asking the store now and then
+        // also sees other processes'.
+        let pause = remaining.min(std::time::Duration::from_millis(100));
+        let _ = tokio::time::timeout(pause, head.changed()).await;
+        last_head = api
+            .store
+            .head()
+            .await
+            .map_err(|e| QueryError::Internal(e.into()))?;
+    }
+    let Some(needed) = api
+        .store
+        .last_tenant_position(tenant, position)
+        .await
+        .map_err(|e| QueryError::Internal(e.into()))?
+    else {
+        return Ok(());
+    };
+    let remaining = api.max_consistency_wait.saturating_sub(started.elapsed());
     if api
         .models
-        .wait_for_position(position, api.max_consistency_wait)
+        .wait_for_tenant_position(tenant, needed, remaining)
         .await?
     {
         Ok(())
     } else {
-        Err(QueryError::ConsistencyTimeout {
-            position,
-            waited_ms: started.elapsed().as_millis(),
-        })
+        Err(timeout())
     }
 }
 
@@ -131,7 +171,7 @@ async fn budget(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpRespon
     let principal = viewer(&req)?;
     let q: BudgetQuery = query(&req)?;
     let period = period(q.period.as_deref())?;
-    consistent(&api, q.min_position).await?;
+    consistent(&api, principal.tenant_id, q.min_position).await?;
     match api.models.budget(principal.tenant_id, period).await? {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
         None => Err(QueryError::BudgetNotConfigured(period.to_string())),
@@ -157,7 +197,7 @@ async fn reservations(
     if !(1..=1000).contains(&limit) {
         return Err(QueryError::BadQuery("limit must be 1 to 1000".into()));
     }
-    consistent(&api, q.min_position).await?;
+    consistent(&api, principal.tenant_id, q.min_position).await?;
     let items = api
         .models
         .reservations(principal.tenant_id, period, status, limit)
@@ -187,7 +227,7 @@ async fn posts(req: HttpRequest, api: web::Data<QueryApi>) -> Result<HttpRespons
         .map(decode_cursor)
         .transpose()
         .map_err(|e| QueryError::BadQuery(e.to_string()))?;
-    consistent(&api, q.min_position).await?;
+    consistent(&api, principal.tenant_id, q.min_position).await?;
     let filter = PostFilter {
         status: q.status,
         channel: q.channel,
@@ -210,7 +250,7 @@ async fn post(
     let Ok(post_id) = Uuid::parse_str(&path.into_inner()) else {
         return Err(QueryError::NotFound("post"));
     };
-    consistent(&api, q.min_position).await?;
+    consistent(&api, principal.tenant_id, q.min_position).await?;
     match api.models.post(principal.tenant_id, post_id).await? {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
         None => Err(QueryError::NotFound("post")),

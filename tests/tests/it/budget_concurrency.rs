@@ -130,7 +130,7 @@ async fn two_hundred_concurrent_reservations_against_a_budget_for_fifty_admit_ex
     // The stream agrees: fifty reservations, none admitted past the limit.
     let folded = fold(
         &budget_events(
-            &app.embedded.store,
+            app.stores.store.as_ref(),
             TenantId::from_uuid(tenant),
             period_of(&app),
         )
@@ -152,8 +152,8 @@ async fn rebuilding_the_read_models_gives_the_same_answers_as_building_them_live
     let head = app.event_count().await;
     let live = snapshot(&app, &token, &period, head).await;
 
-    let store: Arc<dyn EventStore> = Arc::new(app.embedded.store.clone());
-    let rebuilt = Projector::new(store, app.embedded.models.clone())
+    let store: Arc<dyn EventStore> = app.stores.store.clone();
+    let rebuilt = Projector::new(store, app.stores.models.clone())
         .with_batch_size(7)
         .rebuild(|_, _| {})
         .await
@@ -177,8 +177,8 @@ async fn projecting_again_after_catching_up_applies_nothing_and_changes_nothing(
     let head = app.event_count().await;
     let before = snapshot(&app, &token, &period, head).await;
 
-    let store: Arc<dyn EventStore> = Arc::new(app.embedded.store.clone());
-    let second = Projector::new(store, app.embedded.models.clone());
+    let store: Arc<dyn EventStore> = app.stores.store.clone();
+    let second = Projector::new(store, app.stores.models.clone());
     assert_eq!(
         second.project_batch().await.expect("batch"),
         Outcome::CaughtUp
@@ -189,7 +189,7 @@ async fn projecting_again_after_catching_up_applies_nothing_and_changes_nothing(
         Outcome::CaughtUp
     );
     assert_eq!(
-        app.embedded
+        app.stores
             .models
             .checkpoint(projector::READ_MODELS)
             .await
@@ -724,7 +724,7 @@ fn micros(value: i64) -> Micros {
 }
 
 /// A budget stream's events, decoded, in stream order.
-async fn budget_events(store: &SqliteStore, tenant: TenantId, period: Period) -> Vec<Event> {
+async fn budget_events(store: &dyn EventStore, tenant: TenantId, period: Period) -> Vec<Event> {
     let stream = StreamName::budget(tenant, period);
     store
         .read_stream(tenant.as_uuid(), stream.as_str(), 0)

@@ -6,5 +6,7 @@ mod budget_concurrency;
 mod errors;
 mod isolation;
 mod openapi;
+mod production;
+mod production_support;
 mod support;
 mod workflows;

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use auth::{Authenticator, Role};
 use chrono::{DateTime, TimeDelta, Utc};
-use cli::app::{Application, Embedded};
+use cli::app::{Application, Stopper, Stores};
 use cli::settings::{AuthSettings, HttpSettings, QuerySettings, Settings, WorkflowSettings};
 use command_api::Clock;
 use reqwest::{Response, StatusCode};
@@ -18,24 +17,54 @@ use serde_json::Value;
 use tempfile::TempDir;
 use uuid::Uuid;
 
-/// A clock the test moves by hand.
+/// A clock the test moves by hand. Against the production deployment (separate
+/// processes, which run on the system clock) it reads the real time and cannot move.
 #[derive(Clone)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+pub struct ManualClock {
+    at: Arc<Mutex<DateTime<Utc>>>,
+    movable: bool,
+}
 
 impl ManualClock {
     pub fn new(at: DateTime<Utc>) -> Self {
-        Self(Arc::new(Mutex::new(at)))
+        Self {
+            at: Arc::new(Mutex::new(at)),
+            movable: true,
+        }
     }
+
+    fn system() -> Self {
+        Self {
+            at: Arc::new(Mutex::new(Utc::now())),
+            movable: false,
+        }
+    }
+
     pub fn advance(&self, by: TimeDelta) {
-        let mut now = self.0.lock().expect("clock lock");
+        assert!(
+            self.movable,
+            "this test moves time, which only the embedded deployment allows"
+        );
+        let mut now = self.at.lock().expect("clock lock");
         *now += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().expect("clock lock")
+        if self.movable {
+            *self.at.lock().expect("clock lock")
+        } else {
+            Utc::now()
+        }
     }
+}
+
+/// Which deployment the end-to-end tests drive: `TIDEMARK_TEST_DEPLOYMENT=production`
+/// runs them against separate `tidemark serve` processes on PostgreSQL and Kafka;
+/// anything else (the default) against the embedded deployment in-process.
+pub fn production() -> bool {
+    std::env::var("TIDEMARK_TEST_DEPLOYMENT").is_ok_and(|d| d == "production")
 }
 
 /// A running application and what a test needs to talk to it.
@@ -44,10 +73,12 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub auth: Authenticator,
     pub settings: Settings,
-    pub embedded: Embedded,
+    pub stores: Stores,
     pub clock: ManualClock,
-    handle: ServerHandle,
+    stopper: Option<Stopper>,
     join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The production deployment's processes, broker and database.
+    pub production: Option<crate::production_support::Deployment>,
     // Kept so the directory lives as long as the app; `None` when a test passed its own.
     _dir: Option<TempDir>,
 }
@@ -70,19 +101,24 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
             consistency_wait_ms: 3_000,
         },
         workflows: WorkflowSettings { tick_ms: 50 },
+        database: Default::default(),
+        kafka: Default::default(),
     }
 }
 
 /// Starts an application on port 0 with a fresh data directory and a manual clock
-/// set to the real current time.
+/// set to the real current time (or, under `TIDEMARK_TEST_DEPLOYMENT=production`,
+/// the production deployment as separate processes).
 pub async fn spawn_app() -> TestApp {
-    let dir = TempDir::new().expect("temp dir");
-    let settings = test_settings(dir.path().to_path_buf());
-    start(settings, Some(dir), ManualClock::new(Utc::now())).await
+    spawn_app_with(|_| {}).await
 }
 
-/// Starts an application on an existing data directory (to test restarts).
+/// Starts an embedded application on an existing data directory (to test restarts).
 pub async fn spawn_app_in(data_dir: PathBuf, clock: ManualClock) -> TestApp {
+    assert!(
+        !production(),
+        "restarting on a data directory is an embedded-only test"
+    );
     start(test_settings(data_dir), None, clock).await
 }
 
@@ -91,7 +127,37 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
     let mut settings = test_settings(dir.path().to_path_buf());
     edit(&mut settings);
+    if production() {
+        return spawn_production_app(settings, dir).await;
+    }
     start(settings, Some(dir), ManualClock::new(Utc::now())).await
+}
+
+/// Starts the production deployment (API, projector, relay and workflows processes on
+/// a fresh PostgreSQL database and a fresh Kafka broker), whatever the environment says.
+pub async fn spawn_production_app(settings: Settings, dir: TempDir) -> TestApp {
+    let deployment = crate::production_support::Deployment::start(&settings, dir.path()).await;
+    let mut settings = settings;
+    settings.database.url = Some(SecretString::from(deployment.db.owner_url()));
+    settings.database.app_url = Some(SecretString::from(deployment.db.app_url()));
+    let stores = Stores::open(&settings)
+        .await
+        .expect("test process opens the stores");
+    TestApp {
+        address: deployment.api_address(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        auth: Authenticator::new(&SecretString::from(SECRET)).expect("secret"),
+        settings,
+        stores,
+        clock: ManualClock::system(),
+        stopper: None,
+        join: None,
+        production: Some(deployment),
+        _dir: Some(dir),
+    }
 }
 
 async fn start(settings: Settings, dir: Option<TempDir>, clock: ManualClock) -> TestApp {
@@ -99,8 +165,8 @@ async fn start(settings: Settings, dir: Option<TempDir>, clock: ManualClock) -> 
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let embedded = app.embedded().clone();
-    let handle = app.server_handle();
+    let stores = app.stores().clone();
+    let stopper = app.stopper();
     let join = tokio::spawn(app.run_until_stopped());
     let auth = Authenticator::new(&SecretString::from(SECRET)).expect("secret");
     TestApp {
@@ -111,10 +177,11 @@ async fn start(settings: Settings, dir: Option<TempDir>, clock: ManualClock) -> 
             .expect("client"),
         auth,
         settings,
-        embedded,
+        stores,
         clock,
-        handle,
+        stopper: Some(stopper),
         join: Some(join),
+        production: None,
         _dir: dir,
     }
 }
@@ -172,13 +239,18 @@ impl TestApp {
 
     /// The number of events in the store (to show a refused request stored nothing).
     pub async fn event_count(&self) -> u64 {
-        use eventlog::EventStore;
-        self.embedded.store.head().await.expect("head")
+        self.stores.store.head().await.expect("head")
     }
 
     /// Stops the server and the background components and waits for them.
     pub async fn stop(mut self) {
-        self.handle.stop(true).await;
+        if let Some(deployment) = self.production.take() {
+            deployment.stop().await;
+            return;
+        }
+        if let Some(stopper) = &self.stopper {
+            stopper.stop().await;
+        }
         if let Some(join) = self.join.take() {
             join.await.expect("app task").expect("app stopped cleanly");
         }

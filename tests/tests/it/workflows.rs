@@ -8,7 +8,7 @@ use auth::Role;
 use chrono::{TimeDelta, Utc};
 use command_api::Clock;
 use domain::{PostId, StreamName, TenantId};
-use eventlog::{EventStore, RecordedEvent};
+use eventlog::RecordedEvent;
 use projector::ReadModels;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -215,7 +215,7 @@ async fn the_sweeper_expires_a_reservation_past_its_ttl_and_frees_its_amount() {
         domain::Period::containing(app.clock.now()),
     );
     let events = app
-        .embedded
+        .stores
         .store
         .read_stream(tenant, stream.as_str(), 0)
         .await
@@ -250,7 +250,7 @@ async fn a_recorded_publish_is_not_delivered_again_after_a_restart() {
         .await;
     wait_for_post(&app, &token, post_id, |p| p["status"] == "published").await;
     let head = app.event_count().await;
-    wait_for_checkpoint(&app.embedded.models, PUBLISHER_CHECKPOINT, head).await;
+    wait_for_checkpoint(&app.stores.models, PUBLISHER_CHECKPOINT, head).await;
     app.stop().await;
 
     // A crash after recording the outcome but before moving the checkpoint: the next
@@ -266,7 +266,7 @@ async fn a_recorded_publish_is_not_delivered_again_after_a_restart() {
 
     let app = spawn_app_in(dir.path().to_path_buf(), clock.clone()).await;
     let token = app.token(tenant, Role::Editor);
-    wait_for_checkpoint(&app.embedded.models, PUBLISHER_CHECKPOINT, head).await;
+    wait_for_checkpoint(&app.stores.models, PUBLISHER_CHECKPOINT, head).await;
     assert_eq!(
         app.event_count().await,
         head,
@@ -370,7 +370,7 @@ async fn wait_for_checkpoint(models: &ReadModels, name: &str, position: u64) {
 
 async fn post_stream(app: &TestApp, tenant: Uuid, post_id: Uuid) -> Vec<RecordedEvent> {
     let stream = StreamName::post(TenantId::from_uuid(tenant), PostId::from_uuid(post_id));
-    app.embedded
+    app.stores
         .store
         .read_stream(tenant, stream.as_str(), 0)
         .await

@@ -1,0 +1,234 @@
+//! What the benchmark runs against: the embedded deployment today, the production path
+//! (PostgreSQL store, Kafka relay, separate processes) once it exists.
+//!
+//! The workloads that go over HTTP (commands, projection lag) only need a base URL and
+//! a way to mint tokens, so they take any [`Deployment`]. What depends on the storage
+//! (the raw-insert baseline, the stores that rebuild and decide-vs-history fill with
+//! fixture events) sits behind [`Target`]. Adding the production path means writing a
+//! second `Target`; the load generator, the workloads and the report stay as they are.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use auth::{Authenticator, Role};
+use chrono::{TimeDelta, Utc};
+use clap::ValueEnum;
+use eventlog::EventStore;
+use eventlog::sqlite::SqliteStore;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::app::{Application, Stopper};
+use crate::settings::Settings;
+
+use super::baseline;
+use super::fixture::{self, FixturePlan};
+use super::load::{Progress, Tally, Window};
+
+/// Which deployment to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// Everything in this process on SQLite (`tidemark dev`).
+    Embedded,
+    /// PostgreSQL + Kafka in separate processes. Not wired into the benchmark yet.
+    Production,
+}
+
+/// A running Tidemark the HTTP workloads can talk to.
+#[async_trait]
+pub trait Deployment: Send + Sync {
+    /// `http://host:port`, without a trailing slash.
+    fn base_url(&self) -> &str;
+    /// A bearer token for `tenant` with `role`.
+    fn token(&self, tenant: Uuid, role: Role) -> anyhow::Result<String>;
+    /// Stops the deployment and waits for it.
+    async fn stop(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// The storage-dependent half of the benchmark.
+///
+/// Its futures need not be `Send`: the workloads await them on the benchmark's own
+/// task, and building an application is not provably `Send` for every lifetime.
+#[async_trait(?Send)]
+pub trait Target: Send + Sync {
+    /// `embedded` or `production`.
+    fn name(&self) -> &'static str;
+
+    /// Starts a fresh deployment (empty stores) on a free port.
+    async fn start(&self) -> anyhow::Result<Box<dyn Deployment>>;
+
+    /// The raw insert rate of event rows into the store's own table shape, one row per
+    /// transaction, from `concurrency` workers: the baseline of the command figures.
+    async fn insert_baseline(
+        &self,
+        concurrency: usize,
+        window: Window,
+        progress: &Progress,
+    ) -> anyhow::Result<Tally>;
+
+    /// A store filled with the fixture events of `plan`, and where it lives.
+    async fn fixture_store(
+        &self,
+        plan: &FixturePlan,
+        progress: &Progress,
+    ) -> anyhow::Result<FixtureStore>;
+}
+
+/// A store holding fixture events.
+pub struct FixtureStore {
+    pub store: Arc<dyn EventStore>,
+    /// The embedded deployment's data directory holding it (for a rebuild in a child
+    /// process).
+    pub data_dir: PathBuf,
+    // Removes the files once the measurements are done.
+    _dir: tempfile::TempDir,
+}
+
+/// The target for a `--target` choice.
+pub fn target(
+    kind: TargetKind,
+    settings: &Settings,
+    work_dir: &Path,
+) -> anyhow::Result<Box<dyn Target>> {
+    match kind {
+        TargetKind::Embedded => Ok(Box::new(Embedded {
+            settings: settings.clone(),
+            work_dir: work_dir.to_path_buf(),
+        })),
+        TargetKind::Production => anyhow::bail!(
+            "the production target (PostgreSQL store, Kafka relay) is not wired into the \
+             benchmark yet; run --target embedded (see docs/benchmarks.md)"
+        ),
+    }
+}
+
+/// The embedded deployment: [`Application`] in this process, SQLite files in a fresh
+/// temporary directory under `work_dir`.
+pub struct Embedded {
+    settings: Settings,
+    work_dir: PathBuf,
+}
+
+impl Embedded {
+    fn temp_dir(&self, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.work_dir)
+            .with_context(|| {
+                format!(
+                    "failed to create a directory in {}",
+                    self.work_dir.display()
+                )
+            })
+    }
+}
+
+#[async_trait(?Send)]
+impl Target for Embedded {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn start(&self) -> anyhow::Result<Box<dyn Deployment>> {
+        let dir = self.temp_dir("tidemark-bench-app-")?;
+        let mut settings = self.settings.clone();
+        // Loopback only: the benchmark never sends traffic anywhere else.
+        settings.http.host = "127.0.0.1".to_owned();
+        settings.http.port = 0;
+        settings.data_dir = dir.path().to_path_buf();
+        // Embedded means SQLite files and no Kafka, whatever the environment configures.
+        settings.database = Default::default();
+        settings.kafka = Default::default();
+        let secret = match &settings.auth.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => crate::secret::load_or_create(&settings.data_dir)?,
+        };
+        settings.auth.jwt_secret = Some(secret.clone());
+        let auth = Authenticator::new(&secret).map_err(|e| anyhow::anyhow!(e))?;
+        let app = Application::build(&settings).await?;
+        let base_url = format!("http://127.0.0.1:{}", app.port());
+        let stopper = app.stopper();
+        let join = tokio::spawn(app.run_until_stopped());
+        Ok(Box::new(EmbeddedDeployment {
+            base_url,
+            auth,
+            stopper,
+            join,
+            _dir: dir,
+        }))
+    }
+
+    async fn insert_baseline(
+        &self,
+        concurrency: usize,
+        window: Window,
+        progress: &Progress,
+    ) -> anyhow::Result<Tally> {
+        let dir = self.temp_dir("tidemark-bench-baseline-")?;
+        let path = dir.path().join("baseline.db");
+        // The store's own migrations make the table, so the shape is exactly the store's.
+        drop(
+            SqliteStore::open(&path)
+                .await
+                .context("failed to create the baseline database")?,
+        );
+        baseline::sqlite_inserts(&path, concurrency, window, progress).await
+    }
+
+    async fn fixture_store(
+        &self,
+        plan: &FixturePlan,
+        progress: &Progress,
+    ) -> anyhow::Result<FixtureStore> {
+        let dir = self.temp_dir("tidemark-bench-fixture-")?;
+        let data_dir = dir.path().to_path_buf();
+        let path = data_dir.join("events.db");
+        drop(
+            SqliteStore::open(&path)
+                .await
+                .context("failed to create the fixture store")?,
+        );
+        fixture::write_sqlite(&path, plan, Some(progress.counters())).await?;
+        let store = SqliteStore::open(&path)
+            .await
+            .context("failed to open the fixture store")?;
+        Ok(FixtureStore {
+            store: Arc::new(store),
+            data_dir,
+            _dir: dir,
+        })
+    }
+}
+
+struct EmbeddedDeployment {
+    base_url: String,
+    auth: Authenticator,
+    stopper: Stopper,
+    join: JoinHandle<anyhow::Result<()>>,
+    // Removed when the deployment is dropped, after it stopped.
+    _dir: tempfile::TempDir,
+}
+
+#[async_trait]
+impl Deployment for EmbeddedDeployment {
+    fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn token(&self, tenant: Uuid, role: Role) -> anyhow::Result<String> {
+        self.auth
+            .mint("bench", tenant, &[role], Utc::now(), TimeDelta::hours(12))
+            .map_err(|e| anyhow::anyhow!("failed to mint a token: {e}"))
+    }
+
+    async fn stop(self: Box<Self>) -> anyhow::Result<()> {
+        let this = *self;
+        this.stopper.stop().await;
+        this.join
+            .await
+            .context("the application task ended abnormally")?
+            .context("the application stopped with an error")
+    }
+}

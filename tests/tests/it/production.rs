@@ -1,0 +1,279 @@
+//! Crash tests of the production deployment, always run against separate processes
+//! on PostgreSQL and Kafka: a component killed with SIGKILL mid-stream, a projector
+//! taking over a killed one's partitions, the broker restarted. Each ends by checking
+//! that the live read models equal a fresh rebuild from the event log — so no event
+//! is missing from them and none was applied twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::Role;
+use chrono::Utc;
+use domain::Period;
+use projector::{PostFilter, Projector, ReadModels};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use crate::production_support::Process;
+use crate::support::{TestApp, spawn_production_app, test_settings};
+
+/// A few tenants, each with a budget, doing reservations and posts.
+struct Workload {
+    tenants: Vec<(Uuid, String)>,
+    last_position: BTreeMap<Uuid, u64>,
+}
+
+impl Workload {
+    async fn new(app: &TestApp, tenants: usize) -> Self {
+        let mut workload = Self {
+            tenants: Vec::new(),
+            last_position: BTreeMap::new(),
+        };
+        for _ in 0..tenants {
+            let tenant = Uuid::now_v7();
+            let token = app.token(tenant, Role::Admin);
+            let answer = app
+                .ok_command(
+                    &token,
+                    "set-budget-limits",
+                    &json!({"soft_limit_micros": 800_000_000, "hard_limit_micros": 1_000_000_000, "alert_thresholds_pct": [1, 2, 50]}),
+                )
+                .await;
+            workload.note(tenant, &answer);
+            workload.tenants.push((tenant, token));
+        }
+        workload
+    }
+
+    fn note(&mut self, tenant: Uuid, answer: &Value) {
+        let position = answer["position"].as_u64().expect("position");
+        let last = self.last_position.entry(tenant).or_default();
+        *last = (*last).max(position);
+    }
+
+    /// One round: per tenant, a reservation committed above or below its amount, one
+    /// released, and a post created and published.
+    async fn round(&mut self, app: &TestApp, round: usize) {
+        for (tenant, token) in self.tenants.clone() {
+            let reserved = app
+                .ok_command(&token, "reserve-budget", &json!({"amount_micros": 1_000_000, "purpose": "crash test", "ttl_seconds": 600}))
+                .await;
+            self.note(tenant, &reserved);
+            let actual = if round.is_multiple_of(2) { 700_000 } else { 1_300_000 };
+            let committed = app
+                .ok_command(
+                    &token,
+                    "commit-budget",
+                    &json!({"reservation_id": reserved["reservation_id"], "actual_micros": actual}),
+                )
+                .await;
+            self.note(tenant, &committed);
+            let held = app
+                .ok_command(
+                    &token,
+                    "reserve-budget",
+                    &json!({"amount_micros": 500_000, "purpose": "released", "ttl_seconds": 600}),
+                )
+                .await;
+            let released = app
+                .ok_command(
+                    &token,
+                    "release-budget",
+                    &json!({"reservation_id": held["reservation_id"]}),
+                )
+                .await;
+            self.note(tenant, &released);
+            let post = app
+                .ok_command(
+                    &token,
+                    "create-post",
+                    &json!({"channel": "blog", "body": format!("round {round}")}),
+                )
+                .await;
+            let published = app
+                .ok_command(&token, "publish-post", &json!({"post_id": post["post_id"]}))
+                .await;
+            self.note(tenant, &published);
+        }
+    }
+
+    /// Waits until every tenant's read models include its last command, and the
+    /// publisher has recorded every publish.
+    async fn converge(&self, app: &TestApp, posts_per_tenant: usize) {
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        for (tenant, token) in &self.tenants {
+            let position = self.last_position[tenant];
+            // Each query waits up to the consistency bound; a rebalance can take longer.
+            loop {
+                let answer = app
+                    .get(token, &format!("/v1/budget?min_position={position}"))
+                    .await;
+                if answer.status() == reqwest::StatusCode::OK {
+                    break;
+                }
+                assert_eq!(
+                    answer.status(),
+                    reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                    "only a consistency timeout is expected"
+                );
+                if tokio::time::Instant::now() >= deadline {
+                    let head = app.stores.store.head().await.expect("head");
+                    let relay = app
+                        .stores
+                        .models
+                        .checkpoint(&format!("kafka:{}", app_topic(app)))
+                        .await
+                        .expect("relay checkpoint");
+                    panic!(
+                        "tenant {tenant}: read models did not reach position {position} within 120 s (log head {head}, relay checkpoint {relay})"
+                    );
+                }
+            }
+            loop {
+                let page = app
+                    .ok_get(token, "/v1/posts?status=published&limit=200")
+                    .await;
+                let published = page["items"].as_array().map_or(0, Vec::len);
+                if published == posts_per_tenant {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "tenant {tenant}: {published} of {posts_per_tenant} posts published after 120 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        eprintln!(
+            "read models converged {:?} after the last command",
+            started.elapsed()
+        );
+    }
+
+    /// The live read models equal read models rebuilt from the log from scratch.
+    async fn assert_read_models_equal_a_rebuild(&self, app: &TestApp) {
+        let dir = TempDir::new().expect("temp dir");
+        let fresh = ReadModels::open(&dir.path().join("rebuilt.db"))
+            .await
+            .expect("fresh read models");
+        Projector::new(Arc::clone(&app.stores.store), fresh.clone())
+            .catch_up()
+            .await
+            .expect("rebuild from the log");
+        let live = &app.stores.models;
+        let period = Period::containing(Utc::now());
+        for (tenant, _) in &self.tenants {
+            assert_eq!(
+                live.budget(*tenant, period).await.expect("live budget"),
+                fresh.budget(*tenant, period).await.expect("rebuilt budget"),
+                "tenant {tenant}: the live budget differs from a rebuild"
+            );
+            assert_eq!(
+                live.reservations(*tenant, period, None, 1000)
+                    .await
+                    .expect("live reservations"),
+                fresh
+                    .reservations(*tenant, period, None, 1000)
+                    .await
+                    .expect("rebuilt reservations"),
+                "tenant {tenant}: the live reservations differ from a rebuild"
+            );
+            let all = PostFilter {
+                limit: 200,
+                ..PostFilter::default()
+            };
+            assert_eq!(
+                live.posts(*tenant, &all).await.expect("live posts"),
+                fresh.posts(*tenant, &all).await.expect("rebuilt posts"),
+                "tenant {tenant}: the live posts differ from a rebuild"
+            );
+        }
+    }
+}
+
+fn app_topic(app: &TestApp) -> String {
+    app.production
+        .as_ref()
+        .map(|d| d.topic())
+        .unwrap_or_default()
+}
+
+async fn production_app() -> TestApp {
+    let dir = TempDir::new().expect("temp dir");
+    let mut settings = test_settings(dir.path().to_path_buf());
+    settings.query.consistency_wait_ms = 10_000;
+    spawn_production_app(settings, dir).await
+}
+
+#[tokio::test]
+async fn killing_the_projector_and_the_relay_mid_stream_loses_and_duplicates_nothing() {
+    let mut app = production_app().await;
+    let mut workload = Workload::new(&app, 3).await;
+    workload.round(&app, 0).await;
+    workload.round(&app, 1).await;
+    {
+        let deployment = app.production.as_mut().expect("production deployment");
+        deployment.kill(Process::Projector);
+        deployment.kill(Process::Relay);
+    }
+    // Commands still succeed: the store is the source of truth.
+    workload.round(&app, 2).await;
+    workload.round(&app, 3).await;
+    {
+        let deployment = app.production.as_mut().expect("production deployment");
+        deployment.start_process(Process::Relay);
+        deployment.start_process(Process::Projector);
+    }
+    workload.round(&app, 4).await;
+    workload.converge(&app, 5).await;
+    workload.assert_read_models_equal_a_rebuild(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_projector_in_the_group_takes_over_when_the_first_is_killed() {
+    let mut app = production_app().await;
+    app.production
+        .as_mut()
+        .expect("production deployment")
+        .start_process(Process::SecondProjector);
+    let mut workload = Workload::new(&app, 4).await;
+    workload.round(&app, 0).await;
+    workload.round(&app, 1).await;
+    app.production
+        .as_mut()
+        .expect("production deployment")
+        .kill(Process::Projector);
+    workload.round(&app, 2).await;
+    workload.round(&app, 3).await;
+    workload.converge(&app, 4).await;
+    workload.assert_read_models_equal_a_rebuild(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_restarted_mid_run_loses_nothing() {
+    let mut app = production_app().await;
+    let mut workload = Workload::new(&app, 3).await;
+    workload.round(&app, 0).await;
+    app.production
+        .as_mut()
+        .expect("production deployment")
+        .broker
+        .kill();
+    // Commands still succeed while the broker is down.
+    workload.round(&app, 1).await;
+    workload.round(&app, 2).await;
+    app.production
+        .as_mut()
+        .expect("production deployment")
+        .broker
+        .restart();
+    workload.round(&app, 3).await;
+    workload.converge(&app, 4).await;
+    workload.assert_read_models_equal_a_rebuild(&app).await;
+    app.stop().await;
+}

@@ -1,0 +1,306 @@
+//! The production deployment for end-to-end tests: a fresh PostgreSQL database (with
+//! a non-owner runtime role), a fresh Kafka-API broker (tansu) on a free loopback
+//! port, and each component as its own `tidemark serve` process, which a test can
+//! kill (`kill -9`) and start again.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cli::settings::Settings;
+use eventlog::postgres::testing::TestDatabase;
+use uuid::Uuid;
+
+const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+
+/// A process role in the production deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Process {
+    /// `tidemark serve command-api query-api`.
+    Api,
+    Projector,
+    /// A second projector in the same consumer group.
+    SecondProjector,
+    Relay,
+    Workflows,
+}
+
+impl Process {
+    fn components(self) -> &'static [&'static str] {
+        match self {
+            Process::Api => &["command-api", "query-api"],
+            Process::Projector | Process::SecondProjector => &["projector"],
+            Process::Relay => &["relay"],
+            Process::Workflows => &["workflows"],
+        }
+    }
+}
+
+/// A tansu broker on loopback.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    storage: String,
+}
+
+impl Broker {
+    /// Starts a broker keeping its topics in `dir` (so a restart keeps them).
+    pub fn start(dir: &Path) -> Self {
+        let storage = format!("sqlite://{}/tansu.db", dir.display());
+        let mut broker = Self {
+            child: None,
+            port: free_port(),
+            storage,
+        };
+        broker.restart();
+        broker
+    }
+
+    /// Starts the broker again on the same port and storage (after [`Broker::kill`]).
+    pub fn restart(&mut self) {
+        let tansu = std::env::var("TIDEMARK_TANSU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/tidemark/tools/bin/tansu")
+            });
+        assert!(
+            tansu.exists(),
+            "the Kafka-API broker is not installed at {}: run scripts/kafka install",
+            tansu.display()
+        );
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&tansu)
+            .current_dir("/")
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+            ])
+            .args(["--storage-engine", &self.storage])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(30));
+    }
+
+    /// Kills the broker at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The whole production deployment of one test.
+pub struct Deployment {
+    pub db: TestDatabase,
+    pub broker: Broker,
+    env: BTreeMap<String, String>,
+    processes: BTreeMap<Process, Child>,
+    api_port: u16,
+}
+
+impl Deployment {
+    /// Creates the database and broker and starts every process.
+    pub async fn start(settings: &Settings, dir: &Path) -> Self {
+        let db = TestDatabase::create().await;
+        let broker = Broker::start(dir);
+        let suffix = Uuid::new_v4().simple().to_string();
+        let mut env = BTreeMap::new();
+        env.insert("TIDEMARK_DATABASE__URL".into(), db.owner_url());
+        env.insert("TIDEMARK_DATABASE__APP_URL".into(), db.app_url());
+        env.insert("TIDEMARK_AUTH__JWT_SECRET".into(), SECRET.into());
+        env.insert("TIDEMARK_KAFKA__BROKERS".into(), broker.address());
+        env.insert(
+            "TIDEMARK_KAFKA__TOPIC".into(),
+            format!("tidemark.events.{suffix}"),
+        );
+        env.insert("TIDEMARK_KAFKA__PARTITIONS".into(), "4".into());
+        env.insert(
+            "TIDEMARK_KAFKA__GROUP".into(),
+            format!("projector-{suffix}"),
+        );
+        env.insert("TIDEMARK_DATA_DIR".into(), dir.display().to_string());
+        env.insert(
+            "TIDEMARK_HTTP__MAX_BODY_BYTES".into(),
+            settings.http.max_body_bytes.to_string(),
+        );
+        env.insert(
+            "TIDEMARK_QUERY__CONSISTENCY_WAIT_MS".into(),
+            settings.query.consistency_wait_ms.to_string(),
+        );
+        env.insert(
+            "TIDEMARK_WORKFLOWS__TICK_MS".into(),
+            settings.workflows.tick_ms.to_string(),
+        );
+        env.insert("RUST_LOG".into(), "warn,tidemark=info".into());
+        let mut deployment = Self {
+            db,
+            broker,
+            env,
+            processes: BTreeMap::new(),
+            api_port: 0,
+        };
+        // The relay creates the topic; the projectors join after it exists.
+        for process in [
+            Process::Api,
+            Process::Relay,
+            Process::Projector,
+            Process::Workflows,
+        ] {
+            deployment.start_process(process);
+        }
+        deployment
+    }
+
+    /// The events topic of this deployment.
+    pub fn topic(&self) -> String {
+        self.env
+            .get("TIDEMARK_KAFKA__TOPIC")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Where the API process listens.
+    pub fn api_address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// Starts (or starts again) one process and waits until it says it runs.
+    pub fn start_process(&mut self, process: Process) {
+        let mut command = Command::new(tidemark_binary());
+        command.arg("serve").args(process.components());
+        if process == Process::Api {
+            let port = if self.api_port == 0 {
+                free_port()
+            } else {
+                self.api_port
+            };
+            command.args(["--port", &port.to_string()]);
+        }
+        command
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("tidemark serve starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("tidemark serve") {
+                    tx.send(line).ok();
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{process:?} did not report that it runs within 60 s"));
+        if process == Process::Api {
+            let port = line
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no port in {line:?}"));
+            self.api_port = port;
+        }
+        self.processes.insert(process, child);
+    }
+
+    /// Kills one process with SIGKILL, as a crash would.
+    pub fn kill(&mut self, process: Process) {
+        if let Some(mut child) = self.processes.remove(&process) {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Stops every process gracefully (SIGTERM), then the broker and database.
+    pub async fn stop(mut self) {
+        tokio::task::yield_now().await;
+        for (process, mut child) in std::mem::take(&mut self.processes) {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .ok();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    eprintln!("{process:?} did not stop within 15 s; killing it");
+                    child.kill().ok();
+                    child.wait().ok();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.broker.kill();
+        // Dropping the deployment drops the test database too.
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in self.processes.values_mut() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+/// The `tidemark` binary next to the test binary (`target/<profile>/tidemark`).
+fn tidemark_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps");
+    let binary = profile_dir.join("tidemark");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build --bin tidemark`",
+        binary.display()
+    );
+    binary
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
