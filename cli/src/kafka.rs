@@ -60,6 +60,17 @@ pub async fn run_projector(
 ) {
     let mut config = SourceConfig::new(brokers, kafka.group);
     config.topic = kafka.topic.clone();
+    // The rebalance timeout: how long a rebalance waits for members that do not
+    // rejoin. A member killed without leaving the group holds the others back until
+    // it passes, so keep it short; a batch is applied well within it.
+    config
+        .client_config
+        .insert("max.poll.interval.ms".to_owned(), "20000".to_owned());
+    if let Some(instance) = &kafka.instance_id {
+        config
+            .client_config
+            .insert("group.instance.id".to_owned(), instance.clone());
+    }
     let projector = TopicProjector::new(models.clone());
     let mut backoff = Duration::from_millis(200);
     'connect: loop {

@@ -176,7 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let stores = Stores::open(&settings).await?;
             match action {
-                ProjectionsAction::Status => projections_status(&stores).await,
+                ProjectionsAction::Status => projections_status(&stores, &settings).await,
                 ProjectionsAction::Rebuild => projections_rebuild(&stores).await,
             }
         }
@@ -187,8 +187,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionStatus {
     pub head: u64,
+    /// How far the store-tail projector got (the embedded deployment).
     pub position: u64,
     pub rows: Vec<(&'static str, i64)>,
+    /// With Kafka: the relay's checkpoint (every event at or below it is in the topic).
+    pub relay_checkpoint: Option<u64>,
+    /// With Kafka: the highest position the topic projectors applied, over all partitions.
+    pub topic_applied: Option<u64>,
 }
 
 impl ProjectionStatus {
@@ -198,24 +203,65 @@ impl ProjectionStatus {
     }
 }
 
-/// Reads the projection status of an embedded deployment.
+/// Reads the projection status of a deployment.
 pub async fn projection_status(embedded: &Stores) -> anyhow::Result<ProjectionStatus> {
+    projection_status_with(embedded, None).await
+}
+
+/// [`projection_status`], with the relay and topic projectors' progress when Kafka is
+/// configured.
+async fn projection_status_with(
+    embedded: &Stores,
+    kafka: Option<&settings::KafkaSettings>,
+) -> anyhow::Result<ProjectionStatus> {
+    let models = &embedded.models;
+    let (relay_checkpoint, topic_applied) = match kafka {
+        Some(kafka) => {
+            let relay = models.checkpoint(&format!("kafka:{}", kafka.topic)).await?;
+            let mut applied = 0;
+            for partition in 0..kafka.partitions {
+                let name = projector::kafka::position_checkpoint(&kafka.topic, partition);
+                applied = applied.max(models.checkpoint(&name).await?);
+            }
+            (Some(relay), Some(applied))
+        }
+        None => (None, None),
+    };
     Ok(ProjectionStatus {
         head: embedded
             .store
             .head()
             .await
             .context("failed to read the log head")?,
-        position: embedded.models.checkpoint(READ_MODELS).await?,
-        rows: embedded.models.row_counts().await?,
+        position: models.checkpoint(READ_MODELS).await?,
+        rows: models.row_counts().await?,
+        relay_checkpoint,
+        topic_applied,
     })
 }
 
-async fn projections_status(embedded: &Stores) -> anyhow::Result<()> {
-    let status = projection_status(embedded).await?;
+async fn projections_status(embedded: &Stores, settings: &Settings) -> anyhow::Result<()> {
+    let kafka = settings.kafka.brokers.is_some().then_some(&settings.kafka);
+    let status = projection_status_with(embedded, kafka).await?;
     println!("event log head:        {}", status.head);
-    println!("read models position:  {}", status.position);
-    println!("lag (events):          {}", status.lag());
+    match (status.relay_checkpoint, status.topic_applied) {
+        (Some(relay), Some(applied)) => {
+            println!("relay checkpoint:      {relay}");
+            println!(
+                "relay lag (events):    {}",
+                status.head.saturating_sub(relay)
+            );
+            println!("topic projectors at:   {applied} (highest position applied)");
+            println!(
+                "lag (events):          {}",
+                status.head.saturating_sub(applied)
+            );
+        }
+        _ => {
+            println!("read models position:  {}", status.position);
+            println!("lag (events):          {}", status.lag());
+        }
+    }
     for (table, rows) in &status.rows {
         println!("{table:<22} {rows} rows");
     }

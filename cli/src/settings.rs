@@ -56,6 +56,10 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Consumer group of the projectors.
     pub group: String,
+    /// This projector's `group.instance.id` (static membership): a process restarted
+    /// with the same id takes over its predecessor's partitions at once instead of
+    /// waiting for the group to notice the old one is gone. One per projector.
+    pub instance_id: Option<String>,
 }
 
 impl Default for KafkaSettings {
@@ -65,6 +69,7 @@ impl Default for KafkaSettings {
             topic: "tidemark.events".to_owned(),
             partitions: 6,
             group: "tidemark-projector".to_owned(),
+            instance_id: None,
         }
     }
 }

@@ -7,6 +7,12 @@
 //! already applied (redelivered after a crash, or read by the member that inherited
 //! the partition in a rebalance) finds the offsets past it and changes nothing.
 //!
+//! Offsets alone are not enough: after a crash the relay produces again what
+//! followed its checkpoint, so the same event can also arrive at a *later* offset.
+//! Within a partition each position first appears after every lower one, so each
+//! partition also keeps the highest position applied, and an event at or below it is
+//! a copy and is skipped.
+//!
 //! Read-your-writes: positions are global but partitions are not, so there is no
 //! single "applied up to" position when several members share the topic. A tenant's
 //! events, though, all travel in one partition, in order. So each batch also records,
@@ -38,6 +44,11 @@ pub fn offset_checkpoint(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}:{partition}")
 }
 
+/// The checkpoint name under which a partition's highest applied position is stored.
+pub fn position_checkpoint(topic: &str, partition: i32) -> String {
+    format!("kafka:{topic}:{partition}:position")
+}
+
 /// Applies batches read from the topic to the read models.
 #[derive(Clone)]
 pub struct TopicProjector {
@@ -64,11 +75,16 @@ impl TopicProjector {
         let partitions: std::collections::BTreeSet<i32> =
             batch.iter().map(|s| s.partition).collect();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut applied_up_to: BTreeMap<i32, Position> = BTreeMap::new();
         for partition in partitions {
             let stored = dialect
                 .lock_checkpoint(&mut tx, &offset_checkpoint(topic, partition))
                 .await?;
             next.insert(partition, stored as i64);
+            let mark = dialect
+                .lock_checkpoint(&mut tx, &position_checkpoint(topic, partition))
+                .await?;
+            applied_up_to.insert(partition, mark);
         }
         let mut scope = TenantScope::new(dialect);
         let mut applied = 0;
@@ -79,9 +95,15 @@ impl TopicProjector {
             if sourced.offset < expected {
                 continue;
             }
+            next.insert(sourced.partition, sourced.offset + 1);
+            let mark = applied_up_to.entry(sourced.partition).or_default();
+            if sourced.event.global_position <= *mark {
+                // A copy the relay produced again after a crash.
+                continue;
+            }
+            *mark = sourced.event.global_position;
             scope.enter(&mut tx, sourced.event.tenant_id).await?;
             apply(&mut tx, &sourced.event).await?;
-            next.insert(sourced.partition, sourced.offset + 1);
             highest = highest.max(sourced.event.global_position);
             let tenant = tenants.entry(sourced.event.tenant_id).or_default();
             *tenant = (*tenant).max(sourced.event.global_position);
@@ -96,6 +118,15 @@ impl TopicProjector {
                 &offset_checkpoint(topic, *partition),
                 *offset,
                 false,
+            )
+            .await?;
+        }
+        for (partition, mark) in &applied_up_to {
+            upsert_checkpoint(
+                &mut tx,
+                &position_checkpoint(topic, *partition),
+                *mark as i64,
+                true,
             )
             .await?;
         }

@@ -124,6 +124,7 @@ async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Answer {
 
 /// The result of the command workloads.
 pub struct CommandFigures {
+    /// One row per command and concurrency.
     pub rows: Vec<Row>,
     /// The highest create-post rate measured (commands per second).
     pub max_create_post_rate: f64,

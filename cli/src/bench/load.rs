@@ -33,8 +33,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// When a run starts, when its measurements start (after the warm-up) and when it ends.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
+    /// When the run starts.
     pub start: Instant,
+    /// When the warm-up ends and samples start to count.
     pub measure_from: Instant,
+    /// When no more requests are started (or scheduled).
     pub end: Instant,
 }
 
@@ -81,6 +84,7 @@ pub struct Sample {
     pub intended: Instant,
     /// When its answer (or failure) arrived.
     pub done: Instant,
+    /// How it ended.
     pub outcome: Outcome,
 }
 
@@ -109,8 +113,11 @@ pub trait Operation: Send + Sync + 'static {
 pub struct Series {
     /// Latency of answered requests (ok and rejected), in microseconds.
     pub latency: Histogram<u64>,
+    /// Requests answered as asked.
     pub ok: u64,
+    /// Expected business refusals.
     pub rejected: u64,
+    /// Failures.
     pub errors: u64,
     /// The first failure, to show what went wrong.
     pub first_error: Option<String>,
@@ -208,7 +215,9 @@ pub fn new_histogram() -> Histogram<u64> {
 /// What a driver measured: one [`Series`] per series name, over the measured window.
 #[derive(Debug, Clone)]
 pub struct Tally {
+    /// The figures of each series, by name.
     pub series: BTreeMap<&'static str, Series>,
+    /// The length of the measured window.
     pub measured: Duration,
 }
 

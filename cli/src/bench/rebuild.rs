@@ -37,8 +37,10 @@ const TENANTS: usize = 1_000;
 /// What the process that rebuilt reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildFigures {
+    /// Events read by the baseline pass, and how long it took.
     pub events_read: u64,
     pub read_secs: f64,
+    /// Events the rebuild applied, and how long it took.
     pub applied: u64,
     pub rebuild_secs: f64,
     /// Peak resident memory (`VmHWM`), in KiB.

@@ -26,6 +26,7 @@ pub struct Row {
     pub rate: Option<f64>,
     /// The unit of `rate` (`cmd/s`, `rows/s`, `events/s`).
     pub unit: String,
+    /// Latency quantiles, in milliseconds.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
@@ -89,12 +90,14 @@ pub struct Report {
     pub build: String,
     /// Seconds per workload.
     pub duration_secs: u64,
+    /// Whether this was a `--quick` smoke run.
     pub quick: bool,
     /// Processors, memory and CPU model, as the OS reports them.
     pub machine: String,
     /// 1-minute load average before and after the run.
     pub load_before: String,
     pub load_after: String,
+    /// One row per measured case, in the order they ran.
     pub rows: Vec<Row>,
 }
 

@@ -78,6 +78,7 @@ pub trait Target: Send + Sync {
 
 /// A store holding fixture events.
 pub struct FixtureStore {
+    /// The store, open.
     pub store: Arc<dyn EventStore>,
     /// The embedded deployment's data directory holding it (for a rebuild in a child
     /// process).

@@ -280,7 +280,9 @@ impl KafkaSource {
     /// offset order per partition; an empty batch means nothing arrived in time.
     ///
     /// Apply the batch and commit its offsets before calling again: a rebalance can
-    /// only move partitions while this runs (see the module docs).
+    /// only move partitions while this runs (see the module docs). Call it at least
+    /// every `max.poll.interval.ms` (5 minutes unless set in `client_config`), or the
+    /// group takes this member's partitions away.
     pub async fn next_batch(
         &mut self,
         max_wait: Duration,
@@ -422,6 +424,8 @@ impl KafkaSource {
         let stored = match self.offsets.load(&self.config.topic, &partitions).await {
             Ok(stored) => stored,
             Err(error) => {
+                // Nothing is lost by failing here: a hand-over always follows a revoke
+                // (or is the first), so `batch` is empty and nothing was fetched yet.
                 // Keep the hand-over for the next call, unless a newer one arrived.
                 self.context.state().pending.get_or_insert(partitions);
                 return Err(SourceError::Offsets(error));

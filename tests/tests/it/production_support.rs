@@ -118,11 +118,14 @@ pub struct Deployment {
     env: BTreeMap<String, String>,
     processes: BTreeMap<Process, Child>,
     api_port: u16,
+    /// Whether projectors join with a `group.instance.id`, so a restarted one takes
+    /// its own partitions back at once (see `kafka.instance_id`).
+    static_membership: bool,
 }
 
 impl Deployment {
     /// Creates the database and broker and starts every process.
-    pub async fn start(settings: &Settings, dir: &Path) -> Self {
+    pub async fn start(settings: &Settings, dir: &Path, static_membership: bool) -> Self {
         let db = TestDatabase::create().await;
         let broker = Broker::start(dir);
         let suffix = Uuid::new_v4().simple().to_string();
@@ -153,13 +156,17 @@ impl Deployment {
             "TIDEMARK_WORKFLOWS__TICK_MS".into(),
             settings.workflows.tick_ms.to_string(),
         );
-        env.insert("RUST_LOG".into(), "warn,tidemark=info".into());
+        env.insert(
+            "RUST_LOG".into(),
+            std::env::var("TIDEMARK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         let mut deployment = Self {
             db,
             broker,
             env,
             processes: BTreeMap::new(),
             api_port: 0,
+            static_membership,
         };
         // The relay creates the topic; the projectors join after it exists.
         for process in [
@@ -190,6 +197,16 @@ impl Deployment {
     pub fn start_process(&mut self, process: Process) {
         let mut command = Command::new(tidemark_binary());
         command.arg("serve").args(process.components());
+        // Static membership: a restarted projector is the same group member.
+        match process {
+            Process::Projector if self.static_membership => {
+                command.env("TIDEMARK_KAFKA__INSTANCE_ID", "projector-a")
+            }
+            Process::SecondProjector if self.static_membership => {
+                command.env("TIDEMARK_KAFKA__INSTANCE_ID", "projector-b")
+            }
+            _ => &mut command,
+        };
         if process == Process::Api {
             let port = if self.api_port == 0 {
                 free_port()

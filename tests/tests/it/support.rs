@@ -136,7 +136,18 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts the production deployment (API, projector, relay and workflows processes on
 /// a fresh PostgreSQL database and a fresh Kafka broker), whatever the environment says.
 pub async fn spawn_production_app(settings: Settings, dir: TempDir) -> TestApp {
-    let deployment = crate::production_support::Deployment::start(&settings, dir.path()).await;
+    spawn_production_app_with(settings, dir, true).await
+}
+
+/// [`spawn_production_app`], choosing whether projectors use static group membership.
+pub async fn spawn_production_app_with(
+    settings: Settings,
+    dir: TempDir,
+    static_membership: bool,
+) -> TestApp {
+    let deployment =
+        crate::production_support::Deployment::start(&settings, dir.path(), static_membership)
+            .await;
     let mut settings = settings;
     settings.database.url = Some(SecretString::from(deployment.db.owner_url()));
     settings.database.app_url = Some(SecretString::from(deployment.db.app_url()));
