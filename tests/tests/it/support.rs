@@ -136,7 +136,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts the production deployment (API, projector, relay and workflows processes on
 /// a fresh PostgreSQL database and a fresh Kafka broker), whatever the environment says.
 pub async fn spawn_production_app(settings: Settings, dir: TempDir) -> TestApp {
-    spawn_production_app_with(settings, dir, true).await
+    spawn_production_app_with(settings, dir, false).await
 }
 
 /// [`spawn_production_app`], choosing whether projectors use static group membership.
