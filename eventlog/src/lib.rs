@@ -9,6 +9,7 @@
 //! [`postgres::PostgresStore`] (production, shared by many processes); `contract` holds
 //! the test suite every implementation must pass.
 
+mod batch;
 pub mod contract;
 pub mod kafka;
 pub mod postgres;

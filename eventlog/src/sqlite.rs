@@ -54,6 +54,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use crate::batch::{Job, Settled};
 use crate::{
     AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse, Position,
     RecordedEvent, StoreError, Version,
@@ -302,106 +303,6 @@ impl EventStore for SqliteStore {
         .await
     }
 }
-
-/// A write waiting for the writer task, with the channel its caller waits on.
-enum Job {
-    Append {
-        request: AppendRequest,
-        reply: oneshot::Sender<Result<Appended, StoreError>>,
-    },
-    Remember {
-        tenant_id: Uuid,
-        key: String,
-        response: IdempotentResponse,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-}
-
-impl Job {
-    /// True when the caller stopped waiting (its future was dropped): nobody would
-    /// learn the outcome, so the writer skips the job rather than guess for them.
-    fn is_abandoned(&self) -> bool {
-        match self {
-            Job::Append { reply, .. } => reply.is_closed(),
-            Job::Remember { reply, .. } => reply.is_closed(),
-        }
-    }
-
-    /// Turns a job that never ran into a settled one; used only when the batch is
-    /// failing anyway, so the placeholder answer is replaced by the batch's error.
-    fn unrun(self) -> Settled {
-        match self {
-            Job::Append { reply, .. } => Settled::Append(reply, Err(StoreError::Closed)),
-            Job::Remember { reply, .. } => Settled::Remember(reply, Err(StoreError::Closed)),
-        }
-    }
-}
-
-/// A job that ran inside the open batch transaction, with the answer its caller gets
-/// if the batch commits.
-enum Settled {
-    Append(
-        oneshot::Sender<Result<Appended, StoreError>>,
-        Result<Appended, StoreError>,
-    ),
-    Remember(
-        oneshot::Sender<Result<bool, StoreError>>,
-        Result<bool, StoreError>,
-    ),
-}
-
-impl Settled {
-    fn is_ok(&self) -> bool {
-        match self {
-            Settled::Append(_, result) => result.is_ok(),
-            Settled::Remember(_, result) => result.is_ok(),
-        }
-    }
-
-    fn last_position(&self) -> Option<Position> {
-        match self {
-            Settled::Append(_, Ok(appended)) => Some(appended.last_position),
-            _ => None,
-        }
-    }
-
-    /// Answers the caller after the batch committed.
-    fn answer(self) {
-        // A send fails only when the caller stopped waiting; nothing is left to tell.
-        match self {
-            Settled::Append(reply, result) => {
-                let _ = reply.send(result);
-            }
-            Settled::Remember(reply, result) => {
-                let _ = reply.send(result);
-            }
-        }
-    }
-
-    /// Answers the caller with the batch's failure: nothing of its request was stored.
-    fn fail(self, cause: &Arc<sqlx::Error>) {
-        match self {
-            Settled::Append(reply, _) => {
-                let _ = reply.send(Err(batch_failed(cause)));
-            }
-            Settled::Remember(reply, _) => {
-                let _ = reply.send(Err(batch_failed(cause)));
-            }
-        }
-    }
-}
-
-/// The error every caller in a failed batch gets. `sqlx::Error` cannot be cloned, so
-/// each caller gets an I/O error whose source is the one shared cause.
-fn batch_failed(cause: &Arc<sqlx::Error>) -> StoreError {
-    StoreError::Database(sqlx::Error::Io(std::io::Error::other(BatchFailed(
-        Arc::clone(cause),
-    ))))
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the group commit this request was part of failed; nothing of it was stored")]
-struct BatchFailed(#[source] Arc<sqlx::Error>);
 
 /// The task that owns the only write connection.
 struct Writer {

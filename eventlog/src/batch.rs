@@ -1,0 +1,114 @@
+//! The jobs a store's writer task batches, and the answers it owes their callers.
+//!
+//! Both stores (SQLite and PostgreSQL) run appends the same way: callers queue a
+//! [`Job`] with a reply channel; a writer task drains the queue into one
+//! transaction; each job's outcome is held as a [`Settled`] until the batch
+//! commits, then answered — or, if the commit fails, every caller in the batch hears
+//! that nothing of theirs was stored.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::{AppendRequest, Appended, IdempotentResponse, Position, StoreError};
+
+/// A write waiting for a writer task, with the channel its caller waits on.
+pub(crate) enum Job {
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    Remember {
+        tenant_id: Uuid,
+        key: String,
+        response: IdempotentResponse,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+}
+
+impl Job {
+    /// True when the caller stopped waiting (its future was dropped): nobody would
+    /// learn the outcome, so the writer skips the job rather than guess for them.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        match self {
+            Job::Append { reply, .. } => reply.is_closed(),
+            Job::Remember { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    /// Turns a job that never ran into a settled one; used only when the batch is
+    /// failing anyway, so the placeholder answer is replaced by the batch's error.
+    pub(crate) fn unrun(self) -> Settled {
+        match self {
+            Job::Append { reply, .. } => Settled::Append(reply, Err(StoreError::Closed)),
+            Job::Remember { reply, .. } => Settled::Remember(reply, Err(StoreError::Closed)),
+        }
+    }
+}
+
+/// A job that ran inside the open batch transaction, with the answer its caller gets
+/// if the batch commits.
+pub(crate) enum Settled {
+    Append(
+        oneshot::Sender<Result<Appended, StoreError>>,
+        Result<Appended, StoreError>,
+    ),
+    Remember(
+        oneshot::Sender<Result<bool, StoreError>>,
+        Result<bool, StoreError>,
+    ),
+}
+
+impl Settled {
+    pub(crate) fn is_ok(&self) -> bool {
+        match self {
+            Settled::Append(_, result) => result.is_ok(),
+            Settled::Remember(_, result) => result.is_ok(),
+        }
+    }
+
+    pub(crate) fn last_position(&self) -> Option<Position> {
+        match self {
+            Settled::Append(_, Ok(appended)) => Some(appended.last_position),
+            _ => None,
+        }
+    }
+
+    /// Answers the caller after the batch committed.
+    pub(crate) fn answer(self) {
+        // A send fails only when the caller stopped waiting; nothing is left to tell.
+        match self {
+            Settled::Append(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Settled::Remember(reply, result) => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Answers the caller with the batch's failure: nothing of its request was stored.
+    pub(crate) fn fail(self, cause: &Arc<sqlx::Error>) {
+        match self {
+            Settled::Append(reply, _) => {
+                let _ = reply.send(Err(batch_failed(cause)));
+            }
+            Settled::Remember(reply, _) => {
+                let _ = reply.send(Err(batch_failed(cause)));
+            }
+        }
+    }
+}
+
+/// The error every caller in a failed batch gets. `sqlx::Error` cannot be cloned, so
+/// each caller gets an I/O error whose source is the one shared cause.
+fn batch_failed(cause: &Arc<sqlx::Error>) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::other(BatchFailed(
+        Arc::clone(cause),
+    ))))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the group commit this request was part of failed; nothing of it was stored")]
+struct BatchFailed(#[source] Arc<sqlx::Error>);
