@@ -10,6 +10,7 @@
 //! the test suite every implementation must pass.
 
 mod batch;
+mod column;
 pub mod contract;
 pub mod kafka;
 pub mod postgres;

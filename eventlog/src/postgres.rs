@@ -132,13 +132,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::batch::{Job, Settled};
+use crate::column::{decode_error, encode_error, saturating_i64, to_i64, to_u64};
 use crate::{
     AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse, Position,
     RecordedEvent, StoreError, Version,
@@ -1120,31 +1120,6 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
         actor: row.try_get("actor")?,
         data: row.try_get("data")?,
     })
-}
-
-fn to_u64(value: i64, column: &str) -> Result<u64, sqlx::Error> {
-    u64::try_from(value).map_err(|e| decode_error(column, e))
-}
-
-fn to_i64(value: u64) -> Result<i64, sqlx::Error> {
-    i64::try_from(value).map_err(encode_error)
-}
-
-/// Positions and versions past `i64::MAX` cannot exist, so asking for what comes
-/// after one is asking for nothing; clamping keeps that answer without an error.
-fn saturating_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn decode_error(column: &str, source: impl Into<BoxDynError>) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: source.into(),
-    }
-}
-
-fn encode_error(source: impl Into<BoxDynError>) -> sqlx::Error {
-    sqlx::Error::Encode(source.into())
 }
 
 fn configuration_error(message: &str) -> StoreError {
