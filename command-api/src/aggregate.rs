@@ -57,7 +57,7 @@ impl Aggregate for Budget {
     fn unwrap(event: DomainEvent) -> Option<Self::Event> {
         match event {
             DomainEvent::Budget(e) => Some(e),
-            DomainEvent::Post(_) => None,
+            _ => None,
         }
     }
 }
@@ -89,7 +89,7 @@ impl Aggregate for Post {
     fn unwrap(event: DomainEvent) -> Option<Self::Event> {
         match event {
             DomainEvent::Post(e) => Some(e),
-            DomainEvent::Budget(_) => None,
+            _ => None,
         }
     }
 }

@@ -218,7 +218,7 @@ impl fmt::Display for Channel {
 
 /// The name of an event stream. Every name starts with the tenant, so a stream can
 /// never be mistaken for another tenant's: `tenant/<uuid>/budget/2026-11`,
-/// `tenant/<uuid>/post/<uuid>`.
+/// `tenant/<uuid>/post/<uuid>`, `tenant/<uuid>/generation/<uuid>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamName(String);
 
@@ -227,6 +227,7 @@ pub struct StreamName(String);
 pub enum StreamKind {
     Budget(Period),
     Post(PostId),
+    Generation(GenerationId),
 }
 
 impl StreamName {
@@ -236,6 +237,10 @@ impl StreamName {
 
     pub fn post(tenant: TenantId, post: PostId) -> Self {
         Self(format!("tenant/{tenant}/post/{post}"))
+    }
+
+    pub fn generation(tenant: TenantId, generation: GenerationId) -> Self {
+        Self(format!("tenant/{tenant}/generation/{generation}"))
     }
 
     /// Parses a stored stream name back into its tenant and kind.
@@ -249,6 +254,9 @@ impl StreamName {
         let kind = match (parts.next(), parts.next(), parts.next()) {
             (Some("budget"), Some(p), None) => StreamKind::Budget(p.parse().map_err(|_| bad())?),
             (Some("post"), Some(p), None) => StreamKind::Post(p.parse().map_err(|_| bad())?),
+            (Some("generation"), Some(g), None) => {
+                StreamKind::Generation(g.parse().map_err(|_| bad())?)
+            }
             _ => return Err(bad()),
         };
         // A UUID has several accepted spellings (upper case, braces, no hyphens).
@@ -257,6 +265,7 @@ impl StreamName {
         let canonical = match kind {
             StreamKind::Budget(period) => Self::budget(tenant, period),
             StreamKind::Post(post) => Self::post(tenant, post),
+            StreamKind::Generation(generation) => Self::generation(tenant, generation),
         };
         if canonical.as_str() != raw {
             return Err(bad());

@@ -10,8 +10,10 @@
 //! serde). `tests/no_io_dependencies.rs` fails the build's tests when one appears.
 
 pub mod budget;
+pub mod generation;
 pub mod ids;
 pub mod post;
+pub mod pricing;
 
 pub use ids::{
     CampaignId, Channel, GenerationId, Micros, Period, PostId, ReservationId, StreamName, TenantId,

@@ -6,6 +6,7 @@
 //! in one submodule per aggregate.
 
 pub(crate) mod budget;
+pub(crate) mod generation;
 pub(crate) mod post;
 
 use domain::{Channel, Micros, Period};
@@ -19,11 +20,18 @@ use crate::registry::{Entry, Failure, Latest, Registry, to_data};
 pub enum DomainEvent {
     Budget(domain::budget::Event),
     Post(domain::post::Event),
+    Generation(domain::generation::Event),
 }
 
 impl From<domain::budget::Event> for DomainEvent {
     fn from(event: domain::budget::Event) -> Self {
         DomainEvent::Budget(event)
+    }
+}
+
+impl From<domain::generation::Event> for DomainEvent {
+    fn from(event: domain::generation::Event) -> Self {
+        DomainEvent::Generation(event)
     }
 }
 
@@ -60,6 +68,12 @@ static REGISTRY: Registry = Registry::new(&[
     Entry::latest::<post::PostPublishedV1>(),
     Entry::latest::<post::PostPublishFailedV1>(),
     Entry::latest::<post::PostCancelledV1>(),
+    Entry::latest::<generation::GenerationModeChangedV1>(),
+    Entry::latest::<generation::GenerationRequestedV1>(),
+    Entry::latest::<generation::GenerationAttemptStartedV1>(),
+    Entry::latest::<generation::GenerationAttemptFailedV1>(),
+    Entry::latest::<generation::GenerationGeneratedV1>(),
+    Entry::latest::<generation::GenerationFailedV1>(),
 ]);
 
 /// Every event type with its latest schema version, the one [`encode`] writes.
@@ -78,6 +92,12 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     latest::<post::PostPublishedV1>(),
     latest::<post::PostPublishFailedV1>(),
     latest::<post::PostCancelledV1>(),
+    latest::<generation::GenerationModeChangedV1>(),
+    latest::<generation::GenerationRequestedV1>(),
+    latest::<generation::GenerationAttemptStartedV1>(),
+    latest::<generation::GenerationAttemptFailedV1>(),
+    latest::<generation::GenerationGeneratedV1>(),
+    latest::<generation::GenerationFailedV1>(),
 ];
 
 const fn latest<T: Latest>() -> (&'static str, u32) {
@@ -89,6 +109,7 @@ pub fn encode(event: &DomainEvent) -> Encoded {
     match event {
         DomainEvent::Budget(event) => budget::encode(event),
         DomainEvent::Post(event) => post::encode(event),
+        DomainEvent::Generation(event) => generation::encode(event),
     }
 }
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use domain::{CampaignId, Channel, Micros, Period, ReservationId, budget, post};
+use domain::pricing::{ModelRef, Usage};
+use domain::{CampaignId, Channel, Micros, Period, ReservationId, budget, generation, post};
 use proptest::prelude::*;
 use schemas::{DomainEvent, EVENT_TYPES, decode, encode};
 use uuid::Uuid;
@@ -130,10 +131,156 @@ fn post_event() -> impl Strategy<Value = post::Event> {
     ]
 }
 
+fn model() -> impl Strategy<Value = ModelRef> {
+    (any::<String>(), any::<String>()).prop_map(|(p, m)| ModelRef::new(p, m))
+}
+
+fn attempt_cost() -> impl Strategy<Value = generation::AttemptCost> {
+    (
+        any::<(u64, u64, u64)>(),
+        micros(),
+        any::<u64>(),
+        any::<String>(),
+    )
+        .prop_map(
+            |(
+                (input_tokens, cached_input_tokens, output_tokens),
+                cost,
+                latency_ms,
+                price_version,
+            )| {
+                generation::AttemptCost {
+                    usage: Usage {
+                        input_tokens,
+                        cached_input_tokens,
+                        output_tokens,
+                    },
+                    cost,
+                    latency_ms,
+                    price_version,
+                }
+            },
+        )
+}
+
+fn generation_request() -> impl Strategy<Value = generation::Request> {
+    (
+        (
+            any::<String>(),
+            channel(),
+            prop::option::of(uuid().prop_map(CampaignId::from_uuid)),
+        ),
+        (
+            prop_oneof![
+                Just(generation::Priority::Core),
+                Just(generation::Priority::NonCore)
+            ],
+            prop::option::of(any::<String>()),
+            model(),
+            prop::option::of(model()),
+        ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            reservation_id(),
+            period(),
+            micros(),
+            any::<String>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (brief, channel, campaign_id),
+                (priority, requested_model, model, fallback_model),
+                (
+                    max_output_tokens,
+                    estimated_input_tokens,
+                    reservation_id,
+                    period,
+                    reserved,
+                    price_version,
+                ),
+            )| generation::Request {
+                brief,
+                channel,
+                campaign_id,
+                priority,
+                requested_model,
+                model,
+                fallback_model,
+                max_output_tokens,
+                estimated_input_tokens,
+                reservation_id,
+                period,
+                reserved,
+                price_version,
+            },
+        )
+}
+
+fn generation_event() -> impl Strategy<Value = generation::Event> {
+    use generation::Event::*;
+    prop_oneof![
+        (model(), model(), micros(), micros()).prop_map(
+            |(requested, model, budget_used, soft_limit)| ModeChanged {
+                requested,
+                model,
+                budget_used,
+                soft_limit,
+            }
+        ),
+        generation_request().prop_map(Requested),
+        (
+            any::<u32>(),
+            model(),
+            prop_oneof![
+                Just(generation::AttemptReason::Primary),
+                Just(generation::AttemptReason::Fallback),
+                Just(generation::AttemptReason::Retry)
+            ]
+        )
+            .prop_map(|(attempt, model, reason)| AttemptStarted {
+                attempt,
+                model,
+                reason
+            }),
+        (
+            any::<u32>(),
+            model(),
+            any::<(String, String, bool)>(),
+            attempt_cost()
+        )
+            .prop_map(|(attempt, model, (error, message, retryable), outcome)| {
+                AttemptFailed {
+                    attempt,
+                    model,
+                    error,
+                    message,
+                    retryable,
+                    outcome,
+                }
+            }),
+        (any::<u32>(), model(), any::<String>(), attempt_cost()).prop_map(
+            |(attempt, model, text, outcome)| Generated {
+                attempt,
+                model,
+                text,
+                outcome,
+            }
+        ),
+        (any::<String>(), any::<u32>(), micros()).prop_map(|(reason, attempts, cost)| Failed {
+            reason,
+            attempts,
+            cost,
+        }),
+    ]
+}
+
 fn domain_event() -> impl Strategy<Value = DomainEvent> {
     prop_oneof![
         budget_event().prop_map(DomainEvent::Budget),
         post_event().prop_map(DomainEvent::Post),
+        generation_event().prop_map(DomainEvent::Generation),
     ]
 }
 
@@ -236,7 +383,79 @@ fn one_of_each() -> Vec<DomainEvent> {
         }
         .into(),
         post::Event::Cancelled.into(),
+        generation::Event::ModeChanged {
+            requested: gpt(),
+            model: mini(),
+            budget_used: usd(420),
+            soft_limit: usd(400),
+        }
+        .into(),
+        generation::Event::Requested(generation::Request {
+            brief: "Spring sale teaser".into(),
+            channel: Channel::new("linkedin").expect("a valid slug"),
+            campaign_id: None,
+            priority: generation::Priority::NonCore,
+            requested_model: Some("gpt-4o".into()),
+            model: mini(),
+            fallback_model: None,
+            max_output_tokens: 400,
+            estimated_input_tokens: 60,
+            reservation_id: id,
+            period: Period::new(2026, 11).expect("a valid month"),
+            reserved: usd(1),
+            price_version: "2026-11".into(),
+        })
+        .into(),
+        generation::Event::AttemptStarted {
+            attempt: 1,
+            model: mini(),
+            reason: generation::AttemptReason::Primary,
+        }
+        .into(),
+        generation::Event::AttemptFailed {
+            attempt: 1,
+            model: mini(),
+            error: "rate_limited".into(),
+            message: "slow down".into(),
+            retryable: true,
+            outcome: cost(0),
+        }
+        .into(),
+        generation::Event::Generated {
+            attempt: 2,
+            model: mini(),
+            text: "Spring is here.".into(),
+            outcome: cost(1_234),
+        }
+        .into(),
+        generation::Event::Failed {
+            reason: "provider_timeout".into(),
+            attempts: 3,
+            cost: usd(0),
+        }
+        .into(),
     ]
+}
+
+fn gpt() -> ModelRef {
+    ModelRef::new("openai", "gpt-4o")
+}
+
+fn mini() -> ModelRef {
+    ModelRef::new("openai", "gpt-4o-mini")
+}
+
+fn cost(micros: i64) -> generation::AttemptCost {
+    generation::AttemptCost {
+        usage: Usage {
+            input_tokens: 50,
+            cached_input_tokens: 10,
+            output_tokens: 20,
+        },
+        cost: Micros::new(micros).expect("positive"),
+        latency_ms: 840,
+        price_version: "2026-11".into(),
+    }
 }
 
 #[test]
