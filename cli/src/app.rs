@@ -1,7 +1,7 @@
 //! Wires the components into a running application.
 //!
 //! [`Application::build`] opens the stores, starts the background components
-//! (projector, publisher, scheduler, reservation expiry) and binds the HTTP listener;
+//! (projector, publisher, generator, scheduler, reservation expiry) and binds the HTTP listener;
 //! tests build it on port 0 and drive it over HTTP. [`Application::build_components`]
 //! runs any subset, which is what `tidemark serve <component>…` does in production:
 //! each component its own process, scaled on its own. `main.rs` does nothing else but
@@ -26,6 +26,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use workflows::expiry::ReservationExpiry;
+use workflows::generation::Generator;
 use workflows::network::LocalNetwork;
 use workflows::publisher::Publisher;
 use workflows::scheduler::Scheduler;
@@ -105,7 +106,7 @@ pub enum Component {
     Projector,
     /// Feeds the store's global log to Kafka.
     Relay,
-    /// Publisher, scheduler and reservation expiry.
+    /// Publisher, generator (AI calls), scheduler and reservation expiry.
     Workflows,
 }
 
@@ -153,7 +154,8 @@ impl Application {
         let stores = Stores::open(settings).await?;
         let store = stores.store.clone();
         let models = stores.models.clone();
-        let service = Arc::new(CommandService::new(store.clone(), clock));
+        let policy = crate::ai::policy(&settings.ai)?;
+        let service = Arc::new(CommandService::new(store.clone(), clock).with_ai_policy(policy));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tick = Duration::from_millis(settings.workflows.tick_ms);
         let mut tasks = Vec::new();
@@ -198,6 +200,17 @@ impl Application {
                     service: service.clone(),
                     models: models.clone(),
                     network: Arc::new(LocalNetwork),
+                }
+                .run(shutdown_rx.clone()),
+            ));
+            tasks.push(tokio::spawn(
+                Generator {
+                    store: store.clone(),
+                    service: service.clone(),
+                    models: models.clone(),
+                    providers: crate::ai::providers(&settings.ai)?,
+                    retry: crate::ai::retry(&settings.ai),
+                    concurrency: settings.ai.concurrency.max(1),
                 }
                 .run(shutdown_rx.clone()),
             ));

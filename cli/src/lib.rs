@@ -3,6 +3,7 @@
 //! Everything lives in this library so tests can run the same code the binary runs;
 //! `main.rs` only parses arguments, starts telemetry and calls [`run`].
 
+pub mod ai;
 pub mod app;
 pub mod bench;
 pub mod kafka;

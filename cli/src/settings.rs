@@ -24,6 +24,125 @@ pub struct Settings {
     /// Kafka as the distribution log; absent means components tail the store.
     #[serde(default)]
     pub kafka: KafkaSettings,
+    /// AI providers, the price book and the generation policy; absent means the
+    /// deterministic local provider and its price book.
+    #[serde(default)]
+    pub ai: AiSettings,
+}
+
+/// The `[ai]` section: see docs/ai.md for every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AiSettings {
+    /// `provider/model` used when a request names no model.
+    pub default_model: String,
+    /// `provider/model` that non-core work falls back to above the soft limit, and
+    /// any generation after its own model failed. Empty: no fallback.
+    pub fallback_model: String,
+    /// Label recorded with every cost; change it whenever a price changes.
+    pub price_version: String,
+    /// The price book. Empty: the local provider's two models.
+    pub models: Vec<ModelPriceSettings>,
+    /// HTTP providers by name (the `provider` of `provider/model`). `local` always
+    /// exists.
+    pub providers: std::collections::BTreeMap<String, ProviderSettings>,
+    /// Per-tenant overrides, keyed by tenant id.
+    pub tenants: std::collections::BTreeMap<String, TenantAiSettings>,
+    /// How long a generation's reservation is held before it expires by itself.
+    pub reservation_ttl_seconds: i64,
+    /// Default per-tenant limits of `generate-content`.
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
+    /// Generations the workflow drives at the same time.
+    pub concurrency: usize,
+    /// Attempts per model, the first included.
+    pub max_attempts: u32,
+    /// First back-off ceiling and largest back-off, in milliseconds.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Consecutive retryable failures that open a provider's circuit breaker, and how
+    /// long it stays open.
+    pub breaker_failures: u32,
+    pub breaker_cool_down_ms: u64,
+    /// An artificial delay of the local provider (for demos and crash tests).
+    pub local_latency_ms: u64,
+}
+
+impl Default for AiSettings {
+    fn default() -> Self {
+        Self {
+            default_model: "local/local-large".to_owned(),
+            fallback_model: "local/local-small".to_owned(),
+            price_version: "local-1".to_owned(),
+            models: Vec::new(),
+            providers: Default::default(),
+            tenants: Default::default(),
+            reservation_ttl_seconds: 900,
+            requests_per_minute: 1_200,
+            tokens_per_minute: 4_000_000,
+            concurrency: 32,
+            max_attempts: 4,
+            retry_base_ms: 500,
+            retry_max_ms: 30_000,
+            breaker_failures: 5,
+            breaker_cool_down_ms: 30_000,
+            local_latency_ms: 0,
+        }
+    }
+}
+
+/// One price-book entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelPriceSettings {
+    pub provider: String,
+    pub model: String,
+    /// Micro-USD per million uncached input tokens.
+    pub input_micros_per_mtok: i64,
+    /// Micro-USD per million cached input tokens.
+    pub cached_input_micros_per_mtok: i64,
+    /// Micro-USD per million output tokens.
+    pub output_micros_per_mtok: i64,
+    /// The model's output ceiling; requests are clamped to it.
+    pub max_output_tokens: u32,
+}
+
+/// An HTTP provider.
+#[derive(Clone, Deserialize)]
+pub struct ProviderSettings {
+    /// `openai` (any OpenAI-compatible chat-completions API) or `anthropic`.
+    pub kind: String,
+    pub base_url: String,
+    pub api_key: SecretString,
+    #[serde(default = "default_provider_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Stream responses (usage from the final chunk).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+fn default_provider_timeout_ms() -> u64 {
+    60_000
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &"[redacted]")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// One tenant's overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TenantAiSettings {
+    pub fallback_model: Option<String>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
 }
 
 #[derive(Clone, Default, Deserialize)]

@@ -4,7 +4,7 @@
 //! them, plus the conversions to and from the stored form, so the loop that loads,
 //! decides, appends and retries is written once.
 
-use domain::{budget, post};
+use domain::{budget, generation, post};
 use schemas::DomainEvent;
 
 /// A domain aggregate as the command loop sees it.
@@ -89,6 +89,38 @@ impl Aggregate for Post {
     fn unwrap(event: DomainEvent) -> Option<Self::Event> {
         match event {
             DomainEvent::Post(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A content generation.
+pub struct Generation;
+
+impl Aggregate for Generation {
+    type State = generation::State;
+    type Command = generation::Command;
+    type Event = generation::Event;
+    type Ctx = ();
+    type Rejection = generation::Rejection;
+    const NAME: &'static str = "generation";
+
+    fn decide(
+        state: &Self::State,
+        command: Self::Command,
+        _: &Self::Ctx,
+    ) -> Result<Vec<Self::Event>, Self::Rejection> {
+        generation::decide(state, command)
+    }
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
+        generation::evolve(state, event)
+    }
+    fn wrap(event: Self::Event) -> DomainEvent {
+        DomainEvent::Generation(event)
+    }
+    fn unwrap(event: DomainEvent) -> Option<Self::Event> {
+        match event {
+            DomainEvent::Generation(e) => Some(e),
             _ => None,
         }
     }

@@ -4,14 +4,14 @@
 
 use auth::Role;
 use chrono::{DateTime, Utc};
-use domain::{CampaignId, Channel, Micros, Period, PostId, budget, post};
+use domain::{CampaignId, Channel, GenerationId, Micros, Period, PostId, budget, generation, post};
 use schemas::commands as body;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::service::{reservation_id_or_new, ttl_from_seconds};
+use crate::service::{GenerateRequest, reservation_id_or_new, ttl_from_seconds};
 
 /// What a command request turns into.
 #[derive(Debug, Clone)]
@@ -25,6 +25,18 @@ pub enum Action {
         expected_version: Option<u64>,
         command: post::Command,
     },
+    /// Accepted for later work: answered with 202.
+    Generate(GenerateRequest),
+}
+
+impl Action {
+    /// The HTTP status a carried-out command answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Action::Generate(_) => 202,
+            Action::Budget { .. } | Action::Post { .. } => 200,
+        }
+    }
 }
 
 /// A parsed command: the action to run and the ids to answer with (the `position`
@@ -147,6 +159,24 @@ pub const COMMANDS: &[CommandRoute] = &[
         plan: plan_cancel_post,
         answer_ids: &["post_id"],
         errors: POST_ERRORS,
+    },
+    CommandRoute {
+        name: "generate-content",
+        role: Role::Editor,
+        summary: "Generate content with an AI provider; its worst-case cost is reserved first",
+        plan: plan_generate,
+        answer_ids: &["generation_id"],
+        errors: &[
+            (422, "budget_exceeded"),
+            (422, "budget_not_configured"),
+            (422, "unknown_model"),
+            (422, "invalid_brief"),
+            (422, "invalid_channel"),
+            (422, "invalid_max_output_tokens"),
+            (409, "generation_already_exists"),
+            (409, "reservation_already_exists"),
+            (429, "rate_limited"),
+        ],
     },
 ];
 
@@ -313,4 +343,26 @@ fn plan_cancel_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError>
         b.expected_version,
         post::Command::Cancel,
     ))
+}
+
+fn plan_generate(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::GenerateContent = parse(value)?;
+    let channel = Channel::new(&b.channel)
+        .map_err(|e| ApiError::invalid("invalid_channel", e.to_string()))?;
+    let generation_id = GenerationId::from_uuid(b.generation_id.unwrap_or_else(Uuid::now_v7));
+    Ok(Planned {
+        response: answer(&[("generation_id", json!(generation_id.to_string()))]),
+        action: Action::Generate(GenerateRequest {
+            generation_id,
+            brief: b.brief,
+            channel,
+            campaign_id: b.campaign_id.map(CampaignId::from_uuid),
+            max_output_tokens: b.max_output_tokens,
+            priority: match b.priority {
+                body::GenerationPriority::Core => generation::Priority::Core,
+                body::GenerationPriority::NonCore => generation::Priority::NonCore,
+            },
+            model: b.model,
+        }),
+    })
 }

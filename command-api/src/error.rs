@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use auth::{AuthError, Problem};
-use domain::{budget, post};
+use domain::{budget, generation, post};
 
 use crate::service::CommandError;
 
@@ -108,6 +108,33 @@ fn command_problem(error: &CommandError) -> Problem {
                 | post::Rejection::EmptyNetworkId => S::UNPROCESSABLE_ENTITY,
             };
             Problem::new(status, rejection.code(), detail)
+        }
+        CommandError::Generation(rejection) => {
+            let status = match rejection {
+                generation::Rejection::NotFound => S::NOT_FOUND,
+                generation::Rejection::AlreadyExists
+                | generation::Rejection::Finished(_)
+                | generation::Rejection::AttemptInFlight(_)
+                | generation::Rejection::AttemptOutOfOrder { .. }
+                | generation::Rejection::AttemptNotInFlight(_) => S::CONFLICT,
+                generation::Rejection::BadBrief
+                | generation::Rejection::BadMaxOutputTokens
+                | generation::Rejection::EmptyReason => S::UNPROCESSABLE_ENTITY,
+            };
+            Problem::new(status, rejection.code(), detail)
+        }
+        CommandError::UnknownModel(_) => {
+            Problem::new(S::UNPROCESSABLE_ENTITY, "unknown_model", detail)
+        }
+        CommandError::RateLimited { retry_after } => {
+            let seconds = u64::try_from(retry_after.num_seconds()).unwrap_or(0);
+            let rounded_up = if retry_after.subsec_nanos() > 0 {
+                seconds + 1
+            } else {
+                seconds
+            };
+            Problem::new(S::TOO_MANY_REQUESTS, "rate_limited", detail)
+                .retry_after(rounded_up.max(1))
         }
         CommandError::VersionConflict { .. } => {
             Problem::new(S::CONFLICT, "version_conflict", detail)

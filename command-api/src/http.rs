@@ -97,6 +97,7 @@ async fn handle(
     }
 
     let planned = (route.plan)(value, api.service.now())?;
+    let status = planned.action.status();
     let envelope = Envelope {
         tenant,
         actor: principal.subject.clone(),
@@ -106,7 +107,7 @@ async fn handle(
             key: key.clone(),
             response: IdempotentResponse {
                 request_hash: request_hash.clone(),
-                status: 200,
+                status,
                 body: Value::Object(planned.response.clone()),
             },
         }),
@@ -128,6 +129,7 @@ async fn handle(
                 .post(&envelope, post_id, expected_version, command)
                 .await
         }
+        Action::Generate(request) => api.service.generate(&envelope, request).await,
     };
     match outcome {
         Ok(done) => {
@@ -140,7 +142,8 @@ async fn handle(
             };
             let mut body = planned.response;
             body.insert("position".to_owned(), json!(position));
-            Ok(HttpResponse::Ok().json(body))
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok(HttpResponse::build(status).json(body))
         }
         Err(crate::service::CommandError::IdempotencyKeyTaken) => {
             // A concurrent request with the same key stored its answer first.
@@ -161,8 +164,11 @@ async fn handle(
             let problem = error.problem();
             // A business rejection is an answer too: a retry with the same key gets it
             // again. Server faults are not remembered, so a retry can succeed.
+            // A rejection is remembered under its key so a retry gets the same answer;
+            // a rate limit is not, since the retry it asks for must be able to pass.
             if let Some(key) = &key
                 && problem.status < 500
+                && problem.status != 429
             {
                 let response = IdempotentResponse {
                     request_hash,

@@ -9,11 +9,15 @@ mod aggregate;
 pub mod clock;
 pub mod commands;
 pub mod error;
+pub mod generation;
 pub mod http;
 pub mod openapi;
 pub mod service;
 
 pub use clock::{Clock, SystemClock};
 pub use error::ApiError;
+pub use generation::{AiPolicy, RateLimit, TenantPolicy};
 pub use http::{CommandApi, configure};
-pub use service::{CommandError, CommandService, Done, Envelope};
+pub use service::{
+    CommandError, CommandService, Done, Envelope, GenerateRequest, ReservationState,
+};

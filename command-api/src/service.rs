@@ -13,8 +13,12 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use domain::budget::{self, Limits};
+use domain::generation::{self, Economy, Priority, Request};
 use domain::post;
-use domain::{Period, PostId, ReservationId, StreamName, TenantId};
+use domain::pricing::estimate_tokens;
+use domain::{
+    CampaignId, Channel, GenerationId, Micros, Period, PostId, ReservationId, StreamName, TenantId,
+};
 use eventlog::{
     AppendRequest, Appended, EventStore, ExpectedVersion, IdempotencyRecord, Metadata, NewEvent,
     StoreError, Version,
@@ -22,8 +26,9 @@ use eventlog::{
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::aggregate::{Aggregate, Budget, Post};
+use crate::aggregate::{Aggregate, Budget, Generation, Post};
 use crate::clock::Clock;
+use crate::generation::{AiPolicy, RateLimiter};
 
 /// How often a command is decided again after another process won the race.
 const MAX_ATTEMPTS: usize = 32;
@@ -71,6 +76,12 @@ pub enum CommandError {
     Budget(#[from] budget::Rejection),
     #[error(transparent)]
     Post(#[from] post::Rejection),
+    #[error(transparent)]
+    Generation(#[from] generation::Rejection),
+    #[error("model {0} is not in the price book")]
+    UnknownModel(String),
+    #[error("the tenant's AI rate limit is used up; retry in {} s", retry_after.num_seconds().max(1))]
+    RateLimited { retry_after: TimeDelta },
     #[error("the stream is at version {actual}, not the expected {expected}")]
     VersionConflict { expected: Version, actual: Version },
     #[error("the idempotency key was used by a concurrent request")]
@@ -122,16 +133,53 @@ pub struct CommandService {
     clock: Arc<dyn Clock>,
     budgets: StreamCache<Budget>,
     posts: StreamCache<Post>,
+    generations: StreamCache<Generation>,
+    ai: AiPolicy,
+    limiter: RateLimiter,
+}
+
+/// A `generate-content` request after its body was parsed.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub generation_id: GenerationId,
+    pub brief: String,
+    pub channel: Channel,
+    pub campaign_id: Option<CampaignId>,
+    pub max_output_tokens: u32,
+    pub priority: Priority,
+    pub model: Option<String>,
+}
+
+/// Where a budget reservation stands, as the command side sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationState {
+    Open,
+    Settled(budget::ReservationOutcome),
+    Unknown,
 }
 
 impl CommandService {
+    /// A service with the embedded AI policy ([`AiPolicy::local`]).
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
             clock,
             budgets: StreamCache::new(),
             posts: StreamCache::new(),
+            generations: StreamCache::new(),
+            ai: AiPolicy::local(),
+            limiter: RateLimiter::default(),
         }
+    }
+
+    /// Replaces the AI policy (price book, models, rate limits).
+    pub fn with_ai_policy(mut self, policy: AiPolicy) -> Self {
+        self.ai = policy;
+        self
+    }
+
+    pub fn ai_policy(&self) -> &AiPolicy {
+        &self.ai
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -229,18 +277,198 @@ impl CommandService {
         .await
     }
 
-    /// The state of a budget month as the command side sees it (for the limits a new
-    /// month inherits).
-    async fn budget_state(
+    /// Accepts a `generate-content` request: picks the model, reserves the worst-case
+    /// cost on this month's budget, and records the request for the generation
+    /// workflow. Nothing is recorded (and no provider will be called) when the
+    /// reservation is refused.
+    ///
+    /// The reservation id is the generation id, so a retried request can never hold
+    /// money twice; a crash between the reservation and the request leaves a
+    /// reservation that expires after the policy's ttl.
+    #[tracing::instrument(skip_all, fields(tenant = %envelope.tenant, generation = %request.generation_id))]
+    pub async fn generate(
+        &self,
+        envelope: &Envelope,
+        request: GenerateRequest,
+    ) -> Result<Done, CommandError> {
+        let tenant = envelope.tenant;
+        let now = self.clock.now();
+        let policy = &self.ai;
+        let asked = match &request.model {
+            Some(name) => policy.price_book.lookup(name),
+            None => policy.price_book.get(&policy.default_model),
+        };
+        let asked = asked.cloned().ok_or_else(|| {
+            CommandError::UnknownModel(
+                request
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| policy.default_model.to_string()),
+            )
+        })?;
+        let fallback = policy
+            .fallback_for(tenant)
+            .and_then(|m| policy.price_book.get(m))
+            .cloned();
+        let period = Period::containing(now);
+        let (status, used, soft) = self
+            .budget_view(tenant, period, |state| {
+                (
+                    state.status(),
+                    state.committed.saturating_add(state.reserved),
+                    state.limits.as_ref().map(|l| l.soft),
+                )
+            })
+            .await?;
+        let mut chosen = asked.clone();
+        let mut economy = None;
+        if request.priority == Priority::NonCore
+            && status == budget::BudgetStatus::SoftExceeded
+            && let (Some(cheaper), Some(soft)) = (&fallback, soft)
+            && cheaper.model != asked.model
+        {
+            economy = Some(Economy {
+                requested: asked.model.clone(),
+                budget_used: used,
+                soft_limit: soft,
+            });
+            chosen = cheaper.clone();
+        }
+        let (system, user) = generation::prompt(&request.brief, &request.channel);
+        let estimated_input_tokens = estimate_tokens(&system) + estimate_tokens(&user);
+        let max_output_tokens = chosen.clamp_output(request.max_output_tokens);
+        // A model priced at zero still holds one micro-USD, so every generation has a
+        // reservation to settle.
+        let reserved = chosen
+            .worst_case(estimated_input_tokens, max_output_tokens)
+            .max(Micros::new(1).unwrap_or_default());
+        let reservation_id = ReservationId::from_uuid(request.generation_id.as_uuid());
+        let command = generation::Command::Request {
+            request: Request {
+                brief: request.brief,
+                channel: request.channel,
+                campaign_id: request.campaign_id,
+                priority: request.priority,
+                requested_model: request.model,
+                model: chosen.model.clone(),
+                fallback_model: fallback.map(|f| f.model).filter(|m| *m != chosen.model),
+                max_output_tokens,
+                estimated_input_tokens,
+                reservation_id,
+                period,
+                reserved,
+                price_version: policy.price_book.version.clone(),
+            },
+            economy,
+        };
+        // The domain's own checks run before anything is reserved or rate-limited.
+        generation::decide(&generation::State::default(), command.clone())?;
+        let tokens = estimated_input_tokens + u64::from(max_output_tokens);
+        self.limiter
+            .acquire(tenant, policy.rate_limit_for(tenant), tokens, now)
+            .map_err(|retry_after| CommandError::RateLimited { retry_after })?;
+        let stream = StreamName::generation(tenant, request.generation_id);
+        let reserve = budget::Command::Reserve {
+            reservation_id,
+            amount: reserved,
+            purpose: format!("generate-content {}", request.generation_id),
+            ttl: policy.reservation_ttl,
+        };
+        let reserving = Envelope {
+            idempotency: None,
+            ..envelope.clone()
+        };
+        match self.budget(&reserving, Some(period), reserve).await {
+            Ok(_) => {}
+            Err(CommandError::Budget(budget::Rejection::ReservationExists(id))) => {
+                // Either this generation exists (the request below is refused as a
+                // duplicate) or an earlier try reserved and stopped before recording
+                // the request. Any other holder of the id is a conflict.
+                let ours = format!("generate-content {}", request.generation_id);
+                let held_by_us = self
+                    .budget_view(tenant, period, |state| {
+                        state.open.get(&id).is_some_and(|r| r.purpose == ours)
+                    })
+                    .await?;
+                if !held_by_us {
+                    let (state, _) = self.generation_state(tenant, request.generation_id).await?;
+                    if state.status == generation::Status::Absent {
+                        return Err(budget::Rejection::ReservationExists(id).into());
+                    }
+                }
+            }
+            Err(other) => return Err(other),
+        }
+        self.execute(&self.generations, envelope, &stream, None, command, &())
+            .await
+    }
+
+    /// Runs a command of the generation workflow on a generation.
+    #[tracing::instrument(skip_all, fields(tenant = %envelope.tenant, generation = %id))]
+    pub async fn generation(
+        &self,
+        envelope: &Envelope,
+        id: GenerationId,
+        expected_version: Option<Version>,
+        command: generation::Command,
+    ) -> Result<Done, CommandError> {
+        let stream = StreamName::generation(envelope.tenant, id);
+        self.execute(
+            &self.generations,
+            envelope,
+            &stream,
+            expected_version,
+            command,
+            &(),
+        )
+        .await
+    }
+
+    /// A generation's current state and version.
+    pub async fn generation_state(
+        &self,
+        tenant: TenantId,
+        id: GenerationId,
+    ) -> Result<(generation::State, Version), CommandError> {
+        let stream = StreamName::generation(tenant, id);
+        let slot = self.generations.slot(stream.as_str());
+        let mut slot = slot.lock().await;
+        self.catch_up::<Generation>(tenant, &stream, &mut slot)
+            .await?;
+        Ok((slot.state.clone(), slot.version))
+    }
+
+    /// Looks at a budget month's current state without copying it.
+    async fn budget_view<R>(
         &self,
         tenant: TenantId,
         period: Period,
-    ) -> Result<budget::State, CommandError> {
+        look: impl FnOnce(&budget::State) -> R,
+    ) -> Result<R, CommandError> {
         let stream = StreamName::budget(tenant, period);
         let slot = self.budgets.slot(stream.as_str());
         let mut slot = slot.lock().await;
         self.catch_up::<Budget>(tenant, &stream, &mut slot).await?;
-        Ok(slot.state.clone())
+        Ok(look(&slot.state))
+    }
+
+    /// Where a reservation of `period` stands.
+    pub async fn reservation_state(
+        &self,
+        tenant: TenantId,
+        period: Period,
+        id: ReservationId,
+    ) -> Result<ReservationState, CommandError> {
+        self.budget_view(tenant, period, |state| {
+            if state.open.contains_key(&id) {
+                ReservationState::Open
+            } else if let Some(outcome) = state.settled.get(&id) {
+                ReservationState::Settled(*outcome)
+            } else {
+                ReservationState::Unknown
+            }
+        })
+        .await
     }
 
     async fn inherited_limits(
@@ -251,7 +479,10 @@ impl CommandService {
         let mut month = period;
         for _ in 0..INHERIT_LOOKBACK_MONTHS {
             month = month.previous();
-            if let Some(limits) = self.budget_state(tenant, month).await?.limits {
+            if let Some(limits) = self
+                .budget_view(tenant, month, |state| state.limits.clone())
+                .await?
+            {
                 return Ok(Some((month, limits)));
             }
         }

@@ -96,7 +96,7 @@ fn a_request_is_recorded_and_pending() {
 }
 
 #[test]
-fn a_request_in_economy_mode_records_the_mode_change_first() {
+fn a_request_in_economy_mode_records_why_it_runs_on_the_cheaper_model() {
     let economy = Economy {
         requested: ModelRef::new("openai", "gpt-4o"),
         budget_used: Micros::new(90).expect("amount"),
@@ -110,8 +110,9 @@ fn a_request_in_economy_mode_records_the_mode_change_first() {
         },
     )
     .expect("accepted");
+    assert_eq!(events[0], Event::Requested(request()));
     assert_eq!(
-        events[0],
+        events[1],
         Event::ModeChanged {
             requested: economy.requested,
             model: model(),
@@ -119,7 +120,6 @@ fn a_request_in_economy_mode_records_the_mode_change_first() {
             soft_limit: economy.soft_limit,
         }
     );
-    assert_eq!(events[1], Event::Requested(request()));
 }
 
 #[test]

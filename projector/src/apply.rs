@@ -7,7 +7,7 @@
 //! too: it could not touch another tenant's rows even through a bug here.
 
 use domain::ids::StreamKind;
-use domain::{StreamName, budget, post};
+use domain::{StreamName, budget, generation, post};
 use eventlog::RecordedEvent;
 use schemas::DomainEvent;
 use sqlx::AnyConnection;
@@ -53,6 +53,9 @@ pub async fn apply(conn: &mut AnyConnection, recorded: &RecordedEvent) -> Result
             apply_budget(conn, recorded, &period.to_string(), event).await
         }
         (DomainEvent::Post(event), StreamKind::Post(_)) => apply_post(conn, recorded, event).await,
+        (DomainEvent::Generation(event), StreamKind::Generation(id)) => {
+            apply_generation(conn, recorded, &id.to_string(), event).await
+        }
         _ => Err(wrong_stream()),
     }
 }
@@ -316,6 +319,179 @@ async fn apply_post(
                 .bind(&at)
                 .bind(&tenant)
                 .bind(&post_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_generation(
+    conn: &mut AnyConnection,
+    recorded: &RecordedEvent,
+    generation_id: &str,
+    event: generation::Event,
+) -> Result<(), ApplyError> {
+    let tenant = recorded.tenant_id.to_string();
+    let at = ts(recorded.occurred_at);
+    let day = at.get(..10).unwrap_or_default().to_owned();
+    let version = recorded.version as i64;
+    let touch = |set: &'static str| {
+        format!(
+            "UPDATE generations SET version = $1, updated_at = $2, {set}
+             WHERE tenant_id = $3 AND generation_id = $4"
+        )
+    };
+    // One attempt's outcome: its row, and its share of the generation's totals.
+    let finish_attempt = |attempt: u32,
+                          status: &'static str,
+                          error: Option<String>,
+                          outcome: &generation::AttemptCost| {
+        sqlx::query(
+            "UPDATE generation_attempts SET status = $1, error = $2, input_tokens = $3, cached_input_tokens = $4,
+                    output_tokens = $5, cost_micros = $6, latency_ms = $7, price_version = $8, day = $9,
+                    finished_at = $10
+             WHERE tenant_id = $11 AND generation_id = $12 AND attempt = $13",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(outcome.usage.input_tokens as i64)
+        .bind(outcome.usage.cached_input_tokens as i64)
+        .bind(outcome.usage.output_tokens as i64)
+        .bind(outcome.cost.get())
+        .bind(outcome.latency_ms as i64)
+        .bind(outcome.price_version.clone())
+        .bind(day.clone())
+        .bind(at.clone())
+        .bind(tenant.clone())
+        .bind(generation_id.to_owned())
+        .bind(i64::from(attempt))
+    };
+    let add_totals = |outcome: &generation::AttemptCost| {
+        sqlx::query(
+            "UPDATE generations SET input_tokens = input_tokens + $1, cached_input_tokens = cached_input_tokens + $2,
+                    output_tokens = output_tokens + $3, cost_micros = cost_micros + $4
+             WHERE tenant_id = $5 AND generation_id = $6",
+        )
+        .bind(outcome.usage.input_tokens as i64)
+        .bind(outcome.usage.cached_input_tokens as i64)
+        .bind(outcome.usage.output_tokens as i64)
+        .bind(outcome.cost.get())
+        .bind(tenant.clone())
+        .bind(generation_id.to_owned())
+    };
+    match event {
+        generation::Event::Requested(request) => {
+            sqlx::query(
+                "INSERT INTO generations (tenant_id, generation_id, status, brief, channel, campaign_id, priority,
+                                          requested_model, provider, model, reservation_id, period, reserved_micros,
+                                          version, created_at, updated_at)
+                 VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(&tenant)
+            .bind(generation_id)
+            .bind(request.brief)
+            .bind(request.channel.as_str())
+            .bind(request.campaign_id.map(|c| c.to_string()))
+            .bind(request.priority.as_str())
+            .bind(request.requested_model)
+            .bind(request.model.provider)
+            .bind(request.model.model)
+            .bind(request.reservation_id.to_string())
+            .bind(request.period.to_string())
+            .bind(request.reserved.get())
+            .bind(version)
+            .bind(&at)
+            .bind(&at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        generation::Event::ModeChanged { .. } => {
+            sqlx::query(&touch("mode = 'economy'"))
+                .bind(version)
+                .bind(&at)
+                .bind(&tenant)
+                .bind(generation_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        generation::Event::AttemptStarted {
+            attempt,
+            model,
+            reason,
+        } => {
+            sqlx::query(
+                "INSERT INTO generation_attempts (tenant_id, generation_id, attempt, provider, model, reason, status,
+                                                  campaign_id, started_at)
+                 SELECT tenant_id, generation_id, $1, $2, $3, $4, 'started', campaign_id, $5
+                 FROM generations WHERE tenant_id = $6 AND generation_id = $7",
+            )
+            .bind(i64::from(attempt))
+            .bind(model.provider)
+            .bind(model.model)
+            .bind(reason.as_str())
+            .bind(&at)
+            .bind(&tenant)
+            .bind(generation_id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(&touch("attempts = $5"))
+                .bind(version)
+                .bind(&at)
+                .bind(&tenant)
+                .bind(generation_id)
+                .bind(i64::from(attempt))
+                .execute(&mut *conn)
+                .await?;
+        }
+        generation::Event::AttemptFailed {
+            attempt,
+            error,
+            outcome,
+            ..
+        } => {
+            finish_attempt(attempt, "failed", Some(error), &outcome)
+                .execute(&mut *conn)
+                .await?;
+            add_totals(&outcome).execute(&mut *conn).await?;
+            sqlx::query(&touch("attempts = attempts"))
+                .bind(version)
+                .bind(&at)
+                .bind(&tenant)
+                .bind(generation_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        generation::Event::Generated {
+            attempt,
+            model,
+            text,
+            outcome,
+        } => {
+            finish_attempt(attempt, "generated", None, &outcome)
+                .execute(&mut *conn)
+                .await?;
+            add_totals(&outcome).execute(&mut *conn).await?;
+            sqlx::query(&touch(
+                "status = 'generated', text = $5, provider = $6, model = $7",
+            ))
+            .bind(version)
+            .bind(&at)
+            .bind(&tenant)
+            .bind(generation_id)
+            .bind(text)
+            .bind(model.provider)
+            .bind(model.model)
+            .execute(&mut *conn)
+            .await?;
+        }
+        generation::Event::Failed { reason, .. } => {
+            sqlx::query(&touch("status = 'failed', failure_reason = $5"))
+                .bind(version)
+                .bind(&at)
+                .bind(&tenant)
+                .bind(generation_id)
+                .bind(reason)
                 .execute(&mut *conn)
                 .await?;
         }

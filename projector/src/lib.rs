@@ -12,15 +12,23 @@
 
 mod apply;
 mod dialect;
+pub mod generations;
 pub mod kafka;
 mod projector;
 pub mod readmodel;
 
 pub use dialect::{Dialect, POSTGRES_SCHEMA};
+pub use generations::{GenerationView, UsageGroup, UsageRow};
 pub use projector::{Outcome, ProjectError, Projector, READ_MODELS};
 pub use readmodel::{
     BudgetView, PostFilter, PostPage, PostView, ReadModels, ReservationStatus, ReservationView,
 };
 
 /// The tenant tables, in the order `row_counts` reports them.
-pub(crate) const TABLES: [&str; 3] = ["budgets", "reservations", "posts"];
+pub(crate) const TABLES: [&str; 5] = [
+    "budgets",
+    "reservations",
+    "posts",
+    "generations",
+    "generation_attempts",
+];

@@ -191,13 +191,13 @@ pub(crate) fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn parse_ts(raw: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+pub(crate) fn parse_ts(raw: &str) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn parse_uuid(raw: &str) -> Result<Uuid, sqlx::Error> {
+pub(crate) fn parse_uuid(raw: &str) -> Result<Uuid, sqlx::Error> {
     Uuid::parse_str(raw).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
@@ -264,7 +264,10 @@ impl ReadModels {
     }
 
     /// A read-only transaction scoped to `tenant` (see the module docs).
-    async fn read_as(&self, tenant: Uuid) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    pub(crate) async fn read_as(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Transaction<'static, Any>, sqlx::Error> {
         let mut tx = self.dialect.begin_read(&self.pool).await?;
         self.dialect
             .scope_to_tenant(&mut tx, &tenant.to_string())

@@ -30,7 +30,12 @@ pub fn configure(api: QueryApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/v1/budget", web::get().to(budget))
             .route("/v1/budget/reservations", web::get().to(reservations))
             .route("/v1/posts", web::get().to(posts))
-            .route("/v1/posts/{post_id}", web::get().to(post));
+            .route("/v1/posts/{post_id}", web::get().to(post))
+            .route(
+                "/v1/generations/{generation_id}",
+                web::get().to(crate::generations::generation),
+            )
+            .route("/v1/usage", web::get().to(crate::generations::usage));
     }
 }
 
@@ -86,7 +91,7 @@ const POST_STATUSES: &[&str] = &[
     "cancelled",
 ];
 
-fn viewer(req: &HttpRequest) -> Result<Principal, QueryError> {
+pub(crate) fn viewer(req: &HttpRequest) -> Result<Principal, QueryError> {
     let auth = req
         .app_data::<web::Data<Authenticator>>()
         .ok_or_else(|| QueryError::Internal(anyhow::anyhow!("no authenticator registered")))?;
@@ -95,7 +100,7 @@ fn viewer(req: &HttpRequest) -> Result<Principal, QueryError> {
     Ok(principal)
 }
 
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, QueryError> {
+pub(crate) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, QueryError> {
     serde_urlencoded::from_str(req.query_string()).map_err(|e| QueryError::BadQuery(e.to_string()))
 }
 
@@ -111,7 +116,7 @@ fn period(raw: Option<&str>) -> Result<Period, QueryError> {
 /// Waits for the read models to include `min_position`, if asked: every event of the
 /// caller's tenant up to that position (other tenants' events do not change what this
 /// tenant can see, and through a partitioned log they may be applied in any order).
-async fn consistent(
+pub(crate) async fn consistent(
     api: &QueryApi,
     tenant: Uuid,
     min_position: Option<u64>,

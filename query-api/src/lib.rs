@@ -6,8 +6,10 @@
 //! command answered with, or answers `consistency_timeout`.
 
 mod error;
+mod generations;
 mod http;
 pub mod openapi;
 
 pub use error::QueryError;
+pub use generations::UsageReport;
 pub use http::{QueryApi, configure};

@@ -1,8 +1,9 @@
 //! OpenAPI path items for the query routes.
 
-use projector::{BudgetView, PostPage, PostView};
+use projector::{BudgetView, GenerationView, PostPage, PostView};
 use serde_json::{Map, Value, json};
 
+use crate::UsageReport;
 use crate::http::ReservationList;
 
 fn schema<T: schemars::JsonSchema>() -> Value {
@@ -130,5 +131,41 @@ pub fn paths() -> Map<String, Value> {
         );
     }
     paths.insert("/v1/posts/{post_id}".into(), by_id);
+    let mut generation = get(
+        "get-generation",
+        "One content generation: status, text, model, tokens and cost",
+        vec![min_position()],
+        schema::<GenerationView>(),
+        &[(404, "generation_not_found")],
+    );
+    if let Some(params) = generation
+        .pointer_mut("/get/parameters")
+        .and_then(Value::as_array_mut)
+    {
+        params.insert(
+            0,
+            json!({"name": "generation_id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}),
+        );
+    }
+    paths.insert("/v1/generations/{generation_id}".into(), generation);
+    paths.insert(
+        "/v1/usage".into(),
+        get(
+            "get-usage",
+            "AI usage and cost totals per day, model, provider or campaign",
+            vec![
+                param("from", "First day included, YYYY-MM-DD (UTC). Default: the first of this month.", json!({"type": "string", "format": "date"})),
+                param("to", "Last day included, YYYY-MM-DD (UTC). Default: today. At most 366 days after from.", json!({"type": "string", "format": "date"})),
+                param(
+                    "group_by",
+                    "day (default), model (provider/model), provider or campaign (empty key: no campaign)",
+                    json!({"type": "string", "enum": ["day", "model", "provider", "campaign"]}),
+                ),
+                min_position(),
+            ],
+            schema::<UsageReport>(),
+            &[],
+        ),
+    );
     paths
 }

@@ -26,6 +26,7 @@ pub const COMMANDS: &[&str] = &[
     "schedule-post",
     "publish-post",
     "cancel-post",
+    "generate-content",
 ];
 
 /// The JSON Schema (draft 2020-12) of the named command body, or `None` for a name not
@@ -41,6 +42,7 @@ pub fn command_schema(name: &str) -> Option<Value> {
         "schedule-post" => schemars::schema_for!(SchedulePost),
         "publish-post" => schemars::schema_for!(PublishPost),
         "cancel-post" => schemars::schema_for!(CancelPost),
+        "generate-content" => schemars::schema_for!(GenerateContent),
         _ => return None,
     };
     Some(schema.to_value())
@@ -223,4 +225,53 @@ pub struct CancelPost {
     /// whatever version is current.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
+}
+
+/// Asks an AI provider for content. The worst-case cost is reserved on this month's
+/// budget before any provider is called; the answer (202) comes before the text, which
+/// `GET /v1/generations/{id}` shows once generated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = json!({
+    "brief": "Announce the spring sale: 20% off all plans until 31 March.",
+    "channel": "linkedin",
+    "max_output_tokens": 400,
+    "priority": "non_core"
+}))]
+pub struct GenerateContent {
+    /// What to write about, 1 to 4,000 characters.
+    #[schemars(length(min = 1, max = domain::generation::MAX_BRIEF_CHARS))]
+    pub brief: String,
+    /// Channel slug the content is for: 1 to 64 characters of `a-z`, `0-9`, `-` or `_`.
+    #[schemars(pattern(r"^[a-z0-9_-]{1,64}$"))]
+    pub channel: String,
+    /// The campaign the spend is counted under, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<Uuid>,
+    /// Output ceiling in tokens, at least 1; clamped to the model's maximum. The
+    /// reservation assumes all of it is used.
+    #[schemars(range(min = 1))]
+    pub max_output_tokens: u32,
+    /// `core` keeps the requested model above the soft limit; `non_core` falls back to
+    /// the tenant's cheaper model there.
+    pub priority: GenerationPriority,
+    /// A model from the price book, as `provider/model` or a bare model name one
+    /// provider offers. Defaults to the configured default model. An unknown model is
+    /// refused with `unknown_model`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Client-chosen id (UUID); one is generated when absent. It also names the budget
+    /// reservation, so a retried request can never reserve twice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation_id: Option<Uuid>,
+}
+
+/// How much a generation matters when the budget runs low.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationPriority {
+    /// Keeps the requested model until the hard limit.
+    Core,
+    /// Falls back to the tenant's cheaper model above the soft limit.
+    NonCore,
 }

@@ -5,12 +5,19 @@
 //!   records the outcome as events.
 //! - [`scheduler::Scheduler`] starts publishing scheduled posts when they fall due.
 //! - [`expiry::ReservationExpiry`] expires budget reservations past their ttl.
+//! - [`generation::Generator`] calls AI providers for requested generations, records
+//!   every attempt and settles the budget reservation.
+//! - [`networks`] holds the adapters that deliver posts to real networks, with
+//!   every failure classified by what a retry would do.
 //!
 //! They never append events themselves: every effect goes through the command side's
 //! [`command_api::CommandService`], so the same rules and concurrency checks apply.
 
 pub mod expiry;
+pub mod generation;
 pub mod network;
+pub mod networks;
+pub mod providers;
 pub mod publisher;
 pub mod scheduler;
 

@@ -16,17 +16,15 @@ pub fn decide(state: &State, command: Command) -> Result<Vec<Event>, Rejection> 
             if request.max_output_tokens == 0 {
                 return Err(Rejection::BadMaxOutputTokens);
             }
-            let mut events = Vec::with_capacity(2);
-            if let Some(economy) = economy {
-                events.push(Event::ModeChanged {
-                    requested: economy.requested,
-                    model: request.model.clone(),
-                    budget_used: economy.budget_used,
-                    soft_limit: economy.soft_limit,
-                });
-            }
-            events.push(Event::Requested(request));
-            Ok(events)
+            let mode_changed = economy.map(|economy| Event::ModeChanged {
+                requested: economy.requested,
+                model: request.model.clone(),
+                budget_used: economy.budget_used,
+                soft_limit: economy.soft_limit,
+            });
+            Ok(std::iter::once(Event::Requested(request))
+                .chain(mode_changed)
+                .collect())
         }
         Command::StartAttempt {
             attempt,

@@ -126,6 +126,10 @@ pub struct AttemptCost {
 }
 
 /// What a caller asks of a generation.
+///
+/// `Request` is much larger than the other variants; a command lives for one
+/// `decide` call, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Request {
@@ -156,8 +160,9 @@ pub enum Command {
 /// What happened to a generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The request was moved to a cheaper model because the budget stood above its
-    /// soft limit; recorded so "why the cheap model?" is answered by the log.
+    /// The request (recorded just before, in the same append) runs on a cheaper model
+    /// because the budget stood above its soft limit; recorded so "why the cheap
+    /// model?" is answered by the log.
     ModeChanged {
         requested: ModelRef,
         model: ModelRef,
@@ -230,6 +235,12 @@ pub struct State {
     pub in_flight: Option<(u32, ModelRef)>,
     /// What the attempts recorded so far cost together.
     pub cost: Micros,
+    /// The model of the latest attempt, and how many attempts in a row ran on it.
+    pub current_model: Option<(ModelRef, u32)>,
+    /// The latest failed attempt's error code and whether it may pass on a retry.
+    pub last_error: Option<(String, bool)>,
+    /// Whether an attempt has run on the fallback model.
+    pub fell_back: bool,
 }
 
 /// Why a generation command was refused. Each has a stable machine code.
@@ -270,4 +281,14 @@ impl Rejection {
             Rejection::EmptyReason => "invalid_failure_reason",
         }
     }
+}
+
+/// The system and user prompt a generation sends, built in one place so the estimate
+/// made when reserving counts exactly the text the provider will receive.
+pub fn prompt(brief: &str, channel: &Channel) -> (String, String) {
+    let system = format!(
+        "You write marketing copy for the {channel} channel. Answer with the post text \
+         only: no preamble, no quotes, no hashtags unless the brief asks for them."
+    );
+    (system, brief.trim().to_owned())
 }

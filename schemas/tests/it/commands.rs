@@ -26,6 +26,7 @@ fn parse(name: &str, body: &Value) -> Result<Value, serde_json::Error> {
         "schedule-post" => via::<SchedulePost>(body),
         "publish-post" => via::<PublishPost>(body),
         "cancel-post" => via::<CancelPost>(body),
+        "generate-content" => via::<GenerateContent>(body),
         other => panic!("the test has no parser for {other}"),
     }
 }
@@ -68,10 +69,10 @@ fn the_published_example_of_every_command_parses_and_writes_back_unchanged() {
 fn every_command_refuses_an_unknown_field() {
     for name in COMMANDS {
         let mut body = example(name);
-        body["priority"] = json!("high");
+        body["prioritty"] = json!("high");
         let err = parse(name, &body).expect_err(name);
         assert!(
-            err.to_string().contains("unknown field `priority`"),
+            err.to_string().contains("unknown field `prioritty`"),
             "{name}: {err}"
         );
     }
@@ -113,6 +114,10 @@ fn the_required_fields_are_exactly_the_ones_the_api_promises() {
         ("schedule-post", &["post_id", "publish_at"]),
         ("publish-post", &["post_id"]),
         ("cancel-post", &["post_id"]),
+        (
+            "generate-content",
+            &["brief", "channel", "max_output_tokens", "priority"],
+        ),
     ];
     assert_eq!(expected.len(), COMMANDS.len());
     for (name, fields) in expected {

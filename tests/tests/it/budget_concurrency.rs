@@ -724,7 +724,11 @@ fn micros(value: i64) -> Micros {
 }
 
 /// A budget stream's events, decoded, in stream order.
-async fn budget_events(store: &dyn EventStore, tenant: TenantId, period: Period) -> Vec<Event> {
+pub(crate) async fn budget_events(
+    store: &dyn EventStore,
+    tenant: TenantId,
+    period: Period,
+) -> Vec<Event> {
     let stream = StreamName::budget(tenant, period);
     store
         .read_stream(tenant.as_uuid(), stream.as_str(), 0)
@@ -745,14 +749,14 @@ async fn budget_events(store: &dyn EventStore, tenant: TenantId, period: Period)
 }
 
 /// The state a stream folds to, and every reservation it admitted past the limit.
-struct Folded {
-    state: State,
-    overrun: i64,
-    reserved_events: usize,
-    violations: Vec<String>,
+pub(crate) struct Folded {
+    pub(crate) state: State,
+    pub(crate) overrun: i64,
+    pub(crate) reserved_events: usize,
+    pub(crate) violations: Vec<String>,
 }
 
-fn fold(events: &[Event]) -> Folded {
+pub(crate) fn fold(events: &[Event]) -> Folded {
     let mut folded = Folded {
         state: State::default(),
         overrun: 0,

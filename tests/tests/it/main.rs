@@ -4,6 +4,7 @@
 mod api;
 mod budget_concurrency;
 mod errors;
+mod generation;
 mod isolation;
 mod openapi;
 mod production;

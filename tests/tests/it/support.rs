@@ -103,6 +103,7 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
         workflows: WorkflowSettings { tick_ms: 50 },
         database: Default::default(),
         kafka: Default::default(),
+        ai: Default::default(),
     }
 }
 
