@@ -145,3 +145,98 @@ pub fn providers(settings: &AiSettings) -> anyhow::Result<HashMap<String, Arc<dy
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    fn load(toml: &str) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("tidemark.toml");
+        std::fs::write(&file, toml).expect("write settings");
+        Settings::load(Some(&file))
+    }
+
+    const FILE: &str = r#"
+[ai]
+default_model = "openai/gpt-4o-mini"
+fallback_model = "local/local-small"
+price_version = "2026-11-01"
+requests_per_minute = 60
+
+[[ai.models]]
+provider = "openai"
+model = "gpt-4o-mini"
+input_micros_per_mtok = 150000
+cached_input_micros_per_mtok = 75000
+output_micros_per_mtok = 600000
+max_output_tokens = 16384
+
+[[ai.models]]
+provider = "local"
+model = "local-small"
+input_micros_per_mtok = 150000
+cached_input_micros_per_mtok = 15000
+output_micros_per_mtok = 600000
+max_output_tokens = 4096
+
+[ai.providers.openai]
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+api_key = "sk-do-not-print-me"
+
+[ai.tenants."0193a1f2-7c4e-7b1a-9c2d-5e6f7a8b9c0d"]
+requests_per_minute = 5
+"#;
+
+    #[test]
+    fn the_documented_ai_section_loads_into_a_policy_and_providers() {
+        let settings = load(FILE).expect("settings load");
+        let policy = policy(&settings.ai).expect("valid policy");
+        assert_eq!(policy.price_book.version, "2026-11-01");
+        assert_eq!(
+            policy
+                .price_book
+                .lookup("gpt-4o-mini")
+                .map(|p| p.max_output_tokens),
+            Some(16_384)
+        );
+        assert_eq!(policy.rate_limit.requests_per_minute, 60);
+        let tenant: TenantId = "0193a1f2-7c4e-7b1a-9c2d-5e6f7a8b9c0d".parse().expect("id");
+        assert_eq!(policy.rate_limit_for(tenant).requests_per_minute, 5);
+        let providers = providers(&settings.ai).expect("providers");
+        assert!(providers.contains_key("openai") && providers.contains_key("local"));
+        assert!(!format!("{:?}", settings.ai).contains("do-not-print-me"));
+    }
+
+    #[test]
+    fn a_default_model_the_price_book_lacks_is_refused_at_start_up() {
+        let file = FILE.replace(
+            "default_model = \"openai/gpt-4o-mini\"",
+            "default_model = \"openai/gpt-imaginary\"",
+        );
+        let settings = load(&file).expect("settings load");
+        let error = policy(&settings.ai).expect_err("unknown default");
+        assert!(error.to_string().contains("gpt-imaginary"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_provider_kind_is_refused() {
+        let file = FILE.replace("kind = \"openai\"", "kind = \"cohere\"");
+        let settings = load(&file).expect("settings load");
+        let Err(error) = providers(&settings.ai) else {
+            panic!("an unknown provider kind was accepted");
+        };
+        let error = error.to_string();
+        assert!(error.contains("cohere"), "{error}");
+    }
+
+    #[test]
+    fn without_an_ai_section_the_local_policy_applies() {
+        let settings = Settings::load(None).expect("defaults");
+        let policy = policy(&settings.ai).expect("valid");
+        assert_eq!(policy.default_model, ModelRef::new("local", "local-large"));
+        assert!(policy.price_book.get(&policy.default_model).is_some());
+    }
+}

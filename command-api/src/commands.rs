@@ -25,18 +25,8 @@ pub enum Action {
         expected_version: Option<u64>,
         command: post::Command,
     },
-    /// Accepted for later work: answered with 202.
+    /// Accepted for later work (the route answers 202).
     Generate(GenerateRequest),
-}
-
-impl Action {
-    /// The HTTP status a carried-out command answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Action::Generate(_) => 202,
-            Action::Budget { .. } | Action::Post { .. } => 200,
-        }
-    }
 }
 
 /// A parsed command: the action to run and the ids to answer with (the `position`
@@ -51,6 +41,9 @@ pub struct Planned {
 pub struct CommandRoute {
     pub name: &'static str,
     pub role: Role,
+    /// The status a carried-out command answers with: 200, or 202 for work that goes
+    /// on after the answer.
+    pub status: u16,
     pub summary: &'static str,
     pub plan: fn(Value, DateTime<Utc>) -> Result<Planned, ApiError>,
     /// Names of the id fields the answer carries besides `position`.
@@ -64,6 +57,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "set-budget-limits",
         role: Role::Admin,
+        status: 200,
         summary: "Set a month's soft and hard AI budget limits and alert thresholds",
         plan: plan_set_limits,
         answer_ids: &["period"],
@@ -77,6 +71,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "reserve-budget",
         role: Role::Editor,
+        status: 200,
         summary: "Hold budget for work about to be done; refused past the hard limit",
         plan: plan_reserve,
         answer_ids: &["reservation_id"],
@@ -92,6 +87,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "commit-budget",
         role: Role::Editor,
+        status: 200,
         summary: "Settle a reservation at the amount actually spent",
         plan: plan_commit,
         answer_ids: &["reservation_id"],
@@ -103,6 +99,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "release-budget",
         role: Role::Editor,
+        status: 200,
         summary: "Give a reservation back unused",
         plan: plan_release,
         answer_ids: &["reservation_id"],
@@ -114,6 +111,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "create-post",
         role: Role::Editor,
+        status: 200,
         summary: "Create a draft post for a channel",
         plan: plan_create_post,
         answer_ids: &["post_id"],
@@ -126,6 +124,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "edit-post",
         role: Role::Editor,
+        status: 200,
         summary: "Change the body of a draft or scheduled post",
         plan: plan_edit_post,
         answer_ids: &["post_id"],
@@ -134,6 +133,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "schedule-post",
         role: Role::Editor,
+        status: 200,
         summary: "Schedule (or reschedule) a post for a future time",
         plan: plan_schedule_post,
         answer_ids: &["post_id"],
@@ -147,6 +147,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "publish-post",
         role: Role::Editor,
+        status: 200,
         summary: "Publish a post now",
         plan: plan_publish_post,
         answer_ids: &["post_id"],
@@ -155,6 +156,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "cancel-post",
         role: Role::Editor,
+        status: 200,
         summary: "Cancel a draft or scheduled post",
         plan: plan_cancel_post,
         answer_ids: &["post_id"],
@@ -163,6 +165,7 @@ pub const COMMANDS: &[CommandRoute] = &[
     CommandRoute {
         name: "generate-content",
         role: Role::Editor,
+        status: 202,
         summary: "Generate content with an AI provider; its worst-case cost is reserved first",
         plan: plan_generate,
         answer_ids: &["generation_id"],

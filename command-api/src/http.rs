@@ -97,7 +97,7 @@ async fn handle(
     }
 
     let planned = (route.plan)(value, api.service.now())?;
-    let status = planned.action.status();
+    let status = route.status;
     let envelope = Envelope {
         tenant,
         actor: principal.subject.clone(),

@@ -22,10 +22,15 @@ pub fn paths() -> Map<String, Value> {
         let mut required: Vec<&str> = route.answer_ids.to_vec();
         required.push("position");
         let mut responses = Map::new();
+        let done = if route.status == 202 {
+            "The command was accepted; the work goes on after this answer."
+        } else {
+            "The command was carried out."
+        };
         responses.insert(
-            "200".to_owned(),
+            route.status.to_string(),
             json!({
-                "description": "The command was carried out.",
+                "description": done,
                 "content": {"application/json": {"schema": {
                     "type": "object", "properties": answer, "required": required
                 }}}

@@ -67,7 +67,9 @@ async fn every_documented_operation_is_served() {
     let paths = document["paths"].as_object().expect("paths");
     let mut checked = 0;
     for (path, item) in paths {
-        let concrete = path.replace("{post_id}", &Uuid::new_v4().to_string());
+        let concrete = path
+            .replace("{post_id}", &Uuid::new_v4().to_string())
+            .replace("{generation_id}", &Uuid::new_v4().to_string());
         assert!(
             !concrete.contains('{'),
             "a path parameter the test does not know: {path}"

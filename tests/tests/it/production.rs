@@ -285,3 +285,139 @@ async fn a_broker_restarted_mid_run_loses_nothing() {
     workload.assert_read_models_equal_a_rebuild(&app).await;
     app.stop().await;
 }
+
+/// The generation workflow killed with SIGKILL while provider calls are in flight, then
+/// restarted: every generation ends generated, each reservation is committed exactly
+/// once at its generation's recorded cost, and no reservation is left open.
+#[tokio::test]
+async fn killing_the_generation_workflow_mid_run_charges_nothing_twice_and_loses_nothing() {
+    const GENERATIONS: usize = 40;
+    let dir = TempDir::new().expect("temp dir");
+    let mut settings = test_settings(dir.path().to_path_buf());
+    settings.query.consistency_wait_ms = 10_000;
+    // Slow calls, a few at a time, so the kill lands while some are in flight.
+    settings.ai.local_latency_ms = 400;
+    settings.ai.concurrency = 4;
+    let mut app = spawn_production_app_with(settings, dir, false).await;
+    let tenant = Uuid::now_v7();
+    let admin = app.token(tenant, Role::Admin);
+    app.ok_command(
+        &admin,
+        "set-budget-limits",
+        &json!({"soft_limit_micros": 900_000_000, "hard_limit_micros": 1_000_000_000}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..GENERATIONS {
+        let response = app
+            .command(
+                &admin,
+                "generate-content",
+                &json!({"brief": format!("Crash test brief {n}"), "channel": "blog", "max_output_tokens": 100, "priority": "core"}),
+            )
+            .await;
+        assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+        let body: Value = response.json().await.expect("json");
+        ids.push(body["generation_id"].as_str().expect("id").to_owned());
+    }
+    // Let some finish and some be in flight, then crash the workflow.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    app.production
+        .as_mut()
+        .expect("production deployment")
+        .kill(Process::Workflows);
+    let before_restart = generations_by_status(&app, tenant, &ids).await;
+    assert!(
+        before_restart.get("pending").copied().unwrap_or(0) > 0,
+        "the kill came after every generation finished: {before_restart:?}"
+    );
+    app.production
+        .as_mut()
+        .expect("production deployment")
+        .start_process(Process::Workflows);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let counts = generations_by_status(&app, tenant, &ids).await;
+        if counts.get("generated").copied().unwrap_or(0) == GENERATIONS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every generation finished after the restart: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every settlement lands in the ledger, once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let events = crate::budget_concurrency::budget_events(
+            app.stores.store.as_ref(),
+            domain::TenantId::from_uuid(tenant),
+            Period::containing(Utc::now()),
+        )
+        .await;
+        let folded = crate::budget_concurrency::fold(&events);
+        if folded.state.open.is_empty() {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} reservations still open",
+            folded.state.open.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut commits: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for event in &events {
+        if let domain::budget::Event::Committed {
+            reservation_id,
+            actual,
+            ..
+        } = event
+        {
+            commits
+                .entry(reservation_id.to_string())
+                .or_default()
+                .push(actual.get());
+        }
+    }
+    let mut interrupted = 0;
+    for id in &ids {
+        let generation = app
+            .stores
+            .models
+            .generation(tenant, Uuid::parse_str(id).expect("uuid"))
+            .await
+            .expect("read model")
+            .expect("generation");
+        interrupted += generation.attempts - 1;
+        assert_eq!(
+            commits.get(id).map(Vec::as_slice),
+            Some([generation.cost_micros].as_slice()),
+            "generation {id}: one commit at its recorded cost"
+        );
+    }
+    eprintln!("{interrupted} attempts were cut off by the kill and retried");
+    app.stop().await;
+}
+
+/// How many of `ids` stand in each status, from the read models.
+async fn generations_by_status(
+    app: &TestApp,
+    tenant: Uuid,
+    ids: &[String],
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for id in ids {
+        let status = app
+            .stores
+            .models
+            .generation(tenant, Uuid::parse_str(id).expect("uuid"))
+            .await
+            .expect("read model")
+            .map_or_else(|| "unprojected".to_owned(), |g| g.status);
+        *counts.entry(status).or_default() += 1;
+    }
+    counts
+}

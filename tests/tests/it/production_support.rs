@@ -156,6 +156,24 @@ impl Deployment {
             "TIDEMARK_WORKFLOWS__TICK_MS".into(),
             settings.workflows.tick_ms.to_string(),
         );
+        // The AI policy's scalar settings; the price book and HTTP providers stay at
+        // their defaults (the local provider), which the mock-provider tests need
+        // in-process.
+        let ai = &settings.ai;
+        for (key, value) in [
+            ("DEFAULT_MODEL", ai.default_model.clone()),
+            ("FALLBACK_MODEL", ai.fallback_model.clone()),
+            (
+                "RESERVATION_TTL_SECONDS",
+                ai.reservation_ttl_seconds.to_string(),
+            ),
+            ("REQUESTS_PER_MINUTE", ai.requests_per_minute.to_string()),
+            ("TOKENS_PER_MINUTE", ai.tokens_per_minute.to_string()),
+            ("CONCURRENCY", ai.concurrency.to_string()),
+            ("LOCAL_LATENCY_MS", ai.local_latency_ms.to_string()),
+        ] {
+            env.insert(format!("TIDEMARK_AI__{key}"), value);
+        }
         env.insert(
             "RUST_LOG".into(),
             std::env::var("TIDEMARK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
