@@ -8,7 +8,13 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::support::{Log, TestDatabase, assert_same, bounded, snapshot};
 
-const TABLES: [&str; 3] = ["budgets", "reservations", "posts"];
+const TABLES: [&str; 5] = [
+    "budgets",
+    "reservations",
+    "posts",
+    "generations",
+    "generation_attempts",
+];
 
 /// `true` when `error` is PostgreSQL's "insufficient privilege" (42501), which is how
 /// it refuses a row that violates a policy, or a statement the role may not run.
@@ -116,6 +122,19 @@ async fn the_runtime_role_sees_and_touches_only_the_tenant_it_sets() {
                  VALUES ('{a}', 'p', 'x', 'injected', 'draft', 1, 1, '2030-01-01T00:00:00.000000Z',
                          '2030-01-01T00:00:00.000000Z')"
             ),
+            format!(
+                "INSERT INTO read_models.generations (tenant_id, generation_id, status, brief, channel,
+                     priority, provider, model, reservation_id, period, reserved_micros, version,
+                     created_at, updated_at)
+                 VALUES ('{a}', 'g', 'pending', 'injected', 'x', 'core', 'local', 'm', 'r', '2030-01',
+                         1, 1, '2030-01-01T00:00:00.000000Z', '2030-01-01T00:00:00.000000Z')"
+            ),
+            format!(
+                "INSERT INTO read_models.generation_attempts (tenant_id, generation_id, attempt,
+                     provider, model, reason, status, started_at)
+                 VALUES ('{a}', 'g', 1, 'local', 'm', 'primary', 'started',
+                         '2030-01-01T00:00:00.000000Z')"
+            ),
         ];
         for insert in &inserts {
             let error = as_tenant(&mut app, &b, insert).await.expect_err("insert for A");
@@ -171,7 +190,13 @@ async fn setting_up_the_app_role_is_idempotent_and_refuses_roles_that_bypass_sec
             .expect("connect");
         assert_eq!(
             models.row_counts().await.expect("counts"),
-            vec![("budgets", 0), ("reservations", 0), ("posts", 0)]
+            vec![
+                ("budgets", 0),
+                ("reservations", 0),
+                ("posts", 0),
+                ("generations", 0),
+                ("generation_attempts", 0)
+            ]
         );
 
         let bypass = db.create_role("bypass", "NOSUPERUSER BYPASSRLS").await;

@@ -16,15 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use command_api::{Clock, CommandService, Envelope};
+use command_api::{Clock, CommandService, Envelope, GenerateRequest};
 use domain::budget;
+use domain::generation::{self, AttemptCost, AttemptReason, Priority};
 use domain::post::{self, PublishTrigger};
-use domain::{CampaignId, Channel, Micros, Period, PostId, ReservationId, TenantId};
+use domain::pricing::{ModelRef, Usage};
+use domain::{CampaignId, Channel, GenerationId, Micros, Period, PostId, ReservationId, TenantId};
 use eventlog::sqlite::SqliteStore;
 use eventlog::{EventStore, Position};
 use projector::{
-    BudgetView, PostFilter, PostPage, PostView, READ_MODELS, ReadModels, ReservationStatus,
-    ReservationView,
+    BudgetView, GenerationView, PostFilter, PostPage, PostView, READ_MODELS, ReadModels,
+    ReservationStatus, ReservationView, UsageGroup, UsageRow,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -298,6 +300,8 @@ pub struct Log {
     pub campaign_y: CampaignId,
     /// Every post, with its tenant.
     pub posts: Vec<(TenantId, PostId)>,
+    /// Every generation, with its tenant.
+    pub generations: Vec<(TenantId, GenerationId)>,
 }
 
 impl Log {
@@ -322,6 +326,7 @@ impl Log {
             campaign_x: CampaignId::from_uuid(Uuid::new_v4()),
             campaign_y: CampaignId::from_uuid(Uuid::new_v4()),
             posts: Vec::new(),
+            generations: Vec::new(),
         }
     }
 
@@ -441,6 +446,24 @@ impl Log {
             self.create_post(a, &linkedin, &format!("draft {n}"), None)
                 .await;
         }
+
+        // Generations: one generated after a failed attempt, one failed, one pending.
+        let g1 = self
+            .generate(a, "spring teaser", Some(self.campaign_x))
+            .await;
+        self.attempt(a, g1, 1, Err(0)).await;
+        self.attempt(a, g1, 2, Ok(1_234)).await;
+        let g2 = self.generate(a, "doomed", None).await;
+        self.attempt(a, g2, 1, Err(55)).await;
+        self.generation(
+            a,
+            g2,
+            generation::Command::Fail {
+                reason: "provider_timeout".into(),
+            },
+        )
+        .await;
+        self.generate(a, "still waiting", None).await;
     }
 
     /// March: tenant A inherits February's limits and reuses a reservation id, tenant
@@ -482,9 +505,12 @@ impl Log {
             },
         )
         .await;
-        let rb = self.reserve(b, 1_000_000, "everything", 30).await;
+        // B's generation holds its worst case (about 1,100 µ$) until it is settled.
+        let gb = self.generate(b, "march copy", Some(self.campaign_y)).await;
+        self.attempt(b, gb, 1, Ok(777)).await;
+        let rb = self.reserve(b, 990_000, "nearly everything", 30).await;
         self.commit(b, rb, 950_000).await; // 95%: the 90% alert, soft exceeded
-        let _rb2 = self.reserve(b, 50_000, "the rest", 30).await; // hard reached
+        let _rb2 = self.reserve(b, 48_000, "the rest", 30).await; // nearly at the hard limit
 
         let linkedin = Channel::new("linkedin").expect("channel");
         let pb1 = self
@@ -526,6 +552,85 @@ impl Log {
             },
         )
         .await;
+    }
+
+    async fn generate(
+        &mut self,
+        tenant: TenantId,
+        brief: &str,
+        campaign_id: Option<CampaignId>,
+    ) -> GenerationId {
+        let id = GenerationId::from_uuid(Uuid::new_v4());
+        let envelope = Envelope::system(tenant, "test", None);
+        self.service
+            .generate(
+                &envelope,
+                GenerateRequest {
+                    generation_id: id,
+                    brief: brief.into(),
+                    channel: Channel::new("linkedin").expect("channel"),
+                    campaign_id,
+                    max_output_tokens: 100,
+                    priority: Priority::Core,
+                    model: None,
+                },
+            )
+            .await
+            .expect("a generation the scenario expects to be accepted");
+        self.generations.push((tenant, id));
+        id
+    }
+
+    /// Starts attempt `n` and records it generated at a cost, or failed at a cost.
+    async fn attempt(&self, tenant: TenantId, id: GenerationId, n: u32, outcome: Result<i64, i64>) {
+        let model = ModelRef::new("local", "local-large");
+        self.generation(
+            tenant,
+            id,
+            generation::Command::StartAttempt {
+                attempt: n,
+                model,
+                reason: if n == 1 {
+                    AttemptReason::Primary
+                } else {
+                    AttemptReason::Retry
+                },
+            },
+        )
+        .await;
+        let cost = |micros: i64| AttemptCost {
+            usage: Usage {
+                input_tokens: 40,
+                cached_input_tokens: 8,
+                output_tokens: 90,
+            },
+            cost: Micros::new(micros).expect("amount"),
+            latency_ms: 120,
+            price_version: "local-1".into(),
+        };
+        let command = match outcome {
+            Ok(micros) => generation::Command::RecordGenerated {
+                attempt: n,
+                text: format!("text {n}"),
+                outcome: cost(micros),
+            },
+            Err(micros) => generation::Command::RecordAttemptFailed {
+                attempt: n,
+                error: "rate_limited".into(),
+                message: "slow down".into(),
+                retryable: true,
+                outcome: cost(micros),
+            },
+        };
+        self.generation(tenant, id, command).await;
+    }
+
+    async fn generation(&self, tenant: TenantId, id: GenerationId, command: generation::Command) {
+        let envelope = Envelope::system(tenant, "test", None);
+        self.service
+            .generation(&envelope, id, None, command)
+            .await
+            .expect("a generation command the scenario expects to succeed");
     }
 
     /// The store's head.
@@ -640,6 +745,8 @@ pub struct Snapshot {
     pub due_posts: Vec<DuePostsAnswer>,
     pub due_months: Vec<DueMonthsAnswer>,
     pub row_counts: Vec<(&'static str, i64)>,
+    pub generations: Vec<(Uuid, Uuid, Option<GenerationView>)>,
+    pub usage: Vec<(Uuid, String, Vec<UsageRow>)>,
 }
 
 /// The times the cross-tenant scans are asked about: before anything is due, after
@@ -771,6 +878,35 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         }
     }
 
+    let mut generations = Vec::new();
+    for &(_, id) in &log.generations {
+        for tenant in tenants {
+            let view = models
+                .generation(tenant, id.as_uuid())
+                .await
+                .expect("generation");
+            generations.push((tenant, id.as_uuid(), view));
+        }
+    }
+    let mut usage = Vec::new();
+    let days = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+        .zip(chrono::NaiveDate::from_ymd_opt(2026, 12, 31))
+        .expect("days");
+    for tenant in tenants {
+        for group in [
+            UsageGroup::Day,
+            UsageGroup::Model,
+            UsageGroup::Provider,
+            UsageGroup::Campaign,
+        ] {
+            let rows = models
+                .usage(tenant, days.0, days.1, group)
+                .await
+                .expect("usage");
+            usage.push((tenant, format!("{group:?}"), rows));
+        }
+    }
+
     let mut due_posts = Vec::new();
     let mut due_months = Vec::new();
     for now in scan_times() {
@@ -800,6 +936,8 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         due_posts,
         due_months,
         row_counts: models.row_counts().await.expect("row counts"),
+        generations,
+        usage,
     }
 }
 
@@ -839,5 +977,7 @@ pub fn assert_same(actual: &Snapshot, expected: &Snapshot) {
     first_difference("due_posts", &actual.due_posts, &expected.due_posts);
     first_difference("due_months", &actual.due_months, &expected.due_months);
     first_difference("row_counts", &actual.row_counts, &expected.row_counts);
+    first_difference("generations", &actual.generations, &expected.generations);
+    first_difference("usage", &actual.usage, &expected.usage);
     assert!(actual == expected, "the snapshots differ");
 }

@@ -520,9 +520,10 @@ struct Expect {
 }
 
 async fn contract(kind: &str, answers: Vec<ResponseTemplate>, stream: bool, expect: Expect) {
-    if production() {
-        return; // the mock providers are configured in-process
-    }
+    assert!(
+        !production(),
+        "the mock providers are configured in-process: an embedded-only test"
+    );
     let server = mock(kind, answers).await;
     let app = app_with_provider(kind, server.uri(), stream).await;
     let (tenant, _, editor) = tenant_with_budget(&app, 5_000_000, 10_000_000).await;
@@ -685,9 +686,10 @@ async fn openai_malformed_answer_is_charged_its_worst_case_and_not_retried() {
     let answers = vec![ResponseTemplate::new(200).set_body_string("{\"choices\": oops")];
     // Not retried (the provider billed a 2xx); charged the estimate: input tokens as
     // reserved, output at the 200-token ceiling. The exact amount is the reservation.
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "the mock providers are configured in-process: an embedded-only test"
+    );
     let server = mock("openai", answers).await;
     let app = app_with_provider("openai", server.uri(), false).await;
     let (tenant, _, editor) = tenant_with_budget(&app, 5_000_000, 10_000_000).await;
@@ -818,9 +820,10 @@ async fn anthropic_500s_exhaust_the_retries_and_release_the_reservation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_model_falls_back_and_each_attempt_is_priced_at_the_model_that_ran() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "the mock providers are configured in-process: an embedded-only test"
+    );
     let server = mock(
         "openai",
         vec![ResponseTemplate::new(503).set_body_string("down")],
