@@ -515,6 +515,7 @@ async fn mock(kind: &str, answers: Vec<ResponseTemplate>) -> MockServer {
 struct Expect {
     status: &'static str,
     attempts: i64,
+    /// The recorded cost; `WORST_CASE` for "the amount reserved".
     cost: i64,
     outcome: ReservationOutcome,
 }
@@ -532,7 +533,12 @@ async fn contract(kind: &str, answers: Vec<ResponseTemplate>, stream: bool, expe
     let generation = finished(&app, &editor, &id).await;
     assert_eq!(generation["status"], expect.status, "{generation}");
     assert_eq!(generation["attempts"], expect.attempts, "{generation}");
-    assert_eq!(generation["cost_micros"], expect.cost, "{generation}");
+    let cost = if expect.cost == WORST_CASE {
+        generation["reserved_micros"].as_i64().expect("reserved")
+    } else {
+        expect.cost
+    };
+    assert_eq!(generation["cost_micros"], cost, "{generation}");
     // The settlement follows the outcome event; wait for it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let outcome = loop {
@@ -547,10 +553,13 @@ async fn contract(kind: &str, answers: Vec<ResponseTemplate>, stream: bool, expe
     };
     assert_eq!(outcome, expect.outcome, "{generation}");
     if outcome == ReservationOutcome::Committed {
-        assert_eq!(committed_amount(&app, tenant, &id).await, expect.cost);
+        assert_eq!(committed_amount(&app, tenant, &id).await, cost);
     }
     app.stop().await;
 }
+
+/// An attempt charged its worst case: a 2xx answer whose usage cannot be read.
+const WORST_CASE: i64 = -1;
 
 fn ok(body: Value) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(body)
@@ -900,4 +909,76 @@ async fn a_failing_model_falls_back_and_each_attempt_is_priced_at_the_model_that
     }
     assert_eq!(committed_amount(&app, tenant, &id).await, cost);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_429_with_retry_after_then_success_is_retried_and_charged_once() {
+    let answers = vec![
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "1")
+            .set_body_json(json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})),
+        ok(anthropic_body("Spring!", 100, 0, 50)),
+    ];
+    let expect = Expect {
+        status: "generated",
+        attempts: 2,
+        cost: 1_050,
+        outcome: ReservationOutcome::Committed,
+    };
+    contract("anthropic", answers, false, expect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_500_then_success_is_retried() {
+    let answers = vec![
+        ResponseTemplate::new(500).set_body_json(
+            json!({"type": "error", "error": {"type": "api_error", "message": "boom"}}),
+        ),
+        ok(anthropic_body("Spring!", 100, 0, 50)),
+    ];
+    let expect = Expect {
+        status: "generated",
+        attempts: 2,
+        cost: 1_050,
+        outcome: ReservationOutcome::Committed,
+    };
+    contract("anthropic", answers, false, expect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_timeouts_exhaust_the_retries_and_release_the_reservation() {
+    let slow = ok(anthropic_body("late", 100, 0, 50)).set_delay(Duration::from_secs(3));
+    let expect = Expect {
+        status: "failed",
+        attempts: 3,
+        cost: 0,
+        outcome: ReservationOutcome::Released,
+    };
+    contract("anthropic", vec![slow], false, expect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_malformed_answer_is_charged_its_worst_case() {
+    let answers = vec![ok(
+        json!({"id": "msg_1", "type": "message", "content": [{"type": "text", "text": "no usage"}]}),
+    )];
+    let expect = Expect {
+        status: "failed",
+        attempts: 1,
+        cost: WORST_CASE,
+        outcome: ReservationOutcome::Committed,
+    };
+    contract("anthropic", answers, false, expect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_unknown_model_fails_without_retry_and_is_released() {
+    let answers = vec![ResponseTemplate::new(404).set_body_json(json!({"type": "error", "error": {"type": "not_found_error", "message": "model: claude-test"}}))];
+    let expect = Expect {
+        status: "failed",
+        attempts: 1,
+        cost: 0,
+        outcome: ReservationOutcome::Released,
+    };
+    contract("anthropic", answers, false, expect).await;
 }
