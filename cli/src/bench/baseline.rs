@@ -1,26 +1,48 @@
-//! The baseline every command figure is divided by: the raw rate at which plain sqlx
-//! can insert the same event rows into the same SQLite table, one row per transaction.
+//! The baselines the Tidemark figures are divided by: the raw rate at which plain sqlx
+//! can insert the same event rows into the same table, one row per transaction, and on
+//! the production path the raw rate at which plain rdkafka can produce the same event
+//! messages to the same broker.
 //!
-//! It is what a naive event store does per command, minus everything Tidemark adds
-//! (HTTP, auth, decide, the version check, JSON): each worker owns a connection and
-//! runs `BEGIN IMMEDIATE; INSERT one event row; COMMIT`, with the store's own settings
-//! (WAL, `synchronous=FULL`, the same busy timeout). Workers contend for SQLite's one
-//! write lock exactly as a naive store's connections would. The row is a real
-//! `post.created` event, encoded by `schemas` like the command side does. The only
-//! difference from the store's path: foreign keys are not enforced (the store inserts
-//! the stream row first), which makes the baseline a little faster, never slower.
+//! An insert is what a naive event store does per command, minus everything Tidemark
+//! adds (HTTP, auth, decide, the version check, JSON): each worker owns a connection and
+//! runs `BEGIN; INSERT one event row; COMMIT`. The row is a real `post.created` event,
+//! encoded by `schemas` like the command side does.
+//!
+//! - **SQLite**: `BEGIN IMMEDIATE`, with the store's own settings (WAL,
+//!   `synchronous=FULL`, the same busy timeout), so workers contend for SQLite's one
+//!   write lock exactly as a naive store's connections would. Foreign keys are not
+//!   enforced (the store inserts the stream row first), which makes the baseline a
+//!   little faster, never slower.
+//! - **PostgreSQL**: the store's migrated tables, the position from the store's own
+//!   sequence, the server's default durability (`synchronous_commit` as configured).
+//!   The foreign key to `streams` is enforced, so the rows go to one existing stream
+//!   row per tenant (1,000), each with its own version. It connects as the owner, so
+//!   row-level security costs it nothing unless the owner is subject to it.
+//!
+//! A produce sends one message and awaits its delivery report before the next, from
+//! one producer shared by the workers: the relay's message (key, headers and value of
+//! a recorded event) and its durability settings (`acks=all`, idempotence), without
+//! its `linger.ms` (so one message alone goes out at once).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use domain::{Channel, PostId, StreamName, TenantId, post};
+use eventlog::RecordedEvent;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
 use schemas::DomainEvent;
-use sqlx::SqlitePool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -52,11 +74,7 @@ pub async fn sqlite_inserts(
         .connect_with(options)
         .await
         .context("failed to open the baseline database")?;
-    let encoded = schemas::encode(&DomainEvent::Post(post::Event::Created {
-        channel: Channel::new("linkedin").map_err(|e| anyhow::anyhow!(e))?,
-        body: "A benchmark post: the same body every time.".to_owned(),
-        campaign_id: None,
-    }));
+    let encoded = post_created()?;
     let op = Arc::new(InsertRow {
         pool: pool.clone(),
         tenants: (0..TENANTS).map(|_| Uuid::now_v7()).collect(),
@@ -114,5 +132,268 @@ impl Operation for InsertRow {
             Err(error) => Outcome::Failed(error.to_string()),
         };
         vec![Sample::now("insert", intended, outcome)]
+    }
+}
+
+/// The event every baseline writes: a `post.created`, encoded as the command side does.
+fn post_created() -> anyhow::Result<schemas::Encoded> {
+    Ok(schemas::encode(&DomainEvent::Post(post::Event::Created {
+        channel: Channel::new("linkedin").map_err(|e| anyhow::anyhow!(e))?,
+        body: "A benchmark post: the same body every time.".to_owned(),
+        campaign_id: None,
+    })))
+}
+
+/// Runs the PostgreSQL baseline against the (already migrated) database of `owner`.
+pub async fn postgres_inserts(
+    owner: PgConnectOptions,
+    concurrency: usize,
+    duration: Duration,
+    progress: &Progress,
+) -> anyhow::Result<Tally> {
+    let connections = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .min_connections(connections)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(owner)
+        .await
+        .context("failed to open the PostgreSQL baseline database")?;
+    let bypasses_rls: bool = sqlx::query_scalar(
+        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&pool)
+    .await
+    .context("failed to read the baseline role's attributes")?;
+
+    // One stream row per tenant, made before the clock starts: the events' foreign key
+    // needs it, and the store too creates a stream once, not per event.
+    let mut streams = Vec::with_capacity(TENANTS);
+    for _ in 0..TENANTS {
+        let tenant = TenantId::from_uuid(Uuid::now_v7());
+        let stream = StreamName::post(tenant, PostId::from_uuid(Uuid::now_v7()));
+        let mut tx = pool.begin().await?;
+        if !bypasses_rls {
+            scope_to_tenant(&mut tx, tenant.as_uuid()).await?;
+        }
+        sqlx::query("INSERT INTO streams (stream_id, tenant_id, version) VALUES ($1, $2, 0)")
+            .bind(stream.as_str())
+            .bind(tenant.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .context("failed to create the baseline's streams")?;
+        tx.commit().await?;
+        streams.push((tenant.as_uuid(), stream.as_str().to_owned()));
+    }
+
+    let encoded = post_created()?;
+    let op = Arc::new(PgInsertRow {
+        pool: pool.clone(),
+        streams,
+        scope: !bypasses_rls,
+        next_version: AtomicU64::new(1),
+        event_type: encoded.event_type,
+        schema_version: i64::from(encoded.schema_version),
+        data: encoded.data,
+    });
+    let window = Window::starting_now(duration);
+    let tally = closed_loop(op, concurrency, window, progress).await;
+    pool.close().await;
+    Ok(tally)
+}
+
+/// Row-level security admits a row only for the transaction's tenant.
+async fn scope_to_tenant(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('app.tenant', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
+struct PgInsertRow {
+    pool: PgPool,
+    /// `(tenant, stream)` pairs, used round-robin.
+    streams: Vec<(Uuid, String)>,
+    /// Whether each transaction must set `app.tenant` first (row-level security).
+    scope: bool,
+    /// Versions are unique across all streams, so never taken twice in one stream.
+    next_version: AtomicU64,
+    event_type: &'static str,
+    schema_version: i64,
+    data: serde_json::Value,
+}
+
+impl PgInsertRow {
+    async fn insert(&self, seq: u64) -> Result<(), sqlx::Error> {
+        let (tenant, stream) = &self.streams[(seq as usize) % self.streams.len()];
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        if self.scope {
+            scope_to_tenant(&mut tx, *tenant).await?;
+        }
+        sqlx::query(
+            "INSERT INTO events (global_position, event_id, tenant_id, stream_id, version, \
+             event_type, schema_version, occurred_at, correlation_id, causation_id, actor, data) \
+             VALUES (nextval('event_positions'), $1, $2, $3, $4, $5, $6, $7, $8, NULL, 'bench', $9)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(stream)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .bind(self.event_type)
+        .bind(self.schema_version)
+        .bind(now)
+        .bind(Uuid::now_v7())
+        .bind(&self.data)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+}
+
+#[async_trait]
+impl Operation for PgInsertRow {
+    async fn call(&self, seq: u64, intended: Instant) -> Vec<Sample> {
+        let outcome = match self.insert(seq).await {
+            Ok(()) => Outcome::Ok,
+            Err(error) => Outcome::Failed(error.to_string()),
+        };
+        vec![Sample::now("insert", intended, outcome)]
+    }
+}
+
+/// How long a produce may wait for its delivery report.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the produce baseline against the broker at `brokers`, on a topic of its own
+/// with `partitions` partitions, deleted again afterwards.
+pub async fn kafka_produce(
+    brokers: &str,
+    partitions: i32,
+    concurrency: usize,
+    duration: Duration,
+    progress: &Progress,
+) -> anyhow::Result<Tally> {
+    let topic = format!("tidemark.bench.{}", Uuid::new_v4().simple());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("failed to create a Kafka admin client")?;
+    let options = AdminOptions::new().operation_timeout(Some(Timeout::After(DELIVERY_TIMEOUT)));
+    let created = admin
+        .create_topics(
+            [&NewTopic::new(
+                &topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &options,
+        )
+        .await
+        .with_context(|| format!("failed to create the topic {topic} on {brokers}"))?;
+    for result in created {
+        if let Err((name, code)) = result {
+            anyhow::bail!("the broker at {brokers} refused to create {name}: {code}");
+        }
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "tidemark-bench")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "0")
+        .set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        )
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "1")
+        .create()
+        .context("failed to create a Kafka producer")?;
+
+    let encoded = post_created()?;
+    let op = Arc::new(ProduceOne {
+        producer: producer.clone(),
+        topic: topic.clone(),
+        tenants: (0..TENANTS).map(|_| Uuid::now_v7()).collect(),
+        event_type: encoded.event_type,
+        schema_version: encoded.schema_version,
+        data: encoded.data,
+    });
+    let window = Window::starting_now(duration);
+    let tally = closed_loop(op, concurrency, window, progress).await;
+    drop(producer);
+    // Best effort: a leftover topic on a throwaway broker harms nothing.
+    if let Err(error) = admin.delete_topics(&[&topic], &options).await {
+        tracing::warn!(%error, topic, "failed to delete the baseline topic");
+    }
+    Ok(tally)
+}
+
+struct ProduceOne {
+    producer: FutureProducer,
+    topic: String,
+    tenants: Vec<Uuid>,
+    event_type: &'static str,
+    schema_version: u32,
+    data: serde_json::Value,
+}
+
+impl ProduceOne {
+    /// The `seq`-th message, as the relay would make it for a stored event.
+    fn event(&self, seq: u64) -> RecordedEvent {
+        let tenant = self.tenants[(seq as usize) % self.tenants.len()];
+        let now = Utc::now();
+        RecordedEvent {
+            global_position: seq + 1,
+            event_id: Uuid::now_v7(),
+            tenant_id: tenant,
+            stream_id: StreamName::post(
+                TenantId::from_uuid(tenant),
+                PostId::from_uuid(Uuid::now_v7()),
+            )
+            .as_str()
+            .to_owned(),
+            version: 1,
+            event_type: self.event_type.to_owned(),
+            schema_version: self.schema_version,
+            occurred_at: now,
+            recorded_at: now,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            actor: "bench".to_owned(),
+            data: self.data.clone(),
+        }
+    }
+
+    async fn produce(&self, seq: u64) -> Result<(), String> {
+        let event = self.event(seq);
+        let payload = eventlog::kafka::encode_value(&event).map_err(|e| e.to_string())?;
+        let key = eventlog::kafka::message_key(&event);
+        let record = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(eventlog::kafka::message_headers(&event));
+        self.producer
+            .send(record, Timeout::After(DELIVERY_TIMEOUT))
+            .await
+            .map(drop)
+            .map_err(|(error, _)| error.to_string())
+    }
+}
+
+#[async_trait]
+impl Operation for ProduceOne {
+    async fn call(&self, seq: u64, intended: Instant) -> Vec<Sample> {
+        let outcome = match self.produce(seq).await {
+            Ok(()) => Outcome::Ok,
+            Err(error) => Outcome::Failed(error),
+        };
+        vec![Sample::now("produce", intended, outcome)]
     }
 }

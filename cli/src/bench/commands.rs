@@ -30,6 +30,8 @@ const EXPECTED_REJECTIONS: &[&str] = &["budget_exceeded"];
 /// The hot tenant's budget: far more than any run can spend.
 const HOT_BUDGET_MICROS: i64 = 1_000_000_000_000_000;
 const RESERVE_MICROS: i64 = 1_000;
+/// How long the ledger check waits for the read models to include the last answer.
+const LEDGER_CHECK_WAIT: Duration = Duration::from_secs(120);
 const ACTUAL_MICROS: i64 = 900;
 
 /// An HTTP client for one deployment.
@@ -302,7 +304,17 @@ impl HotTenant {
         let reserved = self.reserved.load(Ordering::Relaxed);
         let committed = self.committed.load(Ordering::Relaxed);
         let path = format!("/v1/budget?min_position={position}");
-        match self.http.get(admin, &path).await {
+        // The read models may still be catching up (through Kafka on production): the
+        // check is about what the ledger holds, not how fast, so it waits for them.
+        let asked = Instant::now();
+        let deadline = asked + LEDGER_CHECK_WAIT;
+        let mut view = self.http.get(admin, &path).await;
+        while matches!(&view, Answer::Refused(503, code) if code == "consistency_timeout")
+            && Instant::now() < deadline
+        {
+            view = self.http.get(admin, &path).await;
+        }
+        match view {
             Answer::Ok(view) => {
                 let want_committed = committed.saturating_mul(ACTUAL_MICROS as u64);
                 let want_reserved = reserved
@@ -315,7 +327,16 @@ impl HotTenant {
                     && got_reserved == want_reserved
                     && got_committed.saturating_add(got_reserved) <= hard
                 {
-                    format!("ledger check ok ({committed} commits, no overspend)")
+                    let waited = asked.elapsed();
+                    let waited = if waited > Duration::from_secs(1) {
+                        format!(
+                            ", read models caught up after {:.1} s",
+                            waited.as_secs_f64()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!("ledger check ok ({committed} commits, no overspend{waited})")
                 } else {
                     format!(
                         "LEDGER MISMATCH: committed {got_committed} (answers say \

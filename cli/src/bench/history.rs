@@ -160,6 +160,9 @@ async fn measure(
         match schemas::decode(&event.event_type, event.schema_version, &event.data)? {
             DomainEvent::Budget(e) => budget_state = budget::evolve(budget_state, &e),
             DomainEvent::Post(e) => post_state = post::evolve(post_state, &e),
+            DomainEvent::Generation(_) => {
+                anyhow::bail!("the fixture stream {name} holds a generation event")
+            }
         }
     }
     let fold = started.elapsed();

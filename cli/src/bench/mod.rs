@@ -7,9 +7,10 @@
 //! lag, reading the log for a rebuild, a short stream for decide cost). Latencies come
 //! from HDR histograms and count from the intended send time (see `load`).
 //!
-//! Only the embedded deployment is measured today; the production path (PostgreSQL,
-//! Kafka) plugs in as a second [`target::Target`]. `docs/benchmarks.md` has the
-//! commands, the machine and the latest table.
+//! Two targets (see [`target`]): the embedded deployment, and with `--target production`
+//! separate `tidemark serve` processes on PostgreSQL and Kafka, whose baselines are the
+//! raw PostgreSQL insert rate and the raw Kafka produce rate. `docs/benchmarks.md` has
+//! the commands, the machine and the latest table.
 
 mod baseline;
 mod commands;
@@ -17,6 +18,7 @@ mod fixture;
 mod history;
 mod lag;
 mod load;
+mod production;
 mod rebuild;
 pub mod report;
 pub mod target;
@@ -29,7 +31,7 @@ use clap::{Args, ValueEnum};
 
 use crate::settings::Settings;
 
-use self::load::{Progress, Window};
+use self::load::Progress;
 use self::report::{Report, Row, ratio};
 use self::target::{Target, TargetKind};
 
@@ -39,7 +41,7 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
     pub workload: Workload,
-    /// What to measure it on. Only `embedded` exists so far.
+    /// What to measure it on. `production` needs PostgreSQL and a Kafka-API broker.
     #[arg(long, value_enum, default_value_t = TargetKind::Embedded)]
     pub target: TargetKind,
     /// Seconds per workload [default: 60, or 6 with --quick]. A workload with several
@@ -86,7 +88,8 @@ pub struct BenchArgs {
 pub enum Workload {
     /// Every workload below, in this order.
     All,
-    /// The raw one-row-per-transaction insert rate the command figures are divided by.
+    /// The raw one-row-per-transaction insert rate the command figures are divided by
+    /// (and, on production, the raw Kafka produce rate).
     Baseline,
     /// create-post over 1,000 tenants and reserve+commit on one hot tenant, over HTTP.
     Commands,
@@ -201,12 +204,20 @@ pub async fn run(args: BenchArgs, settings: Settings) -> anyhow::Result<Report> 
             .rows
             .extend(lag::run(target.as_ref(), rate.max(1.0), share).await?);
     }
-    if workload.includes(Workload::Rebuild) {
+    let fixtures = workload != Workload::All || target.has_fixture_store();
+    if !fixtures {
+        eprintln!(
+            "note: rebuild and decide-vs-history are not measured on the {} target yet \
+             (their fixtures are written into SQLite); they are left out of this run",
+            target.name()
+        );
+    }
+    if workload.includes(Workload::Rebuild) && fixtures {
         report
             .rows
             .extend(rebuild::run(target.as_ref(), &settings, plan.events).await?);
     }
-    if workload.includes(Workload::DecideVsHistory) {
+    if workload.includes(Workload::DecideVsHistory) && fixtures {
         let rows = history::run(
             target.as_ref(),
             plan.short_history,
@@ -251,32 +262,57 @@ fn empty_report(args: &BenchArgs, plan: &Plan) -> Report {
     }
 }
 
-/// The raw-insert baseline at every concurrency level, `duration` in all.
+/// The raw-insert baseline at every concurrency level, then (where the target has a
+/// broker) the raw produce baseline at every level, `duration` in all.
 async fn baselines(
     target: &dyn Target,
     concurrency: &[usize],
     duration: Duration,
 ) -> anyhow::Result<Vec<Row>> {
-    let slice = duration / u32::try_from(concurrency.len()).unwrap_or(u32::MAX).max(1);
+    let kinds: u32 = if target.has_broker() { 2 } else { 1 };
+    let slices = u32::try_from(concurrency.len())
+        .unwrap_or(u32::MAX)
+        .saturating_mul(kinds)
+        .max(1);
+    let slice = duration / slices;
     let mut rows = Vec::new();
     for &c in concurrency {
         let progress = Progress::start(
             format!("baseline {} insert c={c}", target.name()),
             Some(slice),
         );
-        let tally = target
-            .insert_baseline(c, Window::starting_now(slice), &progress)
-            .await?;
+        let tally = target.insert_baseline(c, slice, &progress).await?;
         drop(progress);
-        let mut row =
-            Row::from_series("baseline", "sqlite insert, 1 row/txn", &tally.get("insert"));
+        let mut row = Row::from_series(
+            "baseline",
+            target.insert_baseline_case(),
+            &tally.get("insert"),
+        );
         row.concurrency = Some(c);
         row.rate = Some(tally.rate("insert"));
         row.unit = "rows/s".to_owned();
         rows.push(row);
     }
+    for &c in concurrency.iter().filter(|_| target.has_broker()) {
+        let progress = Progress::start(format!("baseline kafka produce c={c}"), Some(slice));
+        let tally = target.produce_baseline(c, slice, &progress).await?;
+        drop(progress);
+        let mut row = Row::from_series(
+            PRODUCE_BASELINE,
+            "kafka produce, 1 msg awaited",
+            &tally.get("produce"),
+        );
+        row.concurrency = Some(c);
+        row.rate = Some(tally.rate("produce"));
+        row.unit = "msgs/s".to_owned();
+        rows.push(row);
+    }
     Ok(rows)
 }
+
+/// The workload name of the raw produce rows: apart from `baseline`, whose rows the
+/// command rows are divided by.
+const PRODUCE_BASELINE: &str = "produce-baseline";
 
 /// Divides every command row by the baseline row of the same concurrency, and notes
 /// the ratio to the best baseline rate at any concurrency.
@@ -302,6 +338,22 @@ fn link_baselines(rows: &mut [Row]) {
             && let Some(r) = ratio(row.rate, Some(rate))
         {
             row.note(format!("{r:.2}× best baseline (c={})", c.unwrap_or(0)));
+        }
+    }
+    // On production an event reaches the read models through one produce to the
+    // broker: the raw produce latency at concurrency 1 is that hop's floor.
+    let produce = rows
+        .iter()
+        .find(|r| r.workload == PRODUCE_BASELINE && r.concurrency == Some(1))
+        .and_then(|r| Some((r.p50_ms?, r.p99_ms?)));
+    if let Some((p50, p99)) = produce {
+        for row in rows
+            .iter_mut()
+            .filter(|r| r.workload == "projection-lag" && r.case.starts_with("answer"))
+        {
+            row.note(format!(
+                "raw kafka produce (c=1) p50 {p50:.2} ms, p99 {p99:.2} ms"
+            ));
         }
     }
 }

@@ -1,14 +1,16 @@
-//! What the benchmark runs against: the embedded deployment today, the production path
-//! (PostgreSQL store, Kafka relay, separate processes) once it exists.
+//! What the benchmark runs against: the embedded deployment (everything in this
+//! process on SQLite), or the production path (see `production`: PostgreSQL, a
+//! Kafka-API broker, each component its own `tidemark serve` process).
 //!
 //! The workloads that go over HTTP (commands, projection lag) only need a base URL and
 //! a way to mint tokens, so they take any [`Deployment`]. What depends on the storage
-//! (the raw-insert baseline, the stores that rebuild and decide-vs-history fill with
-//! fixture events) sits behind [`Target`]. Adding the production path means writing a
-//! second `Target`; the load generator, the workloads and the report stay as they are.
+//! (the raw-insert baseline, the raw produce baseline, the stores that rebuild and
+//! decide-vs-history fill with fixture events) sits behind [`Target`]. The load
+//! generator, the workloads and the report are the same for both.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -26,13 +28,15 @@ use crate::settings::Settings;
 use super::baseline;
 use super::fixture::{self, FixturePlan};
 use super::load::{Progress, Tally, Window};
+use super::production::Production;
 
 /// Which deployment to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TargetKind {
     /// Everything in this process on SQLite (`tidemark dev`).
     Embedded,
-    /// PostgreSQL + Kafka in separate processes. Not wired into the benchmark yet.
+    /// `tidemark serve` processes of this binary on a fresh PostgreSQL database and a
+    /// running Kafka-API broker (`scripts/kafka start`), started and removed by the run.
     Production,
 }
 
@@ -59,14 +63,43 @@ pub trait Target: Send + Sync {
     /// Starts a fresh deployment (empty stores) on a free port.
     async fn start(&self) -> anyhow::Result<Box<dyn Deployment>>;
 
+    /// What [`Target::insert_baseline`] measures, for the report
+    /// (`sqlite insert, 1 row/txn`).
+    fn insert_baseline_case(&self) -> &'static str;
+
     /// The raw insert rate of event rows into the store's own table shape, one row per
     /// transaction, from `concurrency` workers: the baseline of the command figures.
+    /// It runs for `duration` from when its set-up is done (series `insert`).
     async fn insert_baseline(
         &self,
         concurrency: usize,
-        window: Window,
+        duration: Duration,
         progress: &Progress,
     ) -> anyhow::Result<Tally>;
+
+    /// Whether events travel through a broker, which [`Target::produce_baseline`]
+    /// then measures.
+    fn has_broker(&self) -> bool {
+        false
+    }
+
+    /// The raw rate at which the log's broker takes event messages, from
+    /// `concurrency` workers, for `duration` from when its set-up is done (series
+    /// `produce`).
+    async fn produce_baseline(
+        &self,
+        concurrency: usize,
+        duration: Duration,
+        progress: &Progress,
+    ) -> anyhow::Result<Tally> {
+        let _ = (concurrency, duration, progress);
+        anyhow::bail!("the {} target has no broker", self.name())
+    }
+
+    /// Whether [`Target::fixture_store`] works here (rebuild and decide-vs-history).
+    fn has_fixture_store(&self) -> bool {
+        true
+    }
 
     /// A store filled with the fixture events of `plan`, and where it lives.
     async fn fixture_store(
@@ -98,10 +131,7 @@ pub fn target(
             settings: settings.clone(),
             work_dir: work_dir.to_path_buf(),
         })),
-        TargetKind::Production => anyhow::bail!(
-            "the production target (PostgreSQL store, Kafka relay) is not wired into the \
-             benchmark yet; run --target embedded (see docs/benchmarks.md)"
-        ),
+        TargetKind::Production => Ok(Box::new(Production::new(settings, work_dir))),
     }
 }
 
@@ -161,10 +191,14 @@ impl Target for Embedded {
         }))
     }
 
+    fn insert_baseline_case(&self) -> &'static str {
+        "sqlite insert, 1 row/txn"
+    }
+
     async fn insert_baseline(
         &self,
         concurrency: usize,
-        window: Window,
+        duration: Duration,
         progress: &Progress,
     ) -> anyhow::Result<Tally> {
         let dir = self.temp_dir("tidemark-bench-baseline-")?;
@@ -175,6 +209,7 @@ impl Target for Embedded {
                 .await
                 .context("failed to create the baseline database")?,
         );
+        let window = Window::starting_now(duration);
         baseline::sqlite_inserts(&path, concurrency, window, progress).await
     }
 

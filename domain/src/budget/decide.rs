@@ -1,10 +1,16 @@
 //! `decide` for the budget ledger: command in, events or a rejection out.
+//!
+//! Its cost must not grow with the month's history: it reads the folded state by key
+//! and never copies it (see `Outcome`).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::state::available_of;
 use super::{
-    Command, Ctx, Event, Limits, MAX_PURPOSE_CHARS, MAX_THRESHOLDS, MAX_TTL, Rejection,
-    ReservationOutcome, State, evolve,
+    Command, Ctx, Event, Limits, MAX_PURPOSE_CHARS, MAX_THRESHOLDS, MAX_TTL, OpenReservation,
+    Rejection, ReservationOutcome, State,
 };
 use crate::ids::{Micros, ReservationId};
 
@@ -46,14 +52,12 @@ pub fn decide(state: &State, command: Command, ctx: &Ctx) -> Result<Vec<Event>, 
             if chars == 0 || chars > MAX_PURPOSE_CHARS {
                 return Err(Rejection::BadPurpose);
             }
-            if out.state.open.contains_key(&reservation_id)
-                || out.state.settled.contains_key(&reservation_id)
-            {
+            if out.lookup(reservation_id).is_ok() {
                 return Err(Rejection::ReservationExists(reservation_id));
             }
             out.inherit_limits(ctx)?;
             out.expire_due(ctx.now, None);
-            let available = out.state.available();
+            let available = out.available();
             if amount > available {
                 return Err(Rejection::BudgetExceeded {
                     requested: amount,
@@ -148,40 +152,145 @@ enum Lookup {
     Settled(ReservationOutcome),
 }
 
-/// The events decided so far and the state they lead to, so later rules in the same
+/// The events decided so far and the ledger they lead to, so later rules in the same
 /// command see the effect of earlier ones.
-struct Outcome {
-    state: State,
+///
+/// It borrows the folded state and keeps beside it only what this command changed,
+/// which is a handful of entries (plus one per reservation it expires). Copying the
+/// state instead would cost time in proportion to the month's history, since `settled`
+/// keeps every reservation ever settled. `apply` must change this view exactly as
+/// `evolve` changes a `State`.
+struct Outcome<'s> {
+    base: &'s State,
+    limits: Option<Limits>,
+    committed: Micros,
+    reserved: Micros,
+    /// Reservations this command opened.
+    opened: BTreeMap<ReservationId, OpenReservation>,
+    /// Reservations this command settled; they hide any open entry in `base`.
+    closed: BTreeMap<ReservationId, ReservationOutcome>,
+    /// Thresholds this command announced.
+    crossed: BTreeSet<u8>,
     events: Vec<Event>,
 }
 
-impl Outcome {
-    fn new(state: &State) -> Self {
+impl<'s> Outcome<'s> {
+    fn new(state: &'s State) -> Self {
         Self {
-            state: state.clone(),
+            base: state,
+            limits: state.limits.clone(),
+            committed: state.committed,
+            reserved: state.reserved,
+            opened: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            crossed: BTreeSet::new(),
             events: Vec::new(),
         }
     }
 
     fn push(&mut self, event: Event) {
-        self.state = evolve(std::mem::take(&mut self.state), &event);
+        self.apply(&event);
         self.events.push(event);
     }
 
+    /// What `evolve` does to the state, done to this view.
+    fn apply(&mut self, event: &Event) {
+        match event {
+            Event::LimitsSet {
+                soft,
+                hard,
+                alert_thresholds_pct,
+                inherited_from: _,
+            } => {
+                self.limits = Some(Limits {
+                    soft: *soft,
+                    hard: *hard,
+                    alert_thresholds_pct: alert_thresholds_pct.clone(),
+                });
+            }
+            Event::Reserved {
+                reservation_id,
+                amount,
+                purpose,
+                expires_at,
+            } => {
+                self.reserved = self.reserved.saturating_add(*amount);
+                self.opened.insert(
+                    *reservation_id,
+                    OpenReservation {
+                        amount: *amount,
+                        purpose: purpose.clone(),
+                        expires_at: *expires_at,
+                    },
+                );
+            }
+            Event::Committed {
+                reservation_id,
+                reserved: _,
+                actual,
+            } => {
+                self.close(*reservation_id, ReservationOutcome::Committed);
+                self.committed = self.committed.saturating_add(*actual);
+            }
+            Event::Overrun { .. } => {}
+            Event::Released { reservation_id, .. } => {
+                self.close(*reservation_id, ReservationOutcome::Released);
+            }
+            Event::Expired { reservation_id, .. } => {
+                self.close(*reservation_id, ReservationOutcome::Expired);
+            }
+            Event::ThresholdCrossed { threshold_pct, .. } => {
+                self.crossed.insert(*threshold_pct);
+            }
+        }
+    }
+
+    fn close(&mut self, id: ReservationId, outcome: ReservationOutcome) {
+        if let Some(amount) = self.open(id).map(|r| r.amount) {
+            self.reserved = self.reserved.saturating_sub(amount);
+        }
+        self.opened.remove(&id);
+        self.closed.insert(id, outcome);
+    }
+
+    /// The reservation if it is open in this view.
+    fn open(&self, id: ReservationId) -> Option<&OpenReservation> {
+        if let Some(open) = self.opened.get(&id) {
+            Some(open)
+        } else if self.closed.contains_key(&id) {
+            None
+        } else {
+            self.base.open.get(&id)
+        }
+    }
+
+    /// How the reservation ended, if it did. An id can be both open and settled after
+    /// a replayed log reserved it again; `lookup` asks `open` first, like the state.
+    fn settled(&self, id: ReservationId) -> Option<ReservationOutcome> {
+        self.closed
+            .get(&id)
+            .or_else(|| self.base.settled.get(&id))
+            .copied()
+    }
+
     fn lookup(&self, id: ReservationId) -> Result<Lookup, Rejection> {
-        if let Some(open) = self.state.open.get(&id) {
+        if let Some(open) = self.open(id) {
             Ok(Lookup::Open(open.amount))
-        } else if let Some(outcome) = self.state.settled.get(&id) {
-            Ok(Lookup::Settled(*outcome))
+        } else if let Some(outcome) = self.settled(id) {
+            Ok(Lookup::Settled(outcome))
         } else {
             Err(Rejection::ReservationNotFound(id))
         }
     }
 
+    fn available(&self) -> Micros {
+        available_of(self.limits.as_ref(), self.committed, self.reserved)
+    }
+
     /// A month with no limits takes the previous month's, recorded as an event so the
     /// carry-over is visible in the log.
     fn inherit_limits(&mut self, ctx: &Ctx) -> Result<(), Rejection> {
-        if self.state.limits.is_some() {
+        if self.limits.is_some() {
             return Ok(());
         }
         let Some((from, limits)) = &ctx.inherited_limits else {
@@ -196,15 +305,35 @@ impl Outcome {
         Ok(())
     }
 
+    /// Expires every open reservation due at `now` but `except`, in id order.
+    ///
+    /// The expiry index yields only the due reservations, so this costs in proportion
+    /// to how many are due, however many are open.
     fn expire_due(&mut self, now: DateTime<Utc>, except: Option<ReservationId>) {
-        let due: Vec<(ReservationId, Micros)> = self
-            .state
-            .open
+        let opened_due = self
+            .opened
             .iter()
-            .filter(|(id, r)| r.expires_at <= now && Some(**id) != except)
-            .map(|(id, r)| (*id, r.amount))
+            .filter(|(_, r)| r.expires_at <= now)
+            .map(|(id, _)| *id);
+        let mut due: Vec<ReservationId> = self
+            .base
+            .due(now)
+            .chain(opened_due)
+            .filter(|id| Some(*id) != except)
             .collect();
-        for (reservation_id, amount) in due {
+        // Id order, as walking `open` would give: the events must not depend on how
+        // the reservations are indexed.
+        due.sort_unstable();
+        due.dedup();
+        for reservation_id in due {
+            // The base's index may hold a reservation this command already settled.
+            let Some(amount) = self
+                .open(reservation_id)
+                .filter(|r| r.expires_at <= now)
+                .map(|r| r.amount)
+            else {
+                continue;
+            };
             self.push(Event::Expired {
                 reservation_id,
                 amount,
@@ -214,14 +343,16 @@ impl Outcome {
     }
 
     fn cross_thresholds(&mut self) {
-        let Some(limits) = self.state.limits.clone() else {
+        let Some(limits) = self.limits.clone() else {
             return;
         };
-        let committed = self.state.committed;
+        let committed = self.committed;
         for threshold_pct in limits.alert_thresholds_pct {
             let reached = i128::from(committed.get()) * 100
                 >= i128::from(threshold_pct) * i128::from(limits.hard.get());
-            if reached && !self.state.thresholds_crossed.contains(&threshold_pct) {
+            let announced = self.base.thresholds_crossed.contains(&threshold_pct)
+                || self.crossed.contains(&threshold_pct);
+            if reached && !announced {
                 self.push(Event::ThresholdCrossed {
                     threshold_pct,
                     committed,

@@ -1,4 +1,7 @@
 //! `evolve` for the budget ledger: folds one event into the state. Never fails.
+//!
+//! Each event changes a few entries, found by key, so folding one costs O(log n) in the
+//! size of the month's ledger, and folding a stream is linear in its length.
 
 use super::{Event, Limits, OpenReservation, ReservationOutcome, State};
 
@@ -25,7 +28,7 @@ pub fn evolve(mut state: State, event: &Event) -> State {
             expires_at,
         } => {
             state.reserved = state.reserved.saturating_add(*amount);
-            state.open.insert(
+            let replaced = state.open.insert(
                 *reservation_id,
                 OpenReservation {
                     amount: *amount,
@@ -33,6 +36,14 @@ pub fn evolve(mut state: State, event: &Event) -> State {
                     expires_at: *expires_at,
                 },
             );
+            // `decide` never reserves an open id again, but a replayed log is taken as
+            // it is: the index must not keep the replaced reservation's expiry.
+            if let Some(replaced) = replaced {
+                state
+                    .expiries
+                    .remove(&(replaced.expires_at, *reservation_id));
+            }
+            state.expiries.insert((*expires_at, *reservation_id));
         }
         Event::Committed {
             reservation_id,
@@ -59,6 +70,7 @@ pub fn evolve(mut state: State, event: &Event) -> State {
 fn close(mut state: State, id: crate::ids::ReservationId, outcome: ReservationOutcome) -> State {
     if let Some(open) = state.open.remove(&id) {
         state.reserved = state.reserved.saturating_sub(open.amount);
+        state.expiries.remove(&(open.expires_at, id));
     }
     state.settled.insert(id, outcome);
     state

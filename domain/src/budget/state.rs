@@ -1,4 +1,10 @@
 //! The ledger's state, folded from its events.
+//!
+//! A month's ledger only grows: every settled reservation stays in `settled` so that its
+//! id can never be reused. So nothing that runs per command may walk or copy the whole
+//! state. Lookups are by key, and the open reservations are also indexed by expiry time,
+//! so finding the ones that are due costs in proportion to how many are due, not to how
+//! many are open. `evolve` keeps that index in step with `open`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -60,6 +66,9 @@ impl BudgetStatus {
 }
 
 /// Everything `decide` needs to know about one month's ledger.
+///
+/// Read the fields freely; change them only through [`evolve`](super::evolve), which
+/// keeps `reserved` and the expiry index in step with `open`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct State {
     pub limits: Option<Limits>,
@@ -69,22 +78,37 @@ pub struct State {
     pub open: BTreeMap<ReservationId, OpenReservation>,
     pub settled: BTreeMap<ReservationId, ReservationOutcome>,
     pub thresholds_crossed: BTreeSet<u8>,
+    /// `open` by expiry time: one `(expires_at, id)` entry per open reservation.
+    pub(super) expiries: BTreeSet<(DateTime<Utc>, ReservationId)>,
 }
 
 impl State {
     /// Money neither spent nor held, floored at zero (the ledger can stand above its
     /// hard limit after an overrun).
     pub fn available(&self) -> Micros {
-        match &self.limits {
-            Some(l) => l
-                .hard
-                .saturating_sub(self.committed.saturating_add(self.reserved)),
-            None => Micros::ZERO,
-        }
+        available_of(self.limits.as_ref(), self.committed, self.reserved)
+    }
+
+    /// The open reservations due at `now` (expiring at or before it), earliest first,
+    /// without looking at the others.
+    pub(super) fn due(&self, now: DateTime<Utc>) -> impl Iterator<Item = ReservationId> + '_ {
+        self.expiries
+            .iter()
+            .take_while(move |(expires_at, _)| *expires_at <= now)
+            .map(|(_, id)| *id)
     }
 
     pub fn status(&self) -> BudgetStatus {
         status_of(self.limits.as_ref(), self.committed, self.reserved)
+    }
+}
+
+/// The money available for given limits and totals, shared by the folded state and
+/// `decide`'s view of it.
+pub(super) fn available_of(limits: Option<&Limits>, committed: Micros, reserved: Micros) -> Micros {
+    match limits {
+        Some(l) => l.hard.saturating_sub(committed.saturating_add(reserved)),
+        None => Micros::ZERO,
     }
 }
 
