@@ -104,6 +104,7 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
         database: Default::default(),
         kafka: Default::default(),
         ai: Default::default(),
+        publishing: Default::default(),
     }
 }
 
