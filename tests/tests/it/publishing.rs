@@ -8,7 +8,9 @@
 //! Every test here configures channels in-process, so they run on the embedded
 //! deployment only.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use auth::Role;
@@ -16,15 +18,19 @@ use auth::webhooks::{WebhookSecret, sign};
 use chrono::{DateTime, TimeDelta, Utc};
 use cli::settings::Settings;
 use command_api::Clock;
+use futures::future::join_all;
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use tempfile::TempDir;
 use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
 use workflows::networks::{ChannelCredentials, MastodonConfig, WebhookConfig};
 
-use crate::support::{TestApp, assert_problem, production, spawn_app_with};
+use crate::support::{
+    ManualClock, TestApp, assert_problem, production, spawn_app_in_with, spawn_app_with,
+};
 
 /// The secret the test's mock network signs callbacks with now, and the one it used
 /// before the rotation; both are configured.
@@ -702,5 +708,152 @@ async fn a_verified_confirmation_settles_an_unconfirmed_delivery() {
     let view = wait_for(&app, &token, post, status_is("published")).await;
     assert_eq!(view["network_post_id"], "hook-2");
     assert_eq!(requests(&server).await.len(), 1);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------
+// Exactly once across a restart
+// ---------------------------------------------------------------------------------
+
+/// A Mastodon that answers every status with its idempotency key as its id and
+/// counts the requests per key.
+#[derive(Clone, Default)]
+struct CountingMastodon(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Respond for CountingMastodon {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let key = header(request, "idempotency-key");
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default() += 1;
+        status_created(&key)
+    }
+}
+
+impl CountingMastodon {
+    fn counts(&self) -> HashMap<String, usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_scheduled_posts_are_each_delivered_once_across_a_restart() {
+    if production() {
+        return; // restarts on a data directory
+    }
+    const TENANTS: usize = 10;
+    const PER_TENANT: usize = 100;
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::new(Utc::now());
+    let mastodon = CountingMastodon::default();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/statuses"))
+        .respond_with(mastodon.clone())
+        .mount(&server)
+        .await;
+    let tenants: Vec<Uuid> = (0..TENANTS).map(|_| Uuid::now_v7()).collect();
+    let configure = {
+        let tenants = tenants.clone();
+        let base_url = server.uri();
+        move |settings: &mut Settings| {
+            base(settings);
+            for tenant in &tenants {
+                settings.publishing.channels.insert(
+                    format!("{tenant}/mastodon"),
+                    ChannelCredentials::Mastodon(MastodonConfig {
+                        base_url: base_url.clone(),
+                        access_token: SecretString::from("test-token"),
+                    }),
+                );
+            }
+        }
+    };
+
+    let app = spawn_app_in_with(dir.path().to_path_buf(), clock.clone(), configure.clone()).await;
+    let start = clock.now();
+    // Every tenant's posts are spread over ten minutes.
+    for tenant in &tenants {
+        let token = app.token(*tenant, Role::Editor);
+        for chunk in (0..PER_TENANT).collect::<Vec<_>>().chunks(25) {
+            join_all(chunk.iter().map(|i| {
+                let token = token.clone();
+                let app = &app;
+                async move {
+                    let post = Uuid::now_v7();
+                    app.ok_command(
+                        &token,
+                        "create-post",
+                        &json!({"post_id": post, "channel": "mastodon", "body": format!("Post {i}")}),
+                    )
+                    .await;
+                    let at = start + TimeDelta::minutes(1 + (*i as i64 % 10));
+                    app.ok_command(
+                        &token,
+                        "schedule-post",
+                        &json!({"post_id": post, "publish_at": at}),
+                    )
+                    .await;
+                }
+            }))
+            .await;
+        }
+    }
+
+    // Half the schedule falls due; stop while those deliveries are going out.
+    clock.advance(TimeDelta::minutes(5) + TimeDelta::seconds(30));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while mastodon.counts().len() < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+    let before_restart = mastodon.counts().len();
+
+    // The restarted workflows fire the missed timers and finish the rest.
+    clock.advance(TimeDelta::minutes(10));
+    let app = spawn_app_in_with(dir.path().to_path_buf(), clock.clone(), configure).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while mastodon.counts().len() < TENANTS * PER_TENANT {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} posts were delivered",
+            mastodon.counts().len(),
+            TENANTS * PER_TENANT
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = mastodon.counts();
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert!(
+        before_restart < TENANTS * PER_TENANT,
+        "the restart came after all the work"
+    );
+    for tenant in &tenants {
+        let token = app.token(*tenant, Role::Viewer);
+        let head = app.event_count().await;
+        let published = app
+            .ok_get(
+                &token,
+                &format!("/v1/posts?status=published&limit=200&min_position={head}"),
+            )
+            .await;
+        assert_eq!(
+            published["items"].as_array().map(Vec::len),
+            Some(PER_TENANT),
+            "tenant {tenant}"
+        );
+    }
+    assert_eq!(requests(&server).await.len(), TENANTS * PER_TENANT);
     app.stop().await;
 }
