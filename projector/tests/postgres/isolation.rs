@@ -171,7 +171,13 @@ async fn setting_up_the_app_role_is_idempotent_and_refuses_roles_that_bypass_sec
             .expect("connect");
         assert_eq!(
             models.row_counts().await.expect("counts"),
-            vec![("budgets", 0), ("reservations", 0), ("posts", 0)]
+            vec![
+                ("budgets", 0),
+                ("reservations", 0),
+                ("posts", 0),
+                ("generations", 0),
+                ("generation_attempts", 0)
+            ]
         );
 
         let bypass = db.create_role("bypass", "NOSUPERUSER BYPASSRLS").await;

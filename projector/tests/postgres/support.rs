@@ -18,13 +18,15 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use command_api::{Clock, CommandService, Envelope};
 use domain::budget;
+use domain::generation;
 use domain::post::{self, PublishTrigger};
-use domain::{CampaignId, Channel, Micros, Period, PostId, ReservationId, TenantId};
+use domain::pricing::{ModelRef, Usage};
+use domain::{CampaignId, Channel, GenerationId, Micros, Period, PostId, ReservationId, TenantId};
 use eventlog::sqlite::SqliteStore;
 use eventlog::{EventStore, Position};
 use projector::{
-    BudgetView, PostFilter, PostPage, PostView, READ_MODELS, ReadModels, ReservationStatus,
-    ReservationView,
+    BudgetView, OpenDelivery, PostFilter, PostPage, PostView, READ_MODELS, ReadModels,
+    ReservationStatus, ReservationView,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -441,6 +443,117 @@ impl Log {
             self.create_post(a, &linkedin, &format!("draft {n}"), None)
                 .await;
         }
+        self.delivery_states(a, &linkedin).await;
+        self.generation(a, &linkedin).await;
+    }
+
+    /// One generation with one priced attempt, so the generation tables have rows.
+    async fn generation(&self, tenant: TenantId, channel: &Channel) {
+        let id = GenerationId::from_uuid(Uuid::new_v4());
+        let model = ModelRef::new("local", "tidemark-local-1");
+        let envelope = Envelope::system(tenant, "test", None);
+        let commands = [
+            generation::Command::Request {
+                request: generation::Request {
+                    brief: "Announce the spring sale".into(),
+                    channel: channel.clone(),
+                    campaign_id: Some(self.campaign_x),
+                    priority: generation::Priority::Core,
+                    requested_model: None,
+                    model: model.clone(),
+                    fallback_model: None,
+                    max_output_tokens: 200,
+                    estimated_input_tokens: 40,
+                    reservation_id: ReservationId::from_uuid(id.as_uuid()),
+                    period: period(2026, 2),
+                    reserved: Micros::new(1_000).expect("a valid amount"),
+                    price_version: "test-1".into(),
+                },
+                economy: None,
+            },
+            generation::Command::StartAttempt {
+                attempt: 1,
+                model,
+                reason: generation::AttemptReason::Primary,
+            },
+            generation::Command::RecordGenerated {
+                attempt: 1,
+                text: "Spring sale: 20% off".into(),
+                outcome: generation::AttemptCost {
+                    usage: Usage {
+                        input_tokens: 40,
+                        cached_input_tokens: 0,
+                        output_tokens: 12,
+                    },
+                    cost: Micros::new(300).expect("a valid amount"),
+                    latency_ms: 25,
+                    price_version: "test-1".into(),
+                },
+            },
+        ];
+        for command in commands {
+            self.service
+                .generation(&envelope, id, None, command)
+                .await
+                .expect("a generation command the scenario expects to succeed");
+        }
+    }
+
+    /// Posts whose deliveries end in each state an attempt can leave.
+    async fn delivery_states(&mut self, tenant: TenantId, channel: &Channel) {
+        let publish = || post::Command::Publish {
+            trigger: PublishTrigger::Manual,
+        };
+        let start = || post::Command::StartAttempt {
+            network: "mastodon".into(),
+        };
+        let retrying = self.create_post(tenant, channel, "retrying", None).await;
+        self.post(tenant, retrying, publish()).await;
+        self.post(tenant, retrying, start()).await;
+        self.post(
+            tenant,
+            retrying,
+            post::Command::RecordAttemptFailed {
+                code: "network_rate_limited".into(),
+                reason: "429 Too Many Requests".into(),
+                retry_at: Some(at(2026, 2, 20, 9, 5)),
+            },
+        )
+        .await;
+        let unconfirmed = self.create_post(tenant, channel, "in doubt", None).await;
+        self.post(tenant, unconfirmed, publish()).await;
+        self.post(tenant, unconfirmed, start()).await;
+        self.post(
+            tenant,
+            unconfirmed,
+            post::Command::RecordUnconfirmed {
+                reason: "timeout".into(),
+            },
+        )
+        .await;
+        let in_flight = self.create_post(tenant, channel, "in flight", None).await;
+        self.post(tenant, in_flight, publish()).await;
+        self.post(tenant, in_flight, start()).await;
+        let removed = self.create_post(tenant, channel, "removed", None).await;
+        self.post(tenant, removed, publish()).await;
+        self.post(tenant, removed, start()).await;
+        self.post(
+            tenant,
+            removed,
+            post::Command::RecordPublished {
+                network_post_id: "m-7".into(),
+                url: None,
+            },
+        )
+        .await;
+        self.post(
+            tenant,
+            removed,
+            post::Command::RecordRemoved {
+                network_post_id: "m-7".into(),
+            },
+        )
+        .await;
     }
 
     /// March: tenant A inherits February's limits and reuses a reservation id, tenant
@@ -639,6 +752,7 @@ pub struct Snapshot {
     pub pages: Vec<(String, Vec<PostPage>)>,
     pub due_posts: Vec<DuePostsAnswer>,
     pub due_months: Vec<DueMonthsAnswer>,
+    pub open_deliveries: Vec<(DateTime<Utc>, Vec<OpenDelivery>)>,
     pub row_counts: Vec<(&'static str, i64)>,
 }
 
@@ -708,6 +822,9 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         "published",
         "failed",
         "cancelled",
+        "failed_retryable",
+        "unconfirmed",
+        "removed",
     ] {
         filters.push((
             format!("status={status}"),
@@ -773,7 +890,15 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
 
     let mut due_posts = Vec::new();
     let mut due_months = Vec::new();
+    let mut open_deliveries = Vec::new();
     for now in scan_times() {
+        open_deliveries.push((
+            now,
+            models
+                .open_deliveries(now, 500)
+                .await
+                .expect("open deliveries"),
+        ));
         for limit in [500, 1] {
             due_posts.push((
                 now,
@@ -799,6 +924,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         pages,
         due_posts,
         due_months,
+        open_deliveries,
         row_counts: models.row_counts().await.expect("row counts"),
     }
 }
@@ -838,6 +964,11 @@ pub fn assert_same(actual: &Snapshot, expected: &Snapshot) {
     first_difference("pages", &actual.pages, &expected.pages);
     first_difference("due_posts", &actual.due_posts, &expected.due_posts);
     first_difference("due_months", &actual.due_months, &expected.due_months);
+    first_difference(
+        "open_deliveries",
+        &actual.open_deliveries,
+        &expected.open_deliveries,
+    );
     first_difference("row_counts", &actual.row_counts, &expected.row_counts);
     assert!(actual == expected, "the snapshots differ");
 }
