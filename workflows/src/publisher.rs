@@ -12,10 +12,11 @@
 //!
 //! An unconfirmed delivery is never attempted again. The publisher asks the network
 //! once (`reconcile`); if the network cannot tell, an operator settles it with
-//! `resolve-unconfirmed` (or a verified webhook confirms it). On start, attempts
-//! found still in flight were cut off by a stop or a crash of the previous process:
-//! they are recorded unconfirmed and reconciled, the same way — so a restart never
-//! posts twice.
+//! `resolve-unconfirmed` (or a verified webhook confirms it). An attempt the read
+//! models show in flight that is not running in this process was cut off by a stop
+//! or a crash of the process that ran it: it is recorded unconfirmed and reconciled
+//! the same way — so a restart never posts twice. This is why one publisher process
+//! runs at a time.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,33 +59,6 @@ pub struct Publisher {
 type Running = Arc<Mutex<HashSet<Uuid>>>;
 
 impl Publisher {
-    /// Records every attempt found in flight as unconfirmed and reconciles it. Run
-    /// once at start, before any attempt of this process: an attempt in flight then
-    /// belongs to a process that stopped during it.
-    pub async fn recover_interrupted(&self) -> anyhow::Result<usize> {
-        let open = self
-            .models
-            .open_deliveries(self.service.now(), 10_000)
-            .await?;
-        let mut recovered = 0;
-        for delivery in open.iter().filter(|d| d.state == "publishing") {
-            let tenant = TenantId::from_uuid(delivery.tenant);
-            let post = PostId::from_uuid(delivery.post);
-            let command = Command::RecordUnconfirmed {
-                reason: "the publisher stopped during the attempt; it may have reached the network"
-                    .into(),
-            };
-            if let Some(version) =
-                record(&self.service, tenant, post, Some(delivery.version), command).await?
-            {
-                recovered += 1;
-                let worker = self.worker();
-                worker.reconcile(tenant, post, version).await?;
-            }
-        }
-        Ok(recovered)
-    }
-
     /// Starts an attempt for every open delivery that is due; returns how many
     /// started. Each attempt runs in its own task, at most `concurrency` at once.
     pub async fn round(
@@ -95,9 +69,8 @@ impl Publisher {
         let due = self.models.open_deliveries(self.service.now(), 500).await?;
         let mut started = 0;
         for delivery in due {
-            if delivery.state == "publishing" {
-                continue;
-            }
+            // A post whose attempt runs in this process is not touched; every other
+            // attempt in flight was cut off when the process that ran it stopped.
             if !lock(running).insert(delivery.post) {
                 continue;
             }
@@ -106,7 +79,12 @@ impl Publisher {
             let running = running.clone();
             started += 1;
             tokio::spawn(async move {
-                if let Err(error) = worker.attempt(&delivery).await {
+                let done = if delivery.state == "publishing" {
+                    worker.interrupted(&delivery).await
+                } else {
+                    worker.attempt(&delivery).await
+                };
+                if let Err(error) = done {
                     tracing::error!(tenant = %delivery.tenant, post = %delivery.post, error = ?error, "delivery attempt failed to run");
                 }
                 lock(&running).remove(&delivery.post);
@@ -125,12 +103,9 @@ impl Publisher {
         }
     }
 
-    /// Recovers interrupted attempts, then delivers every `every` until shutdown;
-    /// attempts still running at shutdown are waited for.
+    /// Delivers every `every` until shutdown; attempts still running at shutdown are
+    /// waited for.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if let Err(error) = self.recover_interrupted().await {
-            tracing::error!(error = ?error, "recovering interrupted deliveries failed");
-        }
         let running: Running = Arc::default();
         let concurrency = self.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
@@ -214,6 +189,25 @@ impl Worker {
             Err(error) => self.failed(attempt, &error),
         };
         record(&self.service, tenant, post, Some(version), command).await?;
+        Ok(())
+    }
+
+    /// Records an attempt cut off by a stopped process as unconfirmed, and reconciles
+    /// it. The read model may lag: if the attempt did end, the post's version has
+    /// moved and the command loses, changing nothing.
+    #[tracing::instrument(name = "publisher.interrupted", skip_all, fields(tenant = %open.tenant, post = %open.post))]
+    async fn interrupted(&self, open: &OpenDelivery) -> anyhow::Result<()> {
+        let tenant = TenantId::from_uuid(open.tenant);
+        let post = PostId::from_uuid(open.post);
+        let command = Command::RecordUnconfirmed {
+            reason: "the publisher stopped during the attempt; it may have reached the network"
+                .into(),
+        };
+        if let Some(version) =
+            record(&self.service, tenant, post, Some(open.version), command).await?
+        {
+            self.reconcile(tenant, post, version).await?;
+        }
         Ok(())
     }
 
