@@ -120,7 +120,9 @@ async fn handle(
         }
     };
     let tenant = TenantId::from_uuid(callback.tenant_id);
-    let key = format!("webhook:{network}:{}", verified.id);
+    // The spaces keep this key out of reach of a client's `Idempotency-Key` (visible
+    // ASCII only), so a client cannot claim a webhook id before the network sends it.
+    let key = format!("webhook {network} {}", verified.id);
     let store = inbound.service.store();
     if let Some(stored) = store
         .idempotent_response(tenant.as_uuid(), &key)

@@ -559,6 +559,17 @@ async fn a_replayed_callback_id_is_ignored() {
     }
     let (app, tenant, token, post) = published_post().await;
     let signed = callback(NEW_SECRET, app.clock.now(), &removed(tenant, post));
+    // A client cannot claim the id first under its own Idempotency-Key.
+    let claim = app
+        .client
+        .post(format!("{}/v1/commands/cancel-post", app.address))
+        .bearer_auth(&token)
+        .header("idempotency-key", format!("webhook mastodon {}", signed.id))
+        .json(&json!({"post_id": post}))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(claim, StatusCode::BAD_REQUEST, "invalid_idempotency_key").await;
     assert_eq!(
         deliver(&app, "mastodon", &signed).await.status(),
         StatusCode::OK
