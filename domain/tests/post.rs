@@ -929,6 +929,11 @@ fn a_confirmation_publishes_an_unconfirmed_post_and_is_ignored_once_published() 
         confirm(),
         Ok(vec![published("n-1")]),
     );
+    check(
+        &history(Status::RetryScheduled),
+        confirm(),
+        Ok(vec![published("n-1")]),
+    );
     check(&history(Status::Published), confirm(), Ok(vec![]));
     check(
         &history(Status::Draft),

@@ -140,7 +140,9 @@ pub fn decide(state: &State, command: Command, ctx: &Ctx) -> Result<Vec<Event>, 
         } => match status {
             // A confirmation repeated, or of a delivery the workflow already recorded.
             Published | Removed => Ok(vec![]),
-            Publishing | Unconfirmed => published(network_post_id, url),
+            // A failure known transient may still hide a post a gateway created: the
+            // network's word settles it, and no retry goes out.
+            Publishing | Unconfirmed | RetryScheduled => published(network_post_id, url),
             _ => refuse(Action::Confirm),
         },
         Command::RecordRemoved { network_post_id } => match status {
