@@ -16,7 +16,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use auth::{Authenticator, Problem};
 use clap::ValueEnum;
-use command_api::{Clock, CommandApi, CommandService, SystemClock};
+use command_api::{Clock, CommandApi, CommandService, InboundWebhooks, SystemClock};
 use eventlog::EventStore;
 use eventlog::postgres::PostgresStore;
 use eventlog::sqlite::SqliteStore;
@@ -27,7 +27,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use workflows::expiry::ReservationExpiry;
 use workflows::generation::Generator;
-use workflows::network::LocalNetwork;
 use workflows::publisher::Publisher;
 use workflows::scheduler::Scheduler;
 
@@ -196,10 +195,12 @@ impl Application {
         if runs(Component::Workflows) {
             tasks.push(tokio::spawn(
                 Publisher {
-                    store: store.clone(),
                     service: service.clone(),
                     models: models.clone(),
-                    network: Arc::new(LocalNetwork),
+                    networks: Arc::new(crate::publishing::networks(&settings.publishing)?),
+                    retry: crate::publishing::retry(&settings.publishing),
+                    every: tick,
+                    concurrency: settings.publishing.concurrency.max(1),
                 }
                 .run(shutdown_rx.clone()),
             ));
@@ -332,12 +333,19 @@ fn http_server(
         models,
         max_consistency_wait: Duration::from_millis(settings.query.consistency_wait_ms),
     });
-    let command_api = components
-        .contains(&Component::CommandApi)
-        .then(|| CommandApi {
+    let inbound = Arc::new(crate::publishing::verifiers(&settings.publishing)?);
+    let command_api = components.contains(&Component::CommandApi).then(|| {
+        let webhooks = InboundWebhooks {
+            service: service.clone(),
+            verifiers: inbound,
+            max_body_bytes: settings.http.max_body_bytes,
+        };
+        let api = CommandApi {
             service,
             max_body_bytes: settings.http.max_body_bytes,
-        });
+        };
+        (api, webhooks)
+    });
 
     let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
         .with_context(|| {
@@ -351,8 +359,10 @@ fn http_server(
         let mut app = App::new()
             .wrap(tracing_actix_web::TracingLogger::default())
             .app_data(authenticator.clone());
-        if let Some(api) = &command_api {
-            app = app.configure(command_api::configure(api.clone()));
+        if let Some((api, webhooks)) = &command_api {
+            app = app
+                .configure(command_api::configure(api.clone()))
+                .configure(command_api::configure_webhooks(webhooks.clone()));
         }
         if let Some(api) = &query_api {
             app = app.configure(query_api::configure(api.clone()));

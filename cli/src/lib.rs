@@ -8,6 +8,7 @@ pub mod app;
 pub mod bench;
 pub mod kafka;
 pub mod openapi;
+pub mod publishing;
 pub mod secret;
 pub mod settings;
 

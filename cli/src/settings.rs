@@ -28,6 +28,52 @@ pub struct Settings {
     /// deterministic local provider and its price book.
     #[serde(default)]
     pub ai: AiSettings,
+    /// Post delivery: the network of each channel, retries, inbound webhook secrets;
+    /// absent means every channel publishes to the `local` network.
+    #[serde(default)]
+    pub publishing: PublishingSettings,
+}
+
+/// The `[publishing]` section: see docs/publishing.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PublishingSettings {
+    /// Attempts per delivery, the first included, for failures known transient.
+    pub max_attempts: u32,
+    /// The ceiling of the first back-off, doubled after each failure.
+    pub retry_base_ms: u64,
+    /// The back-off ceiling never grows past this (a `Retry-After` may ask for more).
+    pub retry_max_ms: u64,
+    /// Most deliveries in flight at once.
+    pub concurrency: usize,
+    /// Longest wait for a connection to a network.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a whole exchange with a network; past it the outcome is
+    /// unknown and the delivery becomes unconfirmed.
+    pub request_timeout_ms: u64,
+    /// The network of each configured channel, keyed `"<tenant uuid>/<channel>"`,
+    /// with its credentials (`network = "mastodon"` with `base_url` and
+    /// `access_token`, or `network = "webhook"` with `url` and `secret`). Their
+    /// `Debug` never shows a credential.
+    pub channels: std::collections::BTreeMap<String, workflows::networks::ChannelCredentials>,
+    /// The secrets inbound webhooks of each network are signed with (several
+    /// during a rotation), keyed by the network name in `/v1/webhooks/<network>`.
+    pub webhook_secrets: std::collections::BTreeMap<String, Vec<SecretString>>,
+}
+
+impl Default for PublishingSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            concurrency: 16,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+            channels: Default::default(),
+            webhook_secrets: Default::default(),
+        }
+    }
 }
 
 /// The `[ai]` section: see docs/ai.md for every key.
@@ -324,6 +370,31 @@ mod tests {
             jwt_secret: Some(SecretString::from("super-secret-value-super-secret-value")),
         };
         assert!(!format!("{settings:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn publishing_channels_and_webhook_secrets_load_and_never_show_in_debug_output() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("tidemark.toml");
+        std::fs::write(
+            &file,
+            r#"
+[publishing.channels."0193a4b3-0000-7000-8000-000000000001/mastodon"]
+network = "mastodon"
+base_url = "https://mastodon.example"
+access_token = "token-hunter2"
+
+[publishing.webhook_secrets]
+mastodon = ["whsec_aHVudGVyMw==", "whsec_aHVudGVyNA=="]
+"#,
+        )
+        .expect("write settings");
+        let settings = Settings::load(Some(&file)).expect("file loads");
+        assert_eq!(settings.publishing.channels.len(), 1);
+        assert_eq!(settings.publishing.webhook_secrets["mastodon"].len(), 2);
+        let shown = format!("{:?}", settings.publishing);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("aHVudGVy"), "{shown}");
     }
 
     #[test]

@@ -163,6 +163,34 @@ pub const COMMANDS: &[CommandRoute] = &[
         errors: POST_ERRORS,
     },
     CommandRoute {
+        name: "retry-delivery",
+        role: Role::Admin,
+        status: 200,
+        summary: "Deliver a failed post again now, or bring its next attempt forward",
+        plan: plan_retry_delivery,
+        answer_ids: &["post_id"],
+        errors: &[
+            (404, "post_not_found"),
+            (409, "invalid_post_transition"),
+            (409, "version_conflict"),
+        ],
+    },
+    CommandRoute {
+        name: "resolve-unconfirmed",
+        role: Role::Admin,
+        status: 200,
+        summary: "Settle a delivery whose outcome is unknown as published or failed",
+        plan: plan_resolve_unconfirmed,
+        answer_ids: &["post_id"],
+        errors: &[
+            (404, "post_not_found"),
+            (409, "invalid_post_transition"),
+            (409, "version_conflict"),
+            (422, "invalid_network_post_id"),
+            (422, "invalid_failure_reason"),
+        ],
+    },
+    CommandRoute {
         name: "generate-content",
         role: Role::Editor,
         status: 202,
@@ -345,6 +373,35 @@ fn plan_cancel_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError>
         b.post_id,
         b.expected_version,
         post::Command::Cancel,
+    ))
+}
+
+fn plan_retry_delivery(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::RetryDelivery = parse(value)?;
+    Ok(post_action(
+        b.post_id,
+        b.expected_version,
+        post::Command::RetryDelivery,
+    ))
+}
+
+fn plan_resolve_unconfirmed(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
+    let b: body::ResolveUnconfirmed = parse(value)?;
+    let outcome = match b.outcome {
+        body::DeliveryOutcome::Published => post::Resolution::Published {
+            network_post_id: b.network_post_id.unwrap_or_default(),
+            url: b.url,
+        },
+        body::DeliveryOutcome::Failed => post::Resolution::Failed {
+            reason: b
+                .reason
+                .unwrap_or_else(|| "an operator found the post not delivered".into()),
+        },
+    };
+    Ok(post_action(
+        b.post_id,
+        b.expected_version,
+        post::Command::ResolveUnconfirmed { outcome },
     ))
 }
 

@@ -99,9 +99,10 @@ fn command_problem(error: &CommandError) -> Problem {
         CommandError::Post(rejection) => {
             let status = match rejection {
                 post::Rejection::NotFound => S::NOT_FOUND,
-                post::Rejection::AlreadyExists | post::Rejection::InvalidTransition { .. } => {
-                    S::CONFLICT
-                }
+                post::Rejection::AlreadyExists
+                | post::Rejection::InvalidTransition { .. }
+                | post::Rejection::AttemptInFlight
+                | post::Rejection::AttemptNotDue => S::CONFLICT,
                 post::Rejection::BadBody
                 | post::Rejection::PublishTimeInPast
                 | post::Rejection::EmptyReason

@@ -2,7 +2,8 @@
 //!
 //! [`service::CommandService`] runs domain commands against the event store (load,
 //! decide, append, retry); [`http`] is the thin actix-web edge that authenticates,
-//! validates and plans requests into those commands. Workflows use the service
+//! validates and plans requests into those commands; [`webhooks`] is the edge where
+//! networks call back, trusted by signature instead of token. Workflows use the service
 //! directly, never the event store, so every append passes through one loop.
 
 mod aggregate;
@@ -13,6 +14,7 @@ pub mod generation;
 pub mod http;
 pub mod openapi;
 pub mod service;
+pub mod webhooks;
 
 pub use clock::{Clock, SystemClock};
 pub use error::ApiError;
@@ -21,3 +23,4 @@ pub use http::{CommandApi, configure};
 pub use service::{
     CommandError, CommandService, Done, Envelope, GenerateRequest, ReservationState,
 };
+pub use webhooks::{InboundWebhooks, configure_webhooks};

@@ -89,5 +89,53 @@ pub fn paths() -> Map<String, Value> {
             }),
         );
     }
+    paths.insert("/v1/webhooks/{network}".to_owned(), webhook_path());
     paths
+}
+
+/// The inbound webhook route (see `webhooks.rs`): no bearer token, a signature.
+fn webhook_path() -> Value {
+    let problem = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        })
+    };
+    let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}});
+    json!({
+        "post": {
+            "operationId": "receive-webhook",
+            "summary": "Receive a signed callback from a network about a delivered post",
+            "tags": ["webhooks"],
+            "security": [],
+            "parameters": [
+                {"name": "network", "in": "path", "required": true, "schema": {"type": "string"},
+                 "description": "The network whose secrets sign the callback, e.g. mastodon."},
+                header("webhook-id", "Unique per message; a repeated id is ignored."),
+                header("webhook-timestamp", "Unix seconds of this attempt; at most 5 minutes off."),
+                header("webhook-signature", "Space-separated v1,<base64 HMAC-SHA256> signatures over `{id}.{timestamp}.{raw body}`."),
+            ],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["type", "tenant_id", "post_id", "network_post_id"],
+                "properties": {
+                    "type": {"type": "string", "enum": ["post.delivery_confirmed", "post.removed"]},
+                    "tenant_id": {"type": "string", "format": "uuid"},
+                    "post_id": {"type": "string", "format": "uuid"},
+                    "network_post_id": {"type": "string"},
+                    "url": {"type": "string"}
+                }
+            }}}},
+            "responses": {
+                "200": {"description": "Recorded, or a repeated id answered as the first time (header idempotent-replayed).",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": problem("missing_webhook_header or invalid_webhook_timestamp"),
+                "401": problem("invalid_webhook_signature or stale_webhook_timestamp"),
+                "404": problem("unknown_webhook_network; post_not_found"),
+                "409": problem("invalid_post_transition"),
+                "413": problem("payload_too_large"),
+                "422": problem("invalid_webhook_body; invalid_network_post_id"),
+            }
+        }
+    })
 }

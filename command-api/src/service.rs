@@ -438,6 +438,19 @@ impl CommandService {
         Ok((slot.state.clone(), slot.version))
     }
 
+    /// A post's current state and version, caught up with the store.
+    pub async fn post_state(
+        &self,
+        tenant: TenantId,
+        id: PostId,
+    ) -> Result<post::State, CommandError> {
+        let stream = StreamName::post(tenant, id);
+        let slot = self.posts.slot(stream.as_str());
+        let mut slot = slot.lock().await;
+        self.catch_up::<Post>(tenant, &stream, &mut slot).await?;
+        Ok(slot.state.clone())
+    }
+
     /// Looks at a budget month's current state without copying it.
     async fn budget_view<R>(
         &self,

@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use domain::post::{
-    Action, Command, Ctx, Event, MAX_BODY_CHARS, PublishTrigger, Rejection, State, Status, decide,
-    evolve,
+    Action, Command, Ctx, Event, MAX_BODY_CHARS, PublishTrigger, Rejection, Resolution, State,
+    Status, decide, evolve,
 };
 use domain::{CampaignId, Channel};
 use uuid::Uuid;
@@ -131,6 +131,63 @@ fn history(status: Status) -> Vec<Event> {
         Status::Published => vec![created(), publish_requested(), published("n-1")],
         Status::Failed => vec![created(), publish_requested(), failed("rate limited")],
         Status::Cancelled => vec![created(), Event::Cancelled],
+        Status::RetryScheduled => vec![
+            created(),
+            publish_requested(),
+            attempt_started(1),
+            attempt_failed(1, Some(now() + TimeDelta::seconds(30))),
+        ],
+        Status::Unconfirmed => vec![
+            created(),
+            publish_requested(),
+            attempt_started(1),
+            unconfirmed(1),
+        ],
+        Status::Removed => vec![
+            created(),
+            publish_requested(),
+            published("n-1"),
+            Event::Removed {
+                network_post_id: "n-1".into(),
+            },
+        ],
+    }
+}
+
+fn start_attempt() -> Command {
+    Command::StartAttempt {
+        network: "mastodon".into(),
+    }
+}
+
+fn attempt_started(attempt: u32) -> Event {
+    Event::DeliveryAttemptStarted {
+        attempt,
+        network: "mastodon".into(),
+    }
+}
+
+fn attempt_failed(attempt: u32, retry_at: Option<DateTime<Utc>>) -> Event {
+    Event::DeliveryAttemptFailed {
+        attempt,
+        code: "network_unavailable".into(),
+        reason: "503".into(),
+        retry_at,
+    }
+}
+
+fn record_attempt_failed(retry_at: Option<DateTime<Utc>>) -> Command {
+    Command::RecordAttemptFailed {
+        code: "network_unavailable".into(),
+        reason: "503".into(),
+        retry_at,
+    }
+}
+
+fn unconfirmed(attempt: u32) -> Event {
+    Event::DeliveryUnconfirmed {
+        attempt,
+        reason: "timeout".into(),
     }
 }
 
@@ -590,6 +647,8 @@ fn allowed(status: Status, action: Action) -> bool {
         Status::Publishing => action == Action::RecordOutcome,
         Status::Failed => action == Action::Publish,
         Status::Published | Status::Cancelled | Status::Absent => false,
+        // The delivery states take only the delivery commands, tested below.
+        Status::RetryScheduled | Status::Unconfirmed | Status::Removed => false,
     }
 }
 
@@ -668,6 +727,9 @@ fn every_status_has_its_stable_name() {
         (Status::Published, "published"),
         (Status::Failed, "failed"),
         (Status::Cancelled, "cancelled"),
+        (Status::RetryScheduled, "failed_retryable"),
+        (Status::Unconfirmed, "unconfirmed"),
+        (Status::Removed, "removed"),
     ];
     for (status, name) in table {
         assert_eq!(status.as_str(), name);
@@ -691,6 +753,8 @@ fn every_rejection_has_its_stable_code() {
             },
             "invalid_post_transition",
         ),
+        (Rejection::AttemptInFlight, "delivery_attempt_in_flight"),
+        (Rejection::AttemptNotDue, "delivery_attempt_not_due"),
     ];
     for (rejection, code) in table {
         assert_eq!(rejection.code(), code, "{rejection:?}");
@@ -706,5 +770,194 @@ fn a_refused_transition_says_what_was_attempted_and_from_where() {
     assert_eq!(
         rejection.to_string(),
         "cannot record the outcome of a post that is published"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Delivery attempts: started before the network is called, then failed (retryable
+// or permanent), unconfirmed or published; unconfirmed is never attempted again.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_post_being_published_starts_its_first_attempt() {
+    check(
+        &history(Status::Publishing),
+        start_attempt(),
+        Ok(vec![attempt_started(1)]),
+    );
+}
+
+#[test]
+fn a_second_attempt_is_refused_while_one_is_in_flight() {
+    let given = [history(Status::Publishing), vec![attempt_started(1)]].concat();
+    check(&given, start_attempt(), Err(Rejection::AttemptInFlight));
+}
+
+#[test]
+fn a_transient_failure_schedules_the_next_attempt() {
+    let given = [history(Status::Publishing), vec![attempt_started(1)]].concat();
+    let at = now() + TimeDelta::seconds(30);
+    check(
+        &given,
+        record_attempt_failed(Some(at)),
+        Ok(vec![attempt_failed(1, Some(at))]),
+    );
+    assert_eq!(
+        fold(&[given, vec![attempt_failed(1, Some(at))]].concat()).status,
+        Status::RetryScheduled
+    );
+}
+
+#[test]
+fn a_permanent_failure_fails_the_post() {
+    let given = [history(Status::Publishing), vec![attempt_started(1)]].concat();
+    let state = fold(&[given, vec![attempt_failed(1, None)]].concat());
+    assert_eq!(state.status, Status::Failed);
+}
+
+#[test]
+fn the_next_attempt_is_refused_before_it_is_due() {
+    let mut given = history(Status::RetryScheduled);
+    given[3] = attempt_failed(1, Some(now() + TimeDelta::seconds(1)));
+    check(&given, start_attempt(), Err(Rejection::AttemptNotDue));
+}
+
+#[test]
+fn the_next_attempt_starts_once_it_is_due_with_the_next_number() {
+    let mut given = history(Status::RetryScheduled);
+    given[3] = attempt_failed(1, Some(now()));
+    check(&given, start_attempt(), Ok(vec![attempt_started(2)]));
+}
+
+#[test]
+fn a_failure_without_an_attempt_in_flight_is_refused() {
+    check(
+        &history(Status::Publishing),
+        record_attempt_failed(None),
+        refused(Status::Publishing, Action::RecordOutcome),
+    );
+}
+
+#[test]
+fn an_attempt_with_an_unknown_outcome_is_unconfirmed() {
+    let given = [history(Status::Publishing), vec![attempt_started(1)]].concat();
+    check(
+        &given,
+        Command::RecordUnconfirmed {
+            reason: "timeout".into(),
+        },
+        Ok(vec![unconfirmed(1)]),
+    );
+}
+
+#[test]
+fn an_unconfirmed_delivery_is_never_attempted_again() {
+    check(
+        &history(Status::Unconfirmed),
+        start_attempt(),
+        refused(Status::Unconfirmed, Action::StartAttempt),
+    );
+    check(
+        &history(Status::Unconfirmed),
+        Command::RetryDelivery,
+        refused(Status::Unconfirmed, Action::Retry),
+    );
+}
+
+#[test]
+fn an_operator_resolves_an_unconfirmed_delivery_as_published() {
+    check(
+        &history(Status::Unconfirmed),
+        Command::ResolveUnconfirmed {
+            outcome: Resolution::Published {
+                network_post_id: "n-1".into(),
+                url: Some("https://example.com/p/1".into()),
+            },
+        },
+        Ok(vec![published("n-1")]),
+    );
+}
+
+#[test]
+fn an_operator_resolves_an_unconfirmed_delivery_as_failed() {
+    check(
+        &history(Status::Unconfirmed),
+        Command::ResolveUnconfirmed {
+            outcome: Resolution::Failed {
+                reason: "not on the timeline".into(),
+            },
+        },
+        Ok(vec![failed("not on the timeline")]),
+    );
+}
+
+#[test]
+fn only_an_unconfirmed_delivery_can_be_resolved() {
+    check(
+        &history(Status::Published),
+        Command::ResolveUnconfirmed {
+            outcome: Resolution::Failed { reason: "x".into() },
+        },
+        refused(Status::Published, Action::Resolve),
+    );
+}
+
+#[test]
+fn an_operator_retries_a_failed_or_waiting_delivery() {
+    for status in [Status::Failed, Status::RetryScheduled] {
+        check(
+            &history(status),
+            Command::RetryDelivery,
+            Ok(vec![publish_requested()]),
+        );
+    }
+    check(
+        &history(Status::Published),
+        Command::RetryDelivery,
+        refused(Status::Published, Action::Retry),
+    );
+}
+
+#[test]
+fn a_confirmation_publishes_an_unconfirmed_post_and_is_ignored_once_published() {
+    let confirm = || Command::ConfirmDelivery {
+        network_post_id: "n-1".into(),
+        url: Some("https://example.com/p/1".into()),
+    };
+    check(
+        &history(Status::Unconfirmed),
+        confirm(),
+        Ok(vec![published("n-1")]),
+    );
+    check(
+        &history(Status::RetryScheduled),
+        confirm(),
+        Ok(vec![published("n-1")]),
+    );
+    check(&history(Status::Published), confirm(), Ok(vec![]));
+    check(
+        &history(Status::Draft),
+        confirm(),
+        refused(Status::Draft, Action::Confirm),
+    );
+}
+
+#[test]
+fn a_removal_is_recorded_once_on_a_published_post() {
+    let remove = || Command::RecordRemoved {
+        network_post_id: "n-1".into(),
+    };
+    check(
+        &history(Status::Published),
+        remove(),
+        Ok(vec![Event::Removed {
+            network_post_id: "n-1".into(),
+        }]),
+    );
+    check(&history(Status::Removed), remove(), Ok(vec![]));
+    check(
+        &history(Status::Scheduled),
+        remove(),
+        refused(Status::Scheduled, Action::Remove),
     );
 }

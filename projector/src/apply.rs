@@ -279,20 +279,28 @@ async fn apply_post(
                 .await?;
         }
         post::Event::PublishRequested { trigger: _ } => {
-            sqlx::query(&update("status = 'publishing', failure_reason = NULL"))
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(&post_id)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(&update(
+                "status = 'publishing', failure_reason = NULL, delivery_state = 'pending',
+                 next_attempt_at = NULL",
+            ))
+            .bind(version)
+            .bind(&at)
+            .bind(&tenant)
+            .bind(&post_id)
+            .execute(&mut *conn)
+            .await?;
         }
         post::Event::Published {
             network_post_id,
             url,
         } => {
+            let attempts = end_attempt(conn, &tenant, &post_id, &at, |entry| {
+                entry.insert("status".into(), "succeeded".into());
+            })
+            .await?;
             sqlx::query(&update(
-                "status = 'published', network_post_id = $5, url = $6",
+                "status = 'published', network_post_id = $5, url = $6,
+                 delivery_state = 'published', next_attempt_at = NULL, delivery_attempts = $7",
             ))
             .bind(version)
             .bind(&at)
@@ -300,18 +308,22 @@ async fn apply_post(
             .bind(&post_id)
             .bind(network_post_id)
             .bind(url)
+            .bind(attempts)
             .execute(&mut *conn)
             .await?;
         }
         post::Event::PublishFailed { reason } => {
-            sqlx::query(&update("status = 'failed', failure_reason = $5"))
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(&post_id)
-                .bind(reason)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(&update(
+                "status = 'failed', failure_reason = $5, delivery_state = 'failed_permanent',
+                 next_attempt_at = NULL",
+            ))
+            .bind(version)
+            .bind(&at)
+            .bind(&tenant)
+            .bind(&post_id)
+            .bind(reason)
+            .execute(&mut *conn)
+            .await?;
         }
         post::Event::Cancelled => {
             sqlx::query(&update("status = 'cancelled'"))
@@ -322,8 +334,131 @@ async fn apply_post(
                 .execute(&mut *conn)
                 .await?;
         }
+        post::Event::DeliveryAttemptStarted { attempt, network } => {
+            let mut attempts = load_attempts(conn, &tenant, &post_id).await?;
+            attempts.push(serde_json::json!({
+                "attempt": attempt,
+                "network": network,
+                "status": "started",
+                "started_at": at,
+            }));
+            sqlx::query(&update(
+                "status = 'publishing', delivery_state = 'publishing', network = $5,
+                 attempts = $6, next_attempt_at = NULL, delivery_attempts = $7",
+            ))
+            .bind(version)
+            .bind(&at)
+            .bind(&tenant)
+            .bind(&post_id)
+            .bind(network)
+            .bind(i64::from(attempt))
+            .bind(serde_json::Value::Array(attempts).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        post::Event::DeliveryAttemptFailed {
+            attempt: _,
+            code,
+            reason,
+            retry_at,
+        } => {
+            let attempts = end_attempt(conn, &tenant, &post_id, &at, |entry| {
+                entry.insert("status".into(), "failed".into());
+                entry.insert("code".into(), code.clone().into());
+                entry.insert("reason".into(), reason.clone().into());
+                entry.insert("retryable".into(), retry_at.is_some().into());
+            })
+            .await?;
+            let set = match retry_at {
+                Some(_) => {
+                    "status = 'failed_retryable', delivery_state = 'failed_retryable',
+                     next_attempt_at = $5, failure_reason = $6, delivery_attempts = $7"
+                }
+                None => {
+                    "status = 'failed', delivery_state = 'failed_permanent',
+                     next_attempt_at = $5, failure_reason = $6, delivery_attempts = $7"
+                }
+            };
+            sqlx::query(&update(set))
+                .bind(version)
+                .bind(&at)
+                .bind(&tenant)
+                .bind(&post_id)
+                .bind(retry_at.map(ts))
+                .bind(reason)
+                .bind(attempts)
+                .execute(&mut *conn)
+                .await?;
+        }
+        post::Event::DeliveryUnconfirmed { attempt: _, reason } => {
+            let attempts = end_attempt(conn, &tenant, &post_id, &at, |entry| {
+                entry.insert("status".into(), "unconfirmed".into());
+                entry.insert("reason".into(), reason.clone().into());
+            })
+            .await?;
+            sqlx::query(&update(
+                "status = 'unconfirmed', delivery_state = 'unconfirmed', failure_reason = $5,
+                 delivery_attempts = $6",
+            ))
+            .bind(version)
+            .bind(&at)
+            .bind(&tenant)
+            .bind(&post_id)
+            .bind(reason)
+            .bind(attempts)
+            .execute(&mut *conn)
+            .await?;
+        }
+        post::Event::Removed { network_post_id: _ } => {
+            sqlx::query(&update("status = 'removed'"))
+                .bind(version)
+                .bind(&at)
+                .bind(&tenant)
+                .bind(&post_id)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
+}
+
+/// A post's attempts, as stored in its `delivery_attempts` JSON list.
+async fn load_attempts(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    post_id: &str,
+) -> Result<Vec<serde_json::Value>, ApplyError> {
+    let raw: Option<String> = sqlx::query_scalar(
+        "SELECT delivery_attempts FROM posts WHERE tenant_id = $1 AND post_id = $2",
+    )
+    .bind(tenant)
+    .bind(post_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    // The column is only ever written here, as a JSON list; anything else is treated
+    // as no attempts rather than stopping the projection.
+    Ok(raw
+        .and_then(|raw| serde_json::from_str(&raw).ok())
+        .unwrap_or_default())
+}
+
+/// Ends the post's last attempt if it is still `started`: `end` fills in its outcome.
+/// Returns the list to store.
+async fn end_attempt(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    post_id: &str,
+    at: &str,
+    end: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Result<String, ApplyError> {
+    let mut attempts = load_attempts(conn, tenant, post_id).await?;
+    if let Some(serde_json::Value::Object(entry)) = attempts.last_mut()
+        && entry.get("status").and_then(|s| s.as_str()) == Some("started")
+    {
+        end(entry);
+        entry.insert("ended_at".into(), at.into());
+    }
+    Ok(serde_json::Value::Array(attempts).to_string())
 }
 
 async fn apply_generation(

@@ -21,7 +21,8 @@ pub use dialect::{Dialect, POSTGRES_SCHEMA};
 pub use generations::{GenerationView, UsageGroup, UsageRow};
 pub use projector::{Outcome, ProjectError, Projector, READ_MODELS};
 pub use readmodel::{
-    BudgetView, PostFilter, PostPage, PostView, ReadModels, ReservationStatus, ReservationView,
+    BudgetView, DeliveryAttemptView, DeliveryView, OpenDelivery, PostFilter, PostPage, PostView,
+    ReadModels, ReservationStatus, ReservationView,
 };
 
 /// The tenant tables, in the order `row_counts` reports them.

@@ -133,16 +133,66 @@ pub struct PostView {
     pub channel: String,
     pub body: String,
     pub campaign_id: Option<Uuid>,
-    /// `draft`, `scheduled`, `publishing`, `published`, `failed` or `cancelled`.
+    /// `draft`, `scheduled`, `publishing`, `failed_retryable`, `unconfirmed`,
+    /// `published`, `failed`, `cancelled` or `removed`: derived from the delivery.
     pub status: String,
     pub publish_at: Option<DateTime<Utc>>,
     pub network_post_id: Option<String>,
     pub url: Option<String>,
     pub failure_reason: Option<String>,
+    /// The delivery to the post's channel, once publishing was requested.
+    pub delivery: Option<DeliveryView>,
     /// The post stream's version; pass it as `expected_version` to guard an edit.
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The delivery of a post to its channel (its one target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryView {
+    /// `pending`, `publishing`, `published`, `failed_retryable`, `failed_permanent` or
+    /// `unconfirmed`.
+    pub state: String,
+    /// The network of the last attempt: `local`, `mastodon` or `webhook`.
+    pub network: Option<String>,
+    /// When the next attempt is due, while `failed_retryable`.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<DeliveryAttemptView>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryAttemptView {
+    /// From 1 over the post's life.
+    pub attempt: u32,
+    pub network: String,
+    /// `started`, `succeeded`, `failed` or `unconfirmed`.
+    pub status: String,
+    /// The failure's class, e.g. `network_rate_limited`, when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What went wrong, when failed or unconfirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whether another attempt followed the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery the publisher must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenDelivery {
+    pub tenant: Uuid,
+    pub post: Uuid,
+    pub version: u64,
+    /// `pending`, `publishing` (an attempt in flight) or `failed_retryable`.
+    pub state: String,
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// A page of posts, oldest first.
@@ -460,6 +510,40 @@ impl ReadModels {
         Ok(PostPage { items, next_cursor })
     }
 
+    /// Deliveries waiting for a first attempt, due for a retry at `now`, or with an
+    /// attempt in flight, across tenants, oldest change first.
+    pub async fn open_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OpenDelivery>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, post_id, version, delivery_state, next_attempt_at
+             FROM open_deliveries
+             WHERE delivery_state <> 'failed_retryable' OR next_attempt_at <= $1
+             ORDER BY tenant_id, post_id LIMIT $2",
+        )
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenDelivery {
+                    tenant: parse_uuid(r.get("tenant_id"))?,
+                    post: parse_uuid(r.get("post_id"))?,
+                    version: r.get::<i64, _>("version") as u64,
+                    state: r.get("delivery_state"),
+                    next_attempt_at: r
+                        .get::<Option<String>, _>("next_attempt_at")
+                        .as_deref()
+                        .map(parse_ts)
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
     /// Scheduled posts whose time has come, across tenants: `(tenant, post, version)`,
     /// the longest overdue first.
     pub async fn due_posts(
@@ -532,7 +616,8 @@ impl ReadModels {
 
 const POST_COLUMNS: &str =
     "post_id, channel, body, campaign_id, status, publish_at, network_post_id, url,
-        failure_reason, version, created_at, updated_at";
+        failure_reason, delivery_state, network, next_attempt_at, delivery_attempts, version,
+        created_at, updated_at";
 
 fn status(soft: i64, hard: i64, committed: i64, reserved: i64) -> String {
     let micros = |v: i64| Micros::new(v.max(0)).unwrap_or(Micros::ZERO);
@@ -606,8 +691,30 @@ fn post_view(row: &AnyRow) -> Result<PostView, sqlx::Error> {
         network_post_id: row.get("network_post_id"),
         url: row.get("url"),
         failure_reason: row.get("failure_reason"),
+        delivery: delivery_view(row)?,
         version: row.get::<i64, _>("version") as u64,
         created_at: parse_ts(row.get("created_at"))?,
         updated_at: parse_ts(row.get("updated_at"))?,
     })
+}
+
+fn delivery_view(row: &AnyRow) -> Result<Option<DeliveryView>, sqlx::Error> {
+    let Some(state) = row.get::<Option<String>, _>("delivery_state") else {
+        return Ok(None);
+    };
+    let attempts: String = row.get("delivery_attempts");
+    let attempts = serde_json::from_str(&attempts).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "delivery_attempts".into(),
+        source: Box::new(e),
+    })?;
+    Ok(Some(DeliveryView {
+        state,
+        network: row.get("network"),
+        next_attempt_at: row
+            .get::<Option<String>, _>("next_attempt_at")
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?,
+        attempts,
+    }))
 }

@@ -89,6 +89,9 @@ const POST_STATUSES: &[&str] = &[
     "published",
     "failed",
     "cancelled",
+    "failed_retryable",
+    "unconfirmed",
+    "removed",
 ];
 
 pub(crate) fn viewer(req: &HttpRequest) -> Result<Principal, QueryError> {

@@ -102,7 +102,7 @@ pub fn paths() -> Map<String, Value> {
                 param(
                     "status",
                     "Only posts in this state",
-                    json!({"type": "string", "enum": ["draft", "scheduled", "publishing", "published", "failed", "cancelled"]}),
+                    json!({"type": "string", "enum": ["draft", "scheduled", "publishing", "failed_retryable", "unconfirmed", "published", "failed", "cancelled", "removed"]}),
                 ),
                 param("channel", "Only posts for this channel", json!({"type": "string"})),
                 param("campaign_id", "Only posts of this campaign", json!({"type": "string", "format": "uuid"})),

@@ -26,6 +26,8 @@ pub const COMMANDS: &[&str] = &[
     "schedule-post",
     "publish-post",
     "cancel-post",
+    "retry-delivery",
+    "resolve-unconfirmed",
     "generate-content",
 ];
 
@@ -42,6 +44,8 @@ pub fn command_schema(name: &str) -> Option<Value> {
         "schedule-post" => schemars::schema_for!(SchedulePost),
         "publish-post" => schemars::schema_for!(PublishPost),
         "cancel-post" => schemars::schema_for!(CancelPost),
+        "retry-delivery" => schemars::schema_for!(RetryDelivery),
+        "resolve-unconfirmed" => schemars::schema_for!(ResolveUnconfirmed),
         "generate-content" => schemars::schema_for!(GenerateContent),
         _ => return None,
     };
@@ -223,6 +227,58 @@ pub struct CancelPost {
     pub post_id: Uuid,
     /// The post version this request is based on; see `edit-post`. Omit it to apply to
     /// whatever version is current.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+}
+
+/// Delivers a failed post again now, or brings forward the next attempt of a post
+/// waiting after a transient failure. An operator command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = json!({ "post_id": "0193a4b3-0000-7000-8000-000000000001" }))]
+pub struct RetryDelivery {
+    /// The post to deliver again.
+    pub post_id: Uuid,
+    /// The post version this request is based on; see `edit-post`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+}
+
+/// How an operator settles an unconfirmed delivery, after looking at the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// The post is on the network; give its `network_post_id` (and `url`).
+    Published,
+    /// The post is not on the network; it becomes failed and may be retried.
+    Failed,
+}
+
+/// Settles a delivery whose outcome was unknown (the request may have reached the
+/// network). An operator command: check the network first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = json!({
+    "post_id": "0193a4b3-0000-7000-8000-000000000001",
+    "outcome": "published",
+    "network_post_id": "113505623198765432",
+    "url": "https://mastodon.social/@tidemark/113505623198765432"
+}))]
+pub struct ResolveUnconfirmed {
+    /// The unconfirmed post.
+    pub post_id: Uuid,
+    /// What the operator found on the network.
+    pub outcome: DeliveryOutcome,
+    /// The network's id of the post; required when the outcome is `published`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_post_id: Option<String>,
+    /// The post's public address, when published and known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Why it failed, when the outcome is `failed`; defaults to a generic reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The post version this request is based on; see `edit-post`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
 }

@@ -1,155 +1,356 @@
-//! Delivers posts whose publishing was requested, and records the outcome.
+//! Delivers posts whose publishing was requested, one recorded attempt at a time.
 //!
-//! The publisher tails the global log from its own checkpoint. For each
-//! `post.publish_requested` it delivers the post only if that request is still the
-//! post's latest event: after a crash between delivering and recording, the recorded
-//! outcome (or a newer request) shows the work was done and it is not repeated.
-//! Ambiguous network failures (timeouts after sending) are the publishing issue's
-//! next step; the embedded `local` network never has them.
+//! Each round asks the read models for open deliveries: waiting for a first attempt,
+//! or failed transiently with the next attempt due. For each, the publisher first
+//! records `post.delivery_attempt_started` with the version the read model saw —
+//! the attempt's lease: a post that moved on, or an attempt already in flight, is
+//! refused by the post itself and skipped — and only then calls the channel's
+//! network. The outcome is recorded with the version after the start: published,
+//! failed (retryable with the time of the next attempt, from exponential back-off
+//! with full jitter and never before the network's `Retry-After`; or permanent),
+//! or unconfirmed when the request may have landed.
+//!
+//! An unconfirmed delivery is never attempted again. The publisher asks the network
+//! once (`reconcile`); if the network cannot tell, an operator settles it with
+//! `resolve-unconfirmed` (or a verified webhook confirms it). An attempt the read
+//! models show in flight that is not running in this process was cut off by a stop
+//! or a crash of the process that ran it: it is recorded unconfirmed and reconciled
+//! the same way — so a restart never posts twice. This is why one publisher process
+//! runs at a time.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use command_api::{CommandError, CommandService, Envelope};
-use domain::ids::StreamKind;
-use domain::post::{self, Command};
-use domain::{Channel, PostId, StreamName, TenantId};
-use eventlog::{EventStore, RecordedEvent};
-use projector::ReadModels;
-use schemas::DomainEvent;
-use tokio::sync::watch;
+use domain::post::{Command, Resolution};
+use domain::{Channel, PostId, TenantId};
+use projector::{OpenDelivery, ReadModels};
+use tokio::sync::{Semaphore, watch};
+use uuid::Uuid;
 
-use crate::network::Network;
+use crate::network::Networks;
+use crate::networks::{Delivered, Delivery, DeliveryError, NetworkAdapter};
+use crate::providers::RetryPolicy;
 
-/// Checkpoint name of the publisher.
-pub const CHECKPOINT: &str = "publisher";
+/// The longest a network's `Retry-After` is honoured; a longer one (a daily quota)
+/// waits this long and tries again.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// The actor name on the publisher's commands.
+const ACTOR: &str = "publisher";
 
 /// The publishing workflow.
 pub struct Publisher {
-    pub store: Arc<dyn EventStore>,
     pub service: Arc<CommandService>,
     pub models: ReadModels,
-    pub network: Arc<dyn Network>,
+    pub networks: Arc<Networks>,
+    /// Attempts per delivery and their back-off.
+    pub retry: RetryPolicy,
+    /// How often open deliveries are looked for.
+    pub every: Duration,
+    /// Most deliveries in flight at once.
+    pub concurrency: usize,
 }
 
+/// Posts with an attempt running in this process, so a round does not start a
+/// second task for a post whose read model has not caught up with the first.
+type Running = Arc<Mutex<HashSet<Uuid>>>;
+
 impl Publisher {
-    /// Handles the next batch of the log; returns how many events it read.
-    pub async fn process_batch(&self) -> anyhow::Result<usize> {
-        let from = self.models.checkpoint(CHECKPOINT).await?;
-        let events = self.store.read_all(from, 200).await?;
-        for event in &events {
-            if event.event_type == "post.publish_requested" {
-                self.deliver(event).await?;
-                self.models
-                    .save_checkpoint(CHECKPOINT, event.global_position)
-                    .await?;
+    /// Starts an attempt for every open delivery that is due; returns how many
+    /// started. Each attempt runs in its own task, at most `concurrency` at once.
+    pub async fn round(
+        &self,
+        running: &Running,
+        permits: &Arc<Semaphore>,
+    ) -> anyhow::Result<usize> {
+        let due = self.models.open_deliveries(self.service.now(), 500).await?;
+        let mut started = 0;
+        for delivery in due {
+            // A post whose attempt runs in this process is not touched; every other
+            // attempt in flight was cut off when the process that ran it stopped.
+            if !lock(running).insert(delivery.post) {
+                continue;
             }
+            let permit = permits.clone().acquire_owned().await?;
+            let worker = self.worker();
+            let running = running.clone();
+            started += 1;
+            tokio::spawn(async move {
+                let done = if delivery.state == "publishing" {
+                    worker.interrupted(&delivery).await
+                } else {
+                    worker.attempt(&delivery).await
+                };
+                if let Err(error) = done {
+                    tracing::error!(tenant = %delivery.tenant, post = %delivery.post, error = ?error, "delivery attempt failed to run");
+                }
+                lock(&running).remove(&delivery.post);
+                drop(permit);
+            });
         }
-        if let Some(last) = events.last() {
-            self.models
-                .save_checkpoint(CHECKPOINT, last.global_position)
-                .await?;
-        }
-        Ok(events.len())
+        Ok(started)
     }
 
-    async fn deliver(&self, requested: &RecordedEvent) -> anyhow::Result<()> {
-        let (tenant, post_id) = match StreamName::parse(&requested.stream_id) {
-            Ok((tenant, StreamKind::Post(post))) => (tenant, post),
-            _ => anyhow::bail!(
-                "publish request on a non-post stream {}",
-                requested.stream_id
-            ),
-        };
-        let history = self
-            .store
-            .read_stream(tenant.as_uuid(), &requested.stream_id, 0)
-            .await?;
-        if history.last().map(|e| e.version) != Some(requested.version) {
-            // Something happened after this request: its outcome is already recorded.
-            return Ok(());
+    fn worker(&self) -> Worker {
+        Worker {
+            service: self.service.clone(),
+            models: self.models.clone(),
+            networks: self.networks.clone(),
+            retry: self.retry,
         }
-        let Some((channel, body)) = content(&history)? else {
-            anyhow::bail!("post {post_id} has no creation event");
+    }
+
+    /// Delivers every `every` until shutdown; attempts still running at shutdown are
+    /// waited for.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let running: Running = Arc::default();
+        let concurrency = self.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let mut interval = crate::interval(self.every);
+        while crate::tick(&mut interval, &mut shutdown).await {
+            if let Err(error) = self.round(&running, &permits).await {
+                tracing::error!(error = ?error, "publisher round failed");
+            }
+        }
+        // Let the attempts in flight record their outcome, so a clean stop leaves
+        // nothing unconfirmed.
+        let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        let _ = permits.acquire_many(all).await;
+    }
+}
+
+fn lock(running: &Running) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+    running.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What one delivery task needs.
+struct Worker {
+    service: Arc<CommandService>,
+    models: ReadModels,
+    networks: Arc<Networks>,
+    retry: RetryPolicy,
+}
+
+impl Worker {
+    /// The post's channel and body, and the adapter its channel delivers through.
+    async fn target(
+        &self,
+        tenant: TenantId,
+        post: PostId,
+    ) -> anyhow::Result<Option<(Channel, String, Arc<dyn NetworkAdapter>)>> {
+        let Some(view) = self.models.post(tenant.as_uuid(), post.as_uuid()).await? else {
+            return Ok(None);
         };
-        let command = match self.network.publish(tenant, post_id, &channel, &body).await {
-            Ok(delivered) => Command::RecordPublished {
+        let channel = Channel::new(&view.channel)?;
+        let adapter = self.networks.for_channel(tenant, &channel);
+        Ok(Some((channel, view.body, adapter)))
+    }
+
+    #[tracing::instrument(name = "publisher.attempt", skip_all, fields(tenant = %open.tenant, post = %open.post))]
+    async fn attempt(&self, open: &OpenDelivery) -> anyhow::Result<()> {
+        let tenant = TenantId::from_uuid(open.tenant);
+        let post = PostId::from_uuid(open.post);
+        let Some((channel, body, adapter)) = self.target(tenant, post).await? else {
+            return Ok(());
+        };
+        let start = Command::StartAttempt {
+            network: adapter.name().to_owned(),
+        };
+        let Some(version) = record(&self.service, tenant, post, Some(open.version), start).await?
+        else {
+            return Ok(());
+        };
+        let attempt = self.service.post_state(tenant, post).await?.attempts;
+        let key = idempotency_key(post);
+        let delivery = Delivery {
+            tenant,
+            post,
+            channel: &channel,
+            body: &body,
+            idempotency_key: &key,
+        };
+        let outcome = adapter.deliver(&delivery).await;
+        let command = match outcome {
+            Ok(delivered) => published(delivered),
+            Err(DeliveryError::Unknown(reason)) => {
+                let unconfirmed = Command::RecordUnconfirmed {
+                    reason: DeliveryError::Unknown(reason).to_string(),
+                };
+                if let Some(version) =
+                    record(&self.service, tenant, post, Some(version), unconfirmed).await?
+                {
+                    self.reconcile(tenant, post, version).await?;
+                }
+                return Ok(());
+            }
+            Err(error) => self.failed(attempt, &error),
+        };
+        record(&self.service, tenant, post, Some(version), command).await?;
+        Ok(())
+    }
+
+    /// Records an attempt cut off by a stopped process as unconfirmed, and reconciles
+    /// it. The read model may lag: if the attempt did end, the post's version has
+    /// moved and the command loses, changing nothing.
+    #[tracing::instrument(name = "publisher.interrupted", skip_all, fields(tenant = %open.tenant, post = %open.post))]
+    async fn interrupted(&self, open: &OpenDelivery) -> anyhow::Result<()> {
+        let tenant = TenantId::from_uuid(open.tenant);
+        let post = PostId::from_uuid(open.post);
+        let command = Command::RecordUnconfirmed {
+            reason: "the publisher stopped during the attempt; it may have reached the network"
+                .into(),
+        };
+        if let Some(version) =
+            record(&self.service, tenant, post, Some(open.version), command).await?
+        {
+            self.reconcile(tenant, post, version).await?;
+        }
+        Ok(())
+    }
+
+    /// The failure to record: retryable with the next attempt's time, or permanent.
+    fn failed(&self, attempt: u32, error: &DeliveryError) -> Command {
+        if !error.is_retryable() {
+            return Command::RecordAttemptFailed {
+                code: error.code().into(),
+                reason: error.to_string(),
+                retry_at: None,
+            };
+        }
+        if attempt >= self.retry.max_attempts {
+            return Command::RecordAttemptFailed {
+                code: error.code().into(),
+                reason: format!("{error} (gave up after {attempt} attempts)"),
+                retry_at: None,
+            };
+        }
+        let retry_after = match error {
+            DeliveryError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        };
+        let wait = next_wait(&self.retry, attempt, retry_after, &mut rand::rng());
+        Command::RecordAttemptFailed {
+            code: error.code().into(),
+            reason: error.to_string(),
+            retry_at: Some(at_after(self.service.now(), wait)),
+        }
+    }
+
+    /// Asks the network once whether an unconfirmed delivery landed, and records the
+    /// answer; leaves it unconfirmed (for an operator) when the network cannot tell.
+    #[tracing::instrument(name = "publisher.reconcile", skip(self))]
+    async fn reconcile(&self, tenant: TenantId, post: PostId, version: u64) -> anyhow::Result<()> {
+        let Some((channel, body, adapter)) = self.target(tenant, post).await? else {
+            return Ok(());
+        };
+        let key = idempotency_key(post);
+        let delivery = Delivery {
+            tenant,
+            post,
+            channel: &channel,
+            body: &body,
+            idempotency_key: &key,
+        };
+        let outcome = match adapter.reconcile(&delivery).await {
+            Ok(Some(delivered)) => Resolution::Published {
                 network_post_id: delivered.network_post_id,
                 url: delivered.url,
             },
-            Err(refused) => Command::RecordFailed {
-                reason: refused.reason,
+            Ok(None) => Resolution::Failed {
+                reason: "the network has no such post: it was not delivered".into(),
             },
+            Err(error) => {
+                tracing::warn!(network = adapter.name(), error = %error, "unconfirmed delivery left for an operator");
+                return Ok(());
+            }
         };
-        self.record(tenant, post_id, requested, command).await
-    }
-
-    async fn record(
-        &self,
-        tenant: TenantId,
-        post_id: PostId,
-        requested: &RecordedEvent,
-        command: Command,
-    ) -> anyhow::Result<()> {
-        let envelope = Envelope::system(tenant, "publisher", Some(requested.event_id));
-        match self
-            .service
-            .post(&envelope, post_id, Some(requested.version), command)
-            .await
-        {
-            Ok(_) => Ok(()),
-            // The post moved on while we delivered: the newer event decides.
-            Err(CommandError::VersionConflict { .. } | CommandError::Post(_)) => Ok(()),
-            Err(other) => Err(other.into()),
-        }
-    }
-
-    /// Runs until shutdown, waking when the log grows.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut head = self.store.watch_head();
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match self.process_batch().await {
-                Ok(0) => {
-                    let done = self.models.checkpoint(CHECKPOINT).await.unwrap_or(0);
-                    tokio::select! {
-                        _ = head.wait_for(|h| *h > done) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(error = ?error, "publisher batch failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
-            }
-        }
+        let command = Command::ResolveUnconfirmed { outcome };
+        record(&self.service, tenant, post, Some(version), command).await?;
+        Ok(())
     }
 }
 
-/// The channel and latest body of a post, folded from its stream.
-fn content(history: &[RecordedEvent]) -> anyhow::Result<Option<(Channel, String)>> {
-    let mut content: Option<(Channel, String)> = None;
-    for recorded in history {
-        match schemas::decode(
-            &recorded.event_type,
-            recorded.schema_version,
-            &recorded.data,
-        )? {
-            DomainEvent::Post(post::Event::Created { channel, body, .. }) => {
-                content = Some((channel, body))
-            }
-            DomainEvent::Post(post::Event::Edited { body }) => {
-                if let Some((_, current)) = content.as_mut() {
-                    *current = body;
-                }
-            }
-            _ => {}
+fn published(delivered: Delivered) -> Command {
+    Command::RecordPublished {
+        network_post_id: delivered.network_post_id,
+        url: delivered.url,
+    }
+}
+
+/// The key every attempt of a post's delivery carries, so the network (or the
+/// webhook receiver) recognises a repeat.
+fn idempotency_key(post: PostId) -> String {
+    format!("tidemark-post-{post}")
+}
+
+/// How long to wait before the next attempt: the back-off with full jitter, but
+/// never less than the network's `Retry-After` (capped at [`RETRY_AFTER_CAP`]).
+pub fn next_wait<R: rand::Rng + ?Sized>(
+    policy: &RetryPolicy,
+    attempt: u32,
+    retry_after: Option<Duration>,
+    rng: &mut R,
+) -> Duration {
+    let backoff = policy.backoff(attempt, None, rng);
+    backoff.max(retry_after.map_or(Duration::ZERO, |wait| wait.min(RETRY_AFTER_CAP)))
+}
+
+fn at_after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX)
+}
+
+/// Runs one command on a post as the publisher; `Some(version after)` when it was
+/// carried out, `None` when the post moved on meanwhile (another attempt, an
+/// operator, a webhook) and the newer state decides.
+async fn record(
+    service: &CommandService,
+    tenant: TenantId,
+    post: PostId,
+    expected_version: Option<u64>,
+    command: Command,
+) -> anyhow::Result<Option<u64>> {
+    let envelope = Envelope::system(tenant, ACTOR, None);
+    match service
+        .post(&envelope, post, expected_version, command)
+        .await
+    {
+        Ok(done) => Ok(Some(done.version)),
+        Err(CommandError::VersionConflict { .. } | CommandError::Post(_)) => Ok(None),
+        Err(other) => Err(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_retry_after_longer_than_the_back_off_is_honoured() {
+        let policy = RetryPolicy::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let wait = next_wait(&policy, 1, Some(Duration::from_secs(120)), &mut rng);
+        assert_eq!(wait, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_retry_after_is_capped_at_an_hour() {
+        let policy = RetryPolicy::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let wait = next_wait(&policy, 1, Some(Duration::from_secs(86_400)), &mut rng);
+        assert_eq!(wait, RETRY_AFTER_CAP);
+    }
+
+    #[test]
+    fn without_retry_after_the_wait_stays_under_the_back_off_ceiling() {
+        let policy = RetryPolicy::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for attempt in 1..=6 {
+            let wait = next_wait(&policy, attempt, None, &mut rng);
+            assert!(wait <= policy.max_delay, "attempt {attempt}: {wait:?}");
         }
     }
-    Ok(content)
 }

@@ -11,10 +11,41 @@ pub fn evolve(mut state: State, event: &Event) -> State {
             state.status = Status::Scheduled;
             state.publish_at = Some(*publish_at);
         }
-        Event::PublishRequested { .. } => state.status = Status::Publishing,
-        Event::Published { .. } => state.status = Status::Published,
-        Event::PublishFailed { .. } => state.status = Status::Failed,
+        Event::PublishRequested { .. } => {
+            state.status = Status::Publishing;
+            state.in_flight = false;
+            state.retry_at = None;
+        }
+        Event::Published { .. } => {
+            state.status = Status::Published;
+            state.in_flight = false;
+            state.retry_at = None;
+        }
+        Event::PublishFailed { .. } => {
+            state.status = Status::Failed;
+            state.in_flight = false;
+            state.retry_at = None;
+        }
         Event::Cancelled => state.status = Status::Cancelled,
+        Event::DeliveryAttemptStarted { attempt, .. } => {
+            state.status = Status::Publishing;
+            state.attempts = *attempt;
+            state.in_flight = true;
+            state.retry_at = None;
+        }
+        Event::DeliveryAttemptFailed { retry_at, .. } => {
+            state.in_flight = false;
+            state.retry_at = *retry_at;
+            state.status = match retry_at {
+                Some(_) => Status::RetryScheduled,
+                None => Status::Failed,
+            };
+        }
+        Event::DeliveryUnconfirmed { .. } => {
+            state.status = Status::Unconfirmed;
+            state.in_flight = false;
+        }
+        Event::Removed { .. } => state.status = Status::Removed,
     }
     state
 }

@@ -3,6 +3,14 @@
 //! Its life is `draft → scheduled → publishing → published | failed`, and it may be
 //! cancelled while it is a draft or scheduled. A failed post may be published again.
 //! Every other move is refused with a rejection that names the state it was refused in.
+//!
+//! A post has one channel, so one delivery target. Publishing it is a series of
+//! attempts: each is started (`post.delivery_attempt_started`, which doubles as the
+//! lease on the network call) before the network is called, and ends published,
+//! failed (retryable with the time of the next attempt, or permanent) or
+//! unconfirmed (the request may have landed). An unconfirmed delivery is never
+//! attempted again: it is settled by reconciling with the network, by a verified
+//! webhook, or by an operator. A published post may later be reported removed.
 
 mod decide;
 mod evolve;
@@ -47,6 +55,48 @@ pub enum Command {
     RecordFailed {
         reason: String,
     },
+    /// A delivery attempt is about to call `network` (sent by the publishing workflow).
+    StartAttempt {
+        network: String,
+    },
+    /// The attempt in flight failed; `retry_at` is set when the failure is known
+    /// transient and another attempt is due then, else the failure is permanent.
+    RecordAttemptFailed {
+        code: String,
+        reason: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// The attempt in flight may or may not have reached the network.
+    RecordUnconfirmed {
+        reason: String,
+    },
+    /// An operator asks for another delivery of a failed post now.
+    RetryDelivery,
+    /// An operator (or a reconciliation) settles an unconfirmed delivery.
+    ResolveUnconfirmed {
+        outcome: Resolution,
+    },
+    /// The network confirmed the delivery (a verified webhook).
+    ConfirmDelivery {
+        network_post_id: String,
+        url: Option<String>,
+    },
+    /// The network reports the published post removed (a verified webhook).
+    RecordRemoved {
+        network_post_id: String,
+    },
+}
+
+/// How an unconfirmed delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Published {
+        network_post_id: String,
+        url: Option<String>,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 /// Why publishing started.
@@ -87,6 +137,27 @@ pub enum Event {
         reason: String,
     },
     Cancelled,
+    /// Attempt number `attempt` (from 1 over the post's life) is calling `network`.
+    DeliveryAttemptStarted {
+        attempt: u32,
+        network: String,
+    },
+    /// The attempt failed; retried at `retry_at` when set, else failed for good.
+    DeliveryAttemptFailed {
+        attempt: u32,
+        code: String,
+        reason: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// The attempt's outcome is unknown: the request may have landed.
+    DeliveryUnconfirmed {
+        attempt: u32,
+        reason: String,
+    },
+    /// The network removed the published post.
+    Removed {
+        network_post_id: String,
+    },
 }
 
 /// Where a post stands.
@@ -97,10 +168,18 @@ pub enum Status {
     Absent,
     Draft,
     Scheduled,
+    /// Waiting for (or running) a delivery attempt.
     Publishing,
+    /// The last attempt failed transiently; another is due at `retry_at`.
+    RetryScheduled,
+    /// The last attempt may have landed; waits to be reconciled or resolved.
+    Unconfirmed,
     Published,
+    /// Failed for good (a permanent error, too many attempts, or an operator).
     Failed,
     Cancelled,
+    /// Published, then removed by the network.
+    Removed,
 }
 
 impl Status {
@@ -110,9 +189,12 @@ impl Status {
             Status::Draft => "draft",
             Status::Scheduled => "scheduled",
             Status::Publishing => "publishing",
+            Status::RetryScheduled => "failed_retryable",
+            Status::Unconfirmed => "unconfirmed",
             Status::Published => "published",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Removed => "removed",
         }
     }
 }
@@ -131,6 +213,11 @@ pub enum Action {
     Publish,
     Cancel,
     RecordOutcome,
+    StartAttempt,
+    Retry,
+    Resolve,
+    Confirm,
+    Remove,
 }
 
 impl fmt::Display for Action {
@@ -141,6 +228,11 @@ impl fmt::Display for Action {
             Action::Publish => "publish",
             Action::Cancel => "cancel",
             Action::RecordOutcome => "record the outcome of",
+            Action::StartAttempt => "start a delivery attempt of",
+            Action::Retry => "retry the delivery of",
+            Action::Resolve => "resolve the delivery of",
+            Action::Confirm => "confirm the delivery of",
+            Action::Remove => "record the removal of",
         })
     }
 }
@@ -150,6 +242,12 @@ impl fmt::Display for Action {
 pub struct State {
     pub status: Status,
     pub publish_at: Option<DateTime<Utc>>,
+    /// Delivery attempts started over the post's life.
+    pub attempts: u32,
+    /// An attempt was started and its outcome is not recorded yet.
+    pub in_flight: bool,
+    /// When the next attempt is due, while `RetryScheduled`.
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// Why a post command was refused. Each has a stable machine code.
@@ -169,6 +267,10 @@ pub enum Rejection {
     EmptyNetworkId,
     #[error("cannot {action} a post that is {from}")]
     InvalidTransition { from: Status, action: Action },
+    #[error("a delivery attempt of this post is already in flight")]
+    AttemptInFlight,
+    #[error("the next delivery attempt of this post is not due yet")]
+    AttemptNotDue,
 }
 
 impl Rejection {
@@ -182,6 +284,8 @@ impl Rejection {
             Rejection::EmptyReason => "invalid_failure_reason",
             Rejection::EmptyNetworkId => "invalid_network_post_id",
             Rejection::InvalidTransition { .. } => "invalid_post_transition",
+            Rejection::AttemptInFlight => "delivery_attempt_in_flight",
+            Rejection::AttemptNotDue => "delivery_attempt_not_due",
         }
     }
 }

@@ -25,8 +25,8 @@ use domain::{CampaignId, Channel, GenerationId, Micros, Period, PostId, Reservat
 use eventlog::sqlite::SqliteStore;
 use eventlog::{EventStore, Position};
 use projector::{
-    BudgetView, GenerationView, PostFilter, PostPage, PostView, READ_MODELS, ReadModels,
-    ReservationStatus, ReservationView, UsageGroup, UsageRow,
+    BudgetView, GenerationView, OpenDelivery, PostFilter, PostPage, PostView, READ_MODELS,
+    ReadModels, ReservationStatus, ReservationView, UsageGroup, UsageRow,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -464,6 +464,64 @@ impl Log {
         )
         .await;
         self.generate(a, "still waiting", None).await;
+        self.delivery_states(a, &linkedin).await;
+    }
+
+    /// Posts whose deliveries end in each state an attempt can leave.
+    async fn delivery_states(&mut self, tenant: TenantId, channel: &Channel) {
+        let publish = || post::Command::Publish {
+            trigger: PublishTrigger::Manual,
+        };
+        let start = || post::Command::StartAttempt {
+            network: "mastodon".into(),
+        };
+        let retrying = self.create_post(tenant, channel, "retrying", None).await;
+        self.post(tenant, retrying, publish()).await;
+        self.post(tenant, retrying, start()).await;
+        self.post(
+            tenant,
+            retrying,
+            post::Command::RecordAttemptFailed {
+                code: "network_rate_limited".into(),
+                reason: "429 Too Many Requests".into(),
+                retry_at: Some(at(2026, 2, 20, 9, 5)),
+            },
+        )
+        .await;
+        let unconfirmed = self.create_post(tenant, channel, "in doubt", None).await;
+        self.post(tenant, unconfirmed, publish()).await;
+        self.post(tenant, unconfirmed, start()).await;
+        self.post(
+            tenant,
+            unconfirmed,
+            post::Command::RecordUnconfirmed {
+                reason: "timeout".into(),
+            },
+        )
+        .await;
+        let in_flight = self.create_post(tenant, channel, "in flight", None).await;
+        self.post(tenant, in_flight, publish()).await;
+        self.post(tenant, in_flight, start()).await;
+        let removed = self.create_post(tenant, channel, "removed", None).await;
+        self.post(tenant, removed, publish()).await;
+        self.post(tenant, removed, start()).await;
+        self.post(
+            tenant,
+            removed,
+            post::Command::RecordPublished {
+                network_post_id: "m-7".into(),
+                url: None,
+            },
+        )
+        .await;
+        self.post(
+            tenant,
+            removed,
+            post::Command::RecordRemoved {
+                network_post_id: "m-7".into(),
+            },
+        )
+        .await;
     }
 
     /// March: tenant A inherits February's limits and reuses a reservation id, tenant
@@ -744,6 +802,7 @@ pub struct Snapshot {
     pub pages: Vec<(String, Vec<PostPage>)>,
     pub due_posts: Vec<DuePostsAnswer>,
     pub due_months: Vec<DueMonthsAnswer>,
+    pub open_deliveries: Vec<(DateTime<Utc>, Vec<OpenDelivery>)>,
     pub row_counts: Vec<(&'static str, i64)>,
     pub generations: Vec<(Uuid, Uuid, Option<GenerationView>)>,
     pub usage: Vec<(Uuid, String, Vec<UsageRow>)>,
@@ -815,6 +874,9 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         "published",
         "failed",
         "cancelled",
+        "failed_retryable",
+        "unconfirmed",
+        "removed",
     ] {
         filters.push((
             format!("status={status}"),
@@ -909,7 +971,15 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
 
     let mut due_posts = Vec::new();
     let mut due_months = Vec::new();
+    let mut open_deliveries = Vec::new();
     for now in scan_times() {
+        open_deliveries.push((
+            now,
+            models
+                .open_deliveries(now, 500)
+                .await
+                .expect("open deliveries"),
+        ));
         for limit in [500, 1] {
             due_posts.push((
                 now,
@@ -935,6 +1005,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         pages,
         due_posts,
         due_months,
+        open_deliveries,
         row_counts: models.row_counts().await.expect("row counts"),
         generations,
         usage,
@@ -976,6 +1047,11 @@ pub fn assert_same(actual: &Snapshot, expected: &Snapshot) {
     first_difference("pages", &actual.pages, &expected.pages);
     first_difference("due_posts", &actual.due_posts, &expected.due_posts);
     first_difference("due_months", &actual.due_months, &expected.due_months);
+    first_difference(
+        "open_deliveries",
+        &actual.open_deliveries,
+        &expected.open_deliveries,
+    );
     first_difference("row_counts", &actual.row_counts, &expected.row_counts);
     first_difference("generations", &actual.generations, &expected.generations);
     first_difference("usage", &actual.usage, &expected.usage);

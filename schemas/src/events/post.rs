@@ -21,6 +21,10 @@ const PUBLISH_REQUESTED: &str = "post.publish_requested";
 const PUBLISHED: &str = "post.published";
 const PUBLISH_FAILED: &str = "post.publish_failed";
 const CANCELLED: &str = "post.cancelled";
+const ATTEMPT_STARTED: &str = "post.delivery_attempt_started";
+const ATTEMPT_FAILED: &str = "post.delivery_attempt_failed";
+const UNCONFIRMED: &str = "post.delivery_unconfirmed";
+const REMOVED: &str = "post.removed";
 
 pub(super) fn encode(event: &Event) -> Encoded {
     match event {
@@ -54,6 +58,30 @@ pub(super) fn encode(event: &Event) -> Encoded {
             reason: reason.clone(),
         }),
         Event::Cancelled => encoded(PostCancelledV1 {}),
+        Event::DeliveryAttemptStarted { attempt, network } => {
+            encoded(PostDeliveryAttemptStartedV1 {
+                attempt: *attempt,
+                network: network.clone(),
+            })
+        }
+        Event::DeliveryAttemptFailed {
+            attempt,
+            code,
+            reason,
+            retry_at,
+        } => encoded(PostDeliveryAttemptFailedV1 {
+            attempt: *attempt,
+            code: code.clone(),
+            reason: reason.clone(),
+            retry_at: *retry_at,
+        }),
+        Event::DeliveryUnconfirmed { attempt, reason } => encoded(PostDeliveryUnconfirmedV1 {
+            attempt: *attempt,
+            reason: reason.clone(),
+        }),
+        Event::Removed { network_post_id } => encoded(PostRemovedV1 {
+            network_post_id: network_post_id.clone(),
+        }),
     }
 }
 
@@ -219,5 +247,112 @@ impl Version for PostCancelledV1 {
 impl Latest for PostCancelledV1 {
     fn into_domain(self) -> Result<DomainEvent, Failure> {
         Ok(DomainEvent::Post(Event::Cancelled))
+    }
+}
+
+/// `post.delivery_attempt_started` v1: a delivery attempt is about to call the
+/// network. Recorded before the call, so an attempt found started but not ended after
+/// a crash is known to be in doubt.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostDeliveryAttemptStartedV1 {
+    /// The attempt's number, from 1 over the post's life.
+    pub attempt: u32,
+    /// The network called: `local`, `mastodon` or `webhook`.
+    pub network: String,
+}
+
+impl Version for PostDeliveryAttemptStartedV1 {
+    const EVENT_TYPE: &'static str = ATTEMPT_STARTED;
+    const VERSION: u32 = 1;
+}
+
+impl Latest for PostDeliveryAttemptStartedV1 {
+    fn into_domain(self) -> Result<DomainEvent, Failure> {
+        Ok(DomainEvent::Post(Event::DeliveryAttemptStarted {
+            attempt: self.attempt,
+            network: self.network,
+        }))
+    }
+}
+
+/// `post.delivery_attempt_failed` v1: the network is known not to have taken the
+/// post. With `retry_at` another attempt is due then; without, the post failed.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostDeliveryAttemptFailedV1 {
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// The failure's class: `network_auth_failed`, `network_refused_content`,
+    /// `network_rate_limited`, `network_unavailable`, or `too_many_attempts`.
+    pub code: String,
+    /// What the network said, without credentials.
+    pub reason: String,
+    /// When the next attempt is due (RFC 3339, UTC); absent when the failure is
+    /// permanent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl Version for PostDeliveryAttemptFailedV1 {
+    const EVENT_TYPE: &'static str = ATTEMPT_FAILED;
+    const VERSION: u32 = 1;
+}
+
+impl Latest for PostDeliveryAttemptFailedV1 {
+    fn into_domain(self) -> Result<DomainEvent, Failure> {
+        Ok(DomainEvent::Post(Event::DeliveryAttemptFailed {
+            attempt: self.attempt,
+            code: self.code,
+            reason: self.reason,
+            retry_at: self.retry_at,
+        }))
+    }
+}
+
+/// `post.delivery_unconfirmed` v1: the attempt's request may have reached the
+/// network (a timeout after sending, an interrupted attempt); it is never retried
+/// blindly, only reconciled or resolved.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostDeliveryUnconfirmedV1 {
+    /// The attempt whose outcome is unknown.
+    pub attempt: u32,
+    /// Why the outcome is unknown.
+    pub reason: String,
+}
+
+impl Version for PostDeliveryUnconfirmedV1 {
+    const EVENT_TYPE: &'static str = UNCONFIRMED;
+    const VERSION: u32 = 1;
+}
+
+impl Latest for PostDeliveryUnconfirmedV1 {
+    fn into_domain(self) -> Result<DomainEvent, Failure> {
+        Ok(DomainEvent::Post(Event::DeliveryUnconfirmed {
+            attempt: self.attempt,
+            reason: self.reason,
+        }))
+    }
+}
+
+/// `post.removed` v1: the network reported the published post removed.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostRemovedV1 {
+    /// The network's id of the removed post.
+    pub network_post_id: String,
+}
+
+impl Version for PostRemovedV1 {
+    const EVENT_TYPE: &'static str = REMOVED;
+    const VERSION: u32 = 1;
+}
+
+impl Latest for PostRemovedV1 {
+    fn into_domain(self) -> Result<DomainEvent, Failure> {
+        Ok(DomainEvent::Post(Event::Removed {
+            network_post_id: self.network_post_id,
+        }))
     }
 }

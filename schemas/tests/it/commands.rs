@@ -26,6 +26,8 @@ fn parse(name: &str, body: &Value) -> Result<Value, serde_json::Error> {
         "schedule-post" => via::<SchedulePost>(body),
         "publish-post" => via::<PublishPost>(body),
         "cancel-post" => via::<CancelPost>(body),
+        "retry-delivery" => via::<RetryDelivery>(body),
+        "resolve-unconfirmed" => via::<ResolveUnconfirmed>(body),
         "generate-content" => via::<GenerateContent>(body),
         other => panic!("the test has no parser for {other}"),
     }
@@ -114,6 +116,8 @@ fn the_required_fields_are_exactly_the_ones_the_api_promises() {
         ("schedule-post", &["post_id", "publish_at"]),
         ("publish-post", &["post_id"]),
         ("cancel-post", &["post_id"]),
+        ("retry-delivery", &["post_id"]),
+        ("resolve-unconfirmed", &["post_id", "outcome"]),
         (
             "generate-content",
             &["brief", "channel", "max_output_tokens", "priority"],

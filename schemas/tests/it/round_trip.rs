@@ -128,6 +128,23 @@ fn post_event() -> impl Strategy<Value = post::Event> {
         }),
         any::<String>().prop_map(|reason| PublishFailed { reason }),
         Just(Cancelled),
+        (any::<u32>(), any::<String>())
+            .prop_map(|(attempt, network)| DeliveryAttemptStarted { attempt, network }),
+        (
+            any::<u32>(),
+            any::<String>(),
+            any::<String>(),
+            prop::option::of(timestamp())
+        )
+            .prop_map(|(attempt, code, reason, retry_at)| DeliveryAttemptFailed {
+                attempt,
+                code,
+                reason,
+                retry_at,
+            }),
+        (any::<u32>(), any::<String>())
+            .prop_map(|(attempt, reason)| DeliveryUnconfirmed { attempt, reason }),
+        any::<String>().prop_map(|network_post_id| Removed { network_post_id }),
     ]
 }
 
@@ -383,6 +400,27 @@ fn one_of_each() -> Vec<DomainEvent> {
         }
         .into(),
         post::Event::Cancelled.into(),
+        post::Event::DeliveryAttemptStarted {
+            attempt: 1,
+            network: "mastodon".into(),
+        }
+        .into(),
+        post::Event::DeliveryAttemptFailed {
+            attempt: 1,
+            code: "network_unavailable".into(),
+            reason: "503 Service Unavailable".into(),
+            retry_at: Some(at),
+        }
+        .into(),
+        post::Event::DeliveryUnconfirmed {
+            attempt: 2,
+            reason: "timeout".into(),
+        }
+        .into(),
+        post::Event::Removed {
+            network_post_id: "n-1".into(),
+        }
+        .into(),
         generation::Event::ModeChanged {
             requested: gpt(),
             model: mini(),

@@ -518,8 +518,12 @@ async fn a_published_post_is_delivered_by_the_in_process_publisher() {
     assert_eq!(post["network_post_id"], format!("local-{post_id}"));
     assert_eq!(post["url"], format!("local://linkedin/{post_id}"));
     assert_eq!(post["failure_reason"], Value::Null);
-    assert_eq!(post["version"], 3, "created, publish requested, published");
-    assert_eq!(app.event_count().await, 3);
+    assert_eq!(
+        post["version"], 4,
+        "created, publish requested, attempt started, published"
+    );
+    assert_eq!(post["delivery"]["state"], "published", "{post}");
+    assert_eq!(app.event_count().await, 4);
 }
 
 #[tokio::test]

@@ -9,5 +9,6 @@ mod isolation;
 mod openapi;
 mod production;
 mod production_support;
+mod publishing;
 mod support;
 mod workflows;

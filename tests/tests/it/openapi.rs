@@ -69,7 +69,8 @@ async fn every_documented_operation_is_served() {
     for (path, item) in paths {
         let concrete = path
             .replace("{post_id}", &Uuid::new_v4().to_string())
-            .replace("{generation_id}", &Uuid::new_v4().to_string());
+            .replace("{generation_id}", &Uuid::new_v4().to_string())
+            .replace("{network}", "mastodon");
         assert!(
             !concrete.contains('{'),
             "a path parameter the test does not know: {path}"

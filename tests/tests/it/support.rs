@@ -104,6 +104,7 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
         database: Default::default(),
         kafka: Default::default(),
         ai: Default::default(),
+        publishing: Default::default(),
     }
 }
 
@@ -121,6 +122,21 @@ pub async fn spawn_app_in(data_dir: PathBuf, clock: ManualClock) -> TestApp {
         "restarting on a data directory is an embedded-only test"
     );
     start(test_settings(data_dir), None, clock).await
+}
+
+/// Starts an embedded application on an existing data directory with custom settings.
+pub async fn spawn_app_in_with(
+    data_dir: PathBuf,
+    clock: ManualClock,
+    edit: impl FnOnce(&mut Settings),
+) -> TestApp {
+    assert!(
+        !production(),
+        "restarting on a data directory is an embedded-only test"
+    );
+    let mut settings = test_settings(data_dir);
+    edit(&mut settings);
+    start(settings, None, clock).await
 }
 
 /// Starts an application with custom settings.

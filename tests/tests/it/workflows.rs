@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use auth::Role;
 use chrono::{TimeDelta, Utc};
-use command_api::Clock;
+use std::sync::Arc;
+
+use cli::app::Stores;
+use command_api::{Clock, CommandService, Envelope};
+use domain::post::{Command, PublishTrigger};
 use domain::{PostId, StreamName, TenantId};
 use eventlog::RecordedEvent;
-use projector::ReadModels;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -18,8 +21,6 @@ use crate::support::{ManualClock, TestApp, spawn_app, spawn_app_in};
 
 /// How long a workflow gets to act before a test gives up on it.
 const DEADLINE: Duration = Duration::from_secs(10);
-/// The publisher's checkpoint name (see `workflows::publisher::CHECKPOINT`).
-const PUBLISHER_CHECKPOINT: &str = "publisher";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_post_is_delivered_by_the_in_process_publisher() {
@@ -45,7 +46,12 @@ async fn a_published_post_is_delivered_by_the_in_process_publisher() {
     assert_eq!(post["failure_reason"], Value::Null, "{post}");
     assert_eq!(
         event_types(&post_stream(&app, tenant, post_id).await),
-        ["post.created", "post.publish_requested", "post.published"]
+        [
+            "post.created",
+            "post.publish_requested",
+            "post.delivery_attempt_started",
+            "post.published"
+        ]
     );
     app.stop().await;
 }
@@ -103,6 +109,7 @@ async fn the_scheduler_publishes_a_due_post_but_not_a_rescheduled_or_cancelled_o
             "post.created",
             "post.scheduled",
             "post.publish_requested",
+            "post.delivery_attempt_started",
             "post.published"
         ]
     );
@@ -238,7 +245,7 @@ async fn the_sweeper_expires_a_reservation_past_its_ttl_and_frees_its_amount() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recorded_publish_is_not_delivered_again_after_a_restart() {
+async fn an_attempt_cut_off_by_a_restart_is_reconciled_and_never_delivered_blindly() {
     let dir = TempDir::new().expect("temp dir");
     let clock = ManualClock::new(Utc::now());
     let tenant = Uuid::now_v7();
@@ -246,54 +253,54 @@ async fn a_recorded_publish_is_not_delivered_again_after_a_restart() {
     let app = spawn_app_in(dir.path().to_path_buf(), clock.clone()).await;
     let token = app.token(tenant, Role::Editor);
     let post_id = create_post(&app, &token, "linkedin").await;
-    app.ok_command(&token, "publish-post", &json!({"post_id": post_id}))
-        .await;
-    wait_for_post(&app, &token, post_id, |p| p["status"] == "published").await;
-    let head = app.event_count().await;
-    wait_for_checkpoint(&app.stores.models, PUBLISHER_CHECKPOINT, head).await;
     app.stop().await;
 
-    // A crash after recording the outcome but before moving the checkpoint: the next
-    // run reads the publish request again.
-    let models = ReadModels::open(&dir.path().join("read_models.db"))
+    // A process requested publishing and started an attempt, then died before it
+    // could record the outcome: whether the network got the post is unknown.
+    let stores = Stores::open(&crate::support::test_settings(dir.path().to_path_buf()))
         .await
-        .expect("read models");
-    models
-        .save_checkpoint(PUBLISHER_CHECKPOINT, 0)
-        .await
-        .expect("rewind the publisher");
-    drop(models);
+        .expect("stores");
+    let service = CommandService::new(stores.store.clone(), Arc::new(clock.clone()));
+    let envelope = Envelope::system(TenantId::from_uuid(tenant), "test", None);
+    let post = PostId::from_uuid(post_id);
+    for command in [
+        Command::Publish {
+            trigger: PublishTrigger::Manual,
+        },
+        Command::StartAttempt {
+            network: "local".into(),
+        },
+    ] {
+        service
+            .post(&envelope, post, None, command)
+            .await
+            .expect("command");
+    }
+    drop(service);
+    drop(stores);
 
+    // The restarted publisher records the attempt unconfirmed and asks the network,
+    // which (being local) has it: published once, with no second attempt.
     let app = spawn_app_in(dir.path().to_path_buf(), clock.clone()).await;
     let token = app.token(tenant, Role::Editor);
-    wait_for_checkpoint(&app.stores.models, PUBLISHER_CHECKPOINT, head).await;
+    let view = wait_for_post(&app, &token, post_id, |p| p["status"] == "published").await;
+    assert_eq!(view["network_post_id"], format!("local-{post_id}"));
     assert_eq!(
-        app.event_count().await,
-        head,
-        "the restarted publisher appended something"
+        event_types(&post_stream(&app, tenant, post_id).await),
+        [
+            "post.created",
+            "post.publish_requested",
+            "post.delivery_attempt_started",
+            "post.delivery_unconfirmed",
+            "post.published"
+        ]
     );
-    let stream = post_stream(&app, tenant, post_id).await;
-    assert_eq!(
-        event_types(&stream),
-        ["post.created", "post.publish_requested", "post.published"]
-    );
-    let post = app
-        .ok_get(&token, &format!("/v1/posts/{post_id}?min_position={head}"))
-        .await;
-    assert_eq!(post["status"], "published");
-    assert_eq!(post["network_post_id"], format!("local-{post_id}"));
 
     // The restarted publisher still delivers new work.
     let other = create_post(&app, &token, "linkedin").await;
     app.ok_command(&token, "publish-post", &json!({"post_id": other}))
         .await;
     wait_for_post(&app, &token, other, |p| p["status"] == "published").await;
-    let published = post_stream(&app, tenant, post_id)
-        .await
-        .iter()
-        .filter(|e| e.event_type == "post.published")
-        .count();
-    assert_eq!(published, 1, "the first post was published twice");
     app.stop().await;
 }
 
@@ -348,24 +355,6 @@ async fn poll(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> b
             "GET {path} did not reach the expected state within {DEADLINE:?}; last answer: {last}"
         ),
     }
-}
-
-/// Waits until a tailer's checkpoint reaches `position`.
-async fn wait_for_checkpoint(models: &ReadModels, name: &str, position: u64) {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let reached = tokio::time::timeout(DEADLINE, async {
-        loop {
-            tick.tick().await;
-            if models.checkpoint(name).await.expect("checkpoint") >= position {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(
-        reached.is_ok(),
-        "checkpoint {name} did not reach {position} within {DEADLINE:?}"
-    );
 }
 
 async fn post_stream(app: &TestApp, tenant: Uuid, post_id: Uuid) -> Vec<RecordedEvent> {
