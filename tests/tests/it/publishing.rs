@@ -174,9 +174,10 @@ fn header(request: &wiremock::Request, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_is_delivered_to_its_mastodon_channel_with_its_attempt_recorded() {
-    if production() {
-        return; // the mock network is configured in-process
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     let server = network("/api/v1/statuses", vec![status_created("1001")]).await;
     let app = app_with_mastodon(tenant, &server).await;
@@ -206,9 +207,10 @@ async fn a_post_is_delivered_to_its_mastodon_channel_with_its_attempt_recorded()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_without_configuration_still_publishes_locally() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     let server = network("/api/v1/statuses", vec![status_created("1")]).await;
     let app = app_with_mastodon(tenant, &server).await;
@@ -223,9 +225,10 @@ async fn a_channel_without_configuration_still_publishes_locally() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_delivery_waits_for_retry_after_then_succeeds() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     let server = network(
         "/api/v1/statuses",
@@ -275,9 +278,10 @@ async fn a_rate_limited_delivery_waits_for_retry_after_then_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_is_retried_after_back_off_then_succeeds() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     let server = network(
         "/api/v1/statuses",
@@ -303,9 +307,10 @@ async fn a_server_error_is_retried_after_back_off_then_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_the_network_refuses_fails_for_good_and_is_never_retried() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     let server = network(
         "/api/v1/statuses",
@@ -340,9 +345,10 @@ async fn content_the_network_refuses_fails_for_good_and_is_never_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_after_the_request_was_received_is_unconfirmed_until_an_operator_resolves_it() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     // The receiver takes the post but answers after the client gave up.
     let server = network(
@@ -381,9 +387,10 @@ async fn a_timeout_after_the_request_was_received_is_unconfirmed_until_an_operat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfirmed_mastodon_delivery_is_reconciled_with_the_same_idempotency_key() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     // The first answer comes too late; reconciling repeats the request with the same
     // key, which Mastodon answers with the status it already created.
@@ -419,9 +426,10 @@ async fn an_unconfirmed_mastodon_delivery_is_reconciled_with_the_same_idempotenc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_retries_a_failed_delivery() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     let server = network(
         "/api/v1/statuses",
@@ -526,9 +534,10 @@ async fn check_refused(callback: Callback, network: &str, status: StatusCode, co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_callback_is_recorded_on_the_tenants_post() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let (app, tenant, token, post) = published_post().await;
     let events = app.event_count().await;
     let signed = callback(NEW_SECRET, app.clock.now(), &removed(tenant, post));
@@ -541,9 +550,10 @@ async fn a_verified_callback_is_recorded_on_the_tenants_post() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_signed_with_the_previous_secret_is_accepted_during_rotation() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let (app, tenant, token, post) = published_post().await;
     let signed = callback(OLD_SECRET, app.clock.now(), &removed(tenant, post));
     let response = deliver(&app, "mastodon", &signed).await;
@@ -554,9 +564,10 @@ async fn a_callback_signed_with_the_previous_secret_is_accepted_during_rotation(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_callback_id_is_ignored() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let (app, tenant, token, post) = published_post().await;
     let signed = callback(NEW_SECRET, app.clock.now(), &removed(tenant, post));
     // A client cannot claim the id first under its own Idempotency-Key.
@@ -596,9 +607,10 @@ async fn a_replayed_callback_id_is_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_signed_with_a_wrong_secret_is_refused() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let signed = callback(
         WRONG_SECRET,
         Utc::now(),
@@ -615,9 +627,10 @@ async fn a_callback_signed_with_a_wrong_secret_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_whose_body_was_altered_is_refused() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let (app, tenant, _, post) = published_post().await;
     let mut signed = callback(NEW_SECRET, app.clock.now(), &removed(tenant, post));
     let events = app.event_count().await;
@@ -646,9 +659,10 @@ async fn a_callback_whose_body_was_altered_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_with_a_stale_timestamp_is_refused() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let (app, tenant, _, post) = published_post().await;
     let events = app.event_count().await;
     let stale = app.clock.now() - TimeDelta::minutes(6);
@@ -666,9 +680,10 @@ async fn a_callback_with_a_stale_timestamp_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_without_its_signature_headers_is_refused() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let (app, tenant, _, post) = published_post().await;
     let events = app.event_count().await;
     let body = serde_json::to_vec(&removed(tenant, post)).expect("json");
@@ -690,9 +705,10 @@ async fn a_callback_without_its_signature_headers_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_confirmation_settles_an_unconfirmed_delivery() {
-    if production() {
-        return;
-    }
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
     let tenant = Uuid::now_v7();
     let server = network(
         "/hooks/tidemark",
