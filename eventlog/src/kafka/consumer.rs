@@ -121,6 +121,10 @@ impl SourceConfig {
             // rather than skip; deduplication absorbs what was seen before.
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // A fetch waits at most this long for new records: it bounds how long an
+            // event sits in the broker before a projector sees it (librdkafka's default
+            // of 500 ms was the floor of the production projection lag).
+            .set("fetch.wait.max.ms", "50")
             // Eager protocols: see "Rebalance" in the module docs.
             .set("partition.assignment.strategy", "range,roundrobin");
         config
