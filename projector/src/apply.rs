@@ -471,12 +471,7 @@ async fn apply_generation(
     let at = ts(recorded.occurred_at);
     let day = at.get(..10).unwrap_or_default().to_owned();
     let version = recorded.version as i64;
-    let touch = |set: &'static str| {
-        format!(
-            "UPDATE generations SET version = $1, updated_at = $2, {set}
-             WHERE tenant_id = $3 AND generation_id = $4"
-        )
-    };
+    let touch = |set: &str| touch_sql(set);
     // One attempt's outcome: its row, and its share of the generation's totals.
     let finish_attempt = |attempt: u32,
                           status: &'static str,
@@ -502,18 +497,13 @@ async fn apply_generation(
         .bind(generation_id.to_owned())
         .bind(i64::from(attempt))
     };
-    let add_totals = |outcome: &generation::AttemptCost| {
-        sqlx::query(
-            "UPDATE generations SET input_tokens = input_tokens + $1, cached_input_tokens = cached_input_tokens + $2,
-                    output_tokens = output_tokens + $3, cost_micros = cost_micros + $4
-             WHERE tenant_id = $5 AND generation_id = $6",
-        )
-        .bind(outcome.usage.input_tokens as i64)
-        .bind(outcome.usage.cached_input_tokens as i64)
-        .bind(outcome.usage.output_tokens as i64)
-        .bind(outcome.cost.get())
-        .bind(tenant.clone())
-        .bind(generation_id.to_owned())
+    // The generation's row after an attempt's outcome: its version, the attempt's
+    // share of the totals, and `set` (bound from `$9` on), in one statement.
+    let with_totals = |set: &'static str| {
+        touch_sql(&format!(
+            "input_tokens = input_tokens + $5, cached_input_tokens = cached_input_tokens + $6,
+             output_tokens = output_tokens + $7, cost_micros = cost_micros + $8{set}"
+        ))
     };
     match event {
         generation::Event::Requested(request) => {
@@ -588,12 +578,8 @@ async fn apply_generation(
             finish_attempt(attempt, "failed", Some(error), &outcome)
                 .execute(&mut *conn)
                 .await?;
-            add_totals(&outcome).execute(&mut *conn).await?;
-            sqlx::query(&touch("attempts = attempts"))
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(generation_id)
+            let sql = with_totals("");
+            totals(&sql, version, &at, &tenant, generation_id, &outcome)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -606,19 +592,13 @@ async fn apply_generation(
             finish_attempt(attempt, "generated", None, &outcome)
                 .execute(&mut *conn)
                 .await?;
-            add_totals(&outcome).execute(&mut *conn).await?;
-            sqlx::query(&touch(
-                "status = 'generated', text = $5, provider = $6, model = $7",
-            ))
-            .bind(version)
-            .bind(&at)
-            .bind(&tenant)
-            .bind(generation_id)
-            .bind(text)
-            .bind(model.provider)
-            .bind(model.model)
-            .execute(&mut *conn)
-            .await?;
+            let sql = with_totals(", status = 'generated', text = $9, provider = $10, model = $11");
+            totals(&sql, version, &at, &tenant, generation_id, &outcome)
+                .bind(text)
+                .bind(model.provider)
+                .bind(model.model)
+                .execute(&mut *conn)
+                .await?;
         }
         generation::Event::Failed { reason, .. } => {
             sqlx::query(&touch("status = 'failed', failure_reason = $5"))
@@ -632,4 +612,33 @@ async fn apply_generation(
         }
     }
     Ok(())
+}
+
+/// `UPDATE generations` bumping the version (`$1`) and time (`$2`) of the row of
+/// tenant `$3` and generation `$4`, and setting `set` (bound from `$5` on).
+fn touch_sql(set: &str) -> String {
+    format!(
+        "UPDATE generations SET version = $1, updated_at = $2, {set}
+         WHERE tenant_id = $3 AND generation_id = $4"
+    )
+}
+
+/// [`touch_sql`] with an attempt's usage and cost bound as `$5` to `$8`.
+fn totals<'q>(
+    sql: &'q str,
+    version: i64,
+    at: &str,
+    tenant: &str,
+    generation_id: &str,
+    outcome: &generation::AttemptCost,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(version)
+        .bind(at.to_owned())
+        .bind(tenant.to_owned())
+        .bind(generation_id.to_owned())
+        .bind(outcome.usage.input_tokens as i64)
+        .bind(outcome.usage.cached_input_tokens as i64)
+        .bind(outcome.usage.output_tokens as i64)
+        .bind(outcome.cost.get())
 }

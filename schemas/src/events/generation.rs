@@ -345,16 +345,16 @@ impl Latest for GenerationAttemptFailedV1 {
             error: self.error,
             message: self.message,
             retryable: self.retryable,
-            outcome: AttemptCost {
-                usage: Usage {
-                    input_tokens: self.input_tokens,
-                    cached_input_tokens: self.cached_input_tokens,
-                    output_tokens: self.output_tokens,
-                },
-                cost: micros("cost_micros", self.cost_micros)?,
-                latency_ms: self.latency_ms,
-                price_version: self.price_version,
-            },
+            outcome: attempt_cost(
+                [
+                    self.input_tokens,
+                    self.cached_input_tokens,
+                    self.output_tokens,
+                ],
+                self.cost_micros,
+                self.latency_ms,
+                self.price_version,
+            )?,
         }))
     }
 }
@@ -397,16 +397,16 @@ impl Latest for GenerationGeneratedV1 {
             attempt: self.attempt,
             model: ModelRef::new(self.provider, self.model),
             text: self.text,
-            outcome: AttemptCost {
-                usage: Usage {
-                    input_tokens: self.input_tokens,
-                    cached_input_tokens: self.cached_input_tokens,
-                    output_tokens: self.output_tokens,
-                },
-                cost: micros("cost_micros", self.cost_micros)?,
-                latency_ms: self.latency_ms,
-                price_version: self.price_version,
-            },
+            outcome: attempt_cost(
+                [
+                    self.input_tokens,
+                    self.cached_input_tokens,
+                    self.output_tokens,
+                ],
+                self.cost_micros,
+                self.latency_ms,
+                self.price_version,
+            )?,
         }))
     }
 }
@@ -437,4 +437,24 @@ impl Latest for GenerationFailedV1 {
             cost: micros("cost_micros", self.cost_micros)?,
         }))
     }
+}
+
+/// The attempt outcome both `attempt_failed` and `generated` store as flat fields:
+/// input, cached-input and output tokens, cost, latency and price version.
+fn attempt_cost(
+    [input_tokens, cached_input_tokens, output_tokens]: [u64; 3],
+    cost_micros: i64,
+    latency_ms: u64,
+    price_version: String,
+) -> Result<AttemptCost, Failure> {
+    Ok(AttemptCost {
+        usage: Usage {
+            input_tokens,
+            cached_input_tokens,
+            output_tokens,
+        },
+        cost: micros("cost_micros", cost_micros)?,
+        latency_ms,
+        price_version,
+    })
 }

@@ -495,14 +495,9 @@ async fn app_with_provider(kind: &str, base_url: String, stream: bool) -> TestAp
         _ => ("anthropic", "claude-test"),
     };
     let edit = move |s: &mut Settings| {
-        s.ai.models = vec![ModelPriceSettings {
-            provider: provider.into(),
-            model: model.into(),
-            input_micros_per_mtok: 3_000_000,
-            cached_input_micros_per_mtok: 300_000,
-            output_micros_per_mtok: 15_000_000,
-            max_output_tokens: 1_000,
-        }];
+        s.ai.models = vec![price(
+            provider, model, 3_000_000, 300_000, 15_000_000, 1_000,
+        )];
         s.ai.price_version = "test-1".into();
         s.ai.default_model = format!("{provider}/{model}");
         s.ai.fallback_model = String::new();
@@ -521,6 +516,25 @@ async fn app_with_provider(kind: &str, base_url: String, stream: bool) -> TestAp
         )]);
     };
     spawn_app_with(edit).await
+}
+
+/// A price-book entry: micro-USD per million input, cached-input and output tokens.
+fn price(
+    provider: &str,
+    model: &str,
+    input: i64,
+    cached_input: i64,
+    output: i64,
+    max_output_tokens: u32,
+) -> ModelPriceSettings {
+    ModelPriceSettings {
+        provider: provider.into(),
+        model: model.into(),
+        input_micros_per_mtok: input,
+        cached_input_micros_per_mtok: cached_input,
+        output_micros_per_mtok: output,
+        max_output_tokens,
+    }
 }
 
 fn openai_body(text: &str, prompt: u64, cached: u64, completion: u64) -> Value {
@@ -897,22 +911,8 @@ async fn a_failing_model_falls_back_and_each_attempt_is_priced_at_the_model_that
         let base = server.uri();
         spawn_app_with(move |s| {
             s.ai.models = vec![
-                ModelPriceSettings {
-                    provider: "mock".into(),
-                    model: "gpt-test".into(),
-                    input_micros_per_mtok: 3_000_000,
-                    cached_input_micros_per_mtok: 300_000,
-                    output_micros_per_mtok: 15_000_000,
-                    max_output_tokens: 1_000,
-                },
-                ModelPriceSettings {
-                    provider: "local".into(),
-                    model: "local-small".into(),
-                    input_micros_per_mtok: 150_000,
-                    cached_input_micros_per_mtok: 15_000,
-                    output_micros_per_mtok: 600_000,
-                    max_output_tokens: 4_096,
-                },
+                price("mock", "gpt-test", 3_000_000, 300_000, 15_000_000, 1_000),
+                price("local", "local-small", 150_000, 15_000, 600_000, 4_096),
             ];
             s.ai.default_model = "mock/gpt-test".into();
             s.ai.fallback_model = "local/local-small".into();
