@@ -17,7 +17,10 @@ mod state;
 
 pub use decide::decide;
 pub use evolve::evolve;
-pub use state::{BudgetStatus, Limits, OpenReservation, ReservationOutcome, State, status_of};
+pub use state::{
+    BudgetStatus, Limits, OpenReservation, Parts, PartsRef, ReservationOutcome, State, StateError,
+    status_of,
+};
 
 use chrono::{DateTime, TimeDelta, Utc};
 

@@ -101,6 +101,79 @@ impl State {
     pub fn status(&self) -> BudgetStatus {
         status_of(self.limits.as_ref(), self.committed, self.reserved)
     }
+
+    /// Builds a state from its stored parts (a snapshot), rebuilding what is derived:
+    /// `reserved` and the expiry index. Refuses parts no fold of a valid stream can
+    /// produce, which is a reservation both open and settled.
+    ///
+    /// `State::from_parts(s.parts())` equals `s` for every state `evolve` built from a
+    /// stream `decide` accepted (the `schemas` property test checks it through the
+    /// stored form).
+    pub fn from_parts(parts: Parts) -> Result<State, StateError> {
+        let Parts {
+            limits,
+            committed,
+            open,
+            settled,
+            thresholds_crossed,
+        } = parts;
+        if let Some(id) = open.keys().find(|id| settled.contains_key(id)) {
+            return Err(StateError::OpenAndSettled(*id));
+        }
+        // Summed the way `evolve` sums them, saturating, so the rebuilt total is the
+        // folded one to the micro.
+        let reserved = open
+            .values()
+            .fold(Micros::ZERO, |sum, r| sum.saturating_add(r.amount));
+        let expiries = open.iter().map(|(id, r)| (r.expires_at, *id)).collect();
+        Ok(State {
+            limits,
+            committed,
+            reserved,
+            open,
+            settled,
+            thresholds_crossed,
+            expiries,
+        })
+    }
+
+    /// The parts a snapshot stores: everything but what [`State::from_parts`] derives.
+    pub fn parts(&self) -> PartsRef<'_> {
+        PartsRef {
+            limits: self.limits.as_ref(),
+            committed: self.committed,
+            open: &self.open,
+            settled: &self.settled,
+            thresholds_crossed: &self.thresholds_crossed,
+        }
+    }
+}
+
+/// A ledger's state without its derived fields, as a snapshot stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parts {
+    pub limits: Option<Limits>,
+    pub committed: Micros,
+    pub open: BTreeMap<ReservationId, OpenReservation>,
+    pub settled: BTreeMap<ReservationId, ReservationOutcome>,
+    pub thresholds_crossed: BTreeSet<u8>,
+}
+
+/// [`Parts`], borrowed from a state, so taking a snapshot copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct PartsRef<'s> {
+    pub limits: Option<&'s Limits>,
+    pub committed: Micros,
+    pub open: &'s BTreeMap<ReservationId, OpenReservation>,
+    pub settled: &'s BTreeMap<ReservationId, ReservationOutcome>,
+    pub thresholds_crossed: &'s BTreeSet<u8>,
+}
+
+/// Why stored parts do not make a ledger state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("reservation {0} is both open and settled")]
+    OpenAndSettled(ReservationId),
 }
 
 /// The money available for given limits and totals, shared by the folded state and
