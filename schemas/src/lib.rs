@@ -46,11 +46,19 @@
 //! [`commands`] holds the request bodies of the command API, their kebab-case names in
 //! [`commands::COMMANDS`] and [`commands::command_schema`] for the OpenAPI document.
 //! They only describe shape; the business rules stay in `domain::decide`.
+//!
+//! # States
+//!
+//! [`states`] holds the stored form of an aggregate's folded state, which snapshots
+//! keep (`budget.state`, `post.state`): versioned, with JSON Schemas under
+//! `json/states/` and golden files under `golden/states/`, but without upcasters,
+//! because a snapshot is a cache that a reader of another version simply ignores.
 
 pub mod commands;
 mod error;
 mod events;
 mod registry;
+pub mod states;
 
 pub use error::DecodeError;
 pub use events::{DomainEvent, EVENT_TYPES, Encoded, decode, encode, event_schema, event_versions};

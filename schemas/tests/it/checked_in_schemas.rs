@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use schemas::commands::{COMMANDS, command_schema};
+use schemas::states::{STATE_FORMATS, state_schema};
 use schemas::{event_schema, event_versions};
 
 use crate::{crate_path, file_names};
@@ -37,6 +38,14 @@ fn expected_files() -> BTreeMap<String, String> {
         let schema = command_schema(name).unwrap_or_else(|| panic!("no schema for {name}"));
         files.insert(format!("json/commands/{name}.json"), pretty(&schema));
     }
+    for format in STATE_FORMATS {
+        let schema = state_schema(*format)
+            .unwrap_or_else(|| panic!("no schema for state {} v{}", format.name, format.version));
+        files.insert(
+            format!("json/states/{}.v{}.json", format.name, format.version),
+            pretty(&schema),
+        );
+    }
     files
 }
 
@@ -61,7 +70,7 @@ fn checked_in_json_schemas_match_the_generated_ones() {
         } else if current.is_none() {
             problems.push(format!("{path} is missing"));
         } else {
-            let note = if path.starts_with("json/events/") {
+            let note = if path.starts_with("json/events/") || path.starts_with("json/states/") {
                 " (a stored version may change only in its descriptions; a new shape needs a new version)"
             } else {
                 ""
@@ -72,7 +81,7 @@ fn checked_in_json_schemas_match_the_generated_ones() {
 
     // A file nothing generates any more is a removed event version or a renamed
     // command. Stored events never lose their schema, so this is never blessed away.
-    for dir in ["json/events", "json/commands"] {
+    for dir in ["json/events", "json/commands", "json/states"] {
         for name in file_names(dir) {
             let path = format!("{dir}/{name}");
             if !expected.contains_key(&path) {

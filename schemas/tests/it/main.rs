@@ -9,6 +9,7 @@ mod commands;
 mod golden;
 mod rejections;
 mod round_trip;
+mod states;
 
 use std::path::PathBuf;
 
@@ -17,13 +18,15 @@ fn crate_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// The names of the files directly inside a crate directory, sorted.
+/// The names of the files directly inside a crate directory (not its subdirectories),
+/// sorted.
 fn file_names(dir: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(crate_path(dir))
         .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
-        .map(|entry| {
+        .filter_map(|entry| {
             let entry = entry.unwrap_or_else(|e| panic!("cannot list {dir}: {e}"));
-            entry.file_name().to_string_lossy().into_owned()
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            (!is_dir).then(|| entry.file_name().to_string_lossy().into_owned())
         })
         .collect();
     names.sort();

@@ -1,0 +1,247 @@
+//! The stored form of folded states (snapshots): golden files of every format, refusal
+//! of data no valid stream folds to, and the property a snapshot exists for — folding
+//! the rest of a stream onto the decoded snapshot of any prefix gives exactly the state
+//! of folding the whole stream.
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use domain::budget::{self, Command, Ctx};
+use domain::{Micros, Period, ReservationId, post};
+use proptest::prelude::*;
+use schemas::states::{
+    BUDGET_STATE, POST_STATE, STATE_FORMATS, StateDecodeError, StateFormat, decode_budget_state,
+    decode_post_state, encode_budget_state, encode_post_state,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{crate_path, file_names};
+
+fn golden_name(format: StateFormat) -> String {
+    format!("{}.v{}.json", format.name, format.version)
+}
+
+fn read_golden(format: StateFormat) -> String {
+    let name = golden_name(format);
+    std::fs::read_to_string(crate_path(&format!("golden/states/{name}")))
+        .unwrap_or_else(|e| panic!("write golden/states/{name} by hand: {e}"))
+}
+
+/// Decodes with the reader of `format` and encodes the result again.
+fn round_trip(format: StateFormat, data: &str) -> Result<String, StateDecodeError> {
+    match format {
+        BUDGET_STATE => decode_budget_state(data).map(|s| encode_budget_state(&s)),
+        POST_STATE => decode_post_state(data).map(|s| encode_post_state(&s)),
+        other => panic!("no reader for {other:?}"),
+    }
+}
+
+#[test]
+fn every_state_format_has_a_golden_example_that_decodes_and_re_encodes_unchanged() {
+    for &format in STATE_FORMATS {
+        let text = read_golden(format);
+        let encoded = round_trip(format, &text).unwrap_or_else(|e| {
+            panic!(
+                "golden/states/{} no longer decodes: {e:?}",
+                golden_name(format)
+            )
+        });
+        let golden: Value = serde_json::from_str(&text).expect("the golden file is JSON");
+        let again: Value = serde_json::from_str(&encoded).expect("encode writes JSON");
+        assert_eq!(
+            again,
+            golden,
+            "{} re-encodes differently",
+            golden_name(format)
+        );
+    }
+}
+
+#[test]
+fn every_golden_state_belongs_to_a_known_format() {
+    let known: Vec<String> = STATE_FORMATS.iter().map(|f| golden_name(*f)).collect();
+    for name in file_names("golden/states") {
+        assert!(
+            known.contains(&name),
+            "golden/states/{name} matches no state format"
+        );
+    }
+}
+
+#[test]
+fn a_budget_state_with_a_reservation_both_open_and_settled_is_refused() {
+    let mut golden: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
+    let open_id = golden["open"][0]["reservation_id"].clone();
+    golden["expired_ids"] = Value::Array(vec![open_id]);
+    let result = decode_budget_state(&golden.to_string());
+    assert!(
+        matches!(result, Err(StateDecodeError::Inconsistent { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_budget_state_with_a_negative_amount_or_an_unknown_field_is_refused() {
+    let golden: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
+    let mut negative = golden.clone();
+    negative["committed_micros"] = Value::from(-1);
+    assert!(matches!(
+        decode_budget_state(&negative.to_string()),
+        Err(StateDecodeError::InvalidValue {
+            field: "committed_micros",
+            ..
+        })
+    ));
+    let mut extra = golden;
+    extra["reserved_micros"] = Value::from(25_000);
+    assert!(matches!(
+        decode_budget_state(&extra.to_string()),
+        Err(StateDecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        decode_post_state("[\"draft\", null, 0, false, null]"),
+        Err(StateDecodeError::Malformed { .. })
+    ));
+}
+
+/// A budget command in small terms: ids from a pool of six, so settled ids are reused.
+#[derive(Debug, Clone)]
+enum Step {
+    Reserve { id: u8, amount: i64, ttl_secs: i64 },
+    Commit { id: u8, actual: i64 },
+    Release { id: u8 },
+    SetLimits { thresholds: Vec<u8> },
+    ExpireDue,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..6u8, 1..=300_000i64, 1..=7_200i64)
+            .prop_map(|(id, amount, ttl_secs)| Step::Reserve { id, amount, ttl_secs }),
+        3 => (0..6u8, 0..=400_000i64).prop_map(|(id, actual)| Step::Commit { id, actual }),
+        2 => (0..6u8).prop_map(|id| Step::Release { id }),
+        1 => prop::collection::vec(1..=100u8, 0..=3).prop_map(|thresholds| Step::SetLimits { thresholds }),
+        1 => Just(Step::ExpireDue),
+    ]
+}
+
+fn m(micros: i64) -> Micros {
+    Micros::new(micros).expect("generated amounts are not negative")
+}
+
+fn command(step: &Step) -> Command {
+    let id = |n: u8| ReservationId::from_uuid(Uuid::from_u128(u128::from(n) + 1));
+    match step {
+        Step::Reserve {
+            id: n,
+            amount,
+            ttl_secs,
+        } => Command::Reserve {
+            reservation_id: id(*n),
+            amount: m(*amount),
+            purpose: "generate".into(),
+            ttl: TimeDelta::seconds(*ttl_secs),
+        },
+        Step::Commit { id: n, actual } => Command::Commit {
+            reservation_id: id(*n),
+            actual: m(*actual),
+        },
+        Step::Release { id: n } => Command::Release {
+            reservation_id: id(*n),
+        },
+        Step::SetLimits { thresholds } => Command::SetLimits {
+            soft: m(600_000),
+            hard: m(1_000_000),
+            alert_thresholds_pct: thresholds.clone(),
+        },
+        Step::ExpireDue => Command::ExpireDue,
+    }
+}
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+        .single()
+        .expect("a fixed valid date")
+}
+
+/// A stream `decide` accepts: limits first, then whatever the steps lead to.
+fn valid_budget_stream(steps: &[(i64, Step)]) -> Vec<budget::Event> {
+    let mut log = vec![budget::Event::LimitsSet {
+        soft: m(600_000),
+        hard: m(1_000_000),
+        alert_thresholds_pct: vec![50, 90],
+        inherited_from: None,
+    }];
+    let mut state = budget::evolve(budget::State::default(), &log[0]);
+    let mut now = start();
+    for (advance, step) in steps {
+        now += TimeDelta::seconds(*advance);
+        let ctx = Ctx {
+            now,
+            period: Period::containing(now),
+            inherited_limits: None,
+        };
+        if let Ok(events) = budget::decide(&state, command(step), &ctx) {
+            for event in events {
+                state = budget::evolve(state, &event);
+                log.push(event);
+            }
+        }
+    }
+    log
+}
+
+fn post_status() -> impl Strategy<Value = post::Status> {
+    use post::Status::*;
+    prop::sample::select(vec![
+        Absent,
+        Draft,
+        Scheduled,
+        Publishing,
+        RetryScheduled,
+        Unconfirmed,
+        Published,
+        Failed,
+        Cancelled,
+        Removed,
+    ])
+}
+
+fn timestamp() -> impl Strategy<Value = DateTime<Utc>> {
+    (0_i64..=253_402_300_799, 0_u32..1_000_000_000).prop_map(|(secs, nanos)| {
+        DateTime::from_timestamp(secs, nanos).expect("the strategy stays in chrono's range")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn folding_the_tail_onto_a_decoded_snapshot_of_any_prefix_equals_folding_the_whole_stream(
+        steps in prop::collection::vec((0..=3_600i64, step()), 1..80),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let log = valid_budget_stream(&steps);
+        let whole = log.iter().fold(budget::State::default(), budget::evolve);
+        let at = split.index(log.len() + 1);
+        let head = log[..at].iter().fold(budget::State::default(), budget::evolve);
+        let snapshot = decode_budget_state(&encode_budget_state(&head));
+        prop_assert!(snapshot.is_ok(), "the snapshot of a valid prefix decodes: {:?}", snapshot.err());
+        let restored = snapshot.unwrap_or_default();
+        prop_assert_eq!(&restored, &head);
+        let resumed = log[at..].iter().fold(restored, budget::evolve);
+        prop_assert_eq!(resumed, whole);
+    }
+
+    #[test]
+    fn a_post_state_survives_its_stored_form(
+        status in post_status(),
+        publish_at in prop::option::of(timestamp()),
+        attempts in any::<u32>(),
+        in_flight in any::<bool>(),
+        retry_at in prop::option::of(timestamp()),
+    ) {
+        let state = post::State { status, publish_at, attempts, in_flight, retry_at };
+        let decoded = decode_post_state(&encode_post_state(&state));
+        prop_assert_eq!(decoded.ok(), Some(state));
+    }
+}
