@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::{AppendRequest, Appended, IdempotentResponse, Position, StoreError};
+use crate::{AppendRequest, Appended, IdempotentResponse, Position, Snapshot, StoreError};
 
 /// A write waiting for a writer task, with the channel its caller waits on.
 pub(crate) enum Job {
@@ -25,6 +25,15 @@ pub(crate) enum Job {
         response: IdempotentResponse,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// Stores a snapshot unless a newer one is kept (the SQLite store's writer only).
+    SaveSnapshot {
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Deletes every snapshot (the SQLite store's writer only).
+    DropSnapshots {
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
 }
 
 impl Job {
@@ -33,7 +42,8 @@ impl Job {
     pub(crate) fn is_abandoned(&self) -> bool {
         match self {
             Job::Append { reply, .. } => reply.is_closed(),
-            Job::Remember { reply, .. } => reply.is_closed(),
+            Job::Remember { reply, .. } | Job::SaveSnapshot { reply, .. } => reply.is_closed(),
+            Job::DropSnapshots { reply } => reply.is_closed(),
         }
     }
 
@@ -42,7 +52,10 @@ impl Job {
     pub(crate) fn unrun(self) -> Settled {
         match self {
             Job::Append { reply, .. } => Settled::Append(reply, Err(StoreError::Closed)),
-            Job::Remember { reply, .. } => Settled::Remember(reply, Err(StoreError::Closed)),
+            Job::Remember { reply, .. } | Job::SaveSnapshot { reply, .. } => {
+                Settled::Remember(reply, Err(StoreError::Closed))
+            }
+            Job::DropSnapshots { reply } => Settled::Dropped(reply, Err(StoreError::Closed)),
         }
     }
 }
@@ -54,9 +67,15 @@ pub(crate) enum Settled {
         oneshot::Sender<Result<Appended, StoreError>>,
         Result<Appended, StoreError>,
     ),
+    /// A job answered with whether it stored something: a remembered response or a
+    /// saved snapshot.
     Remember(
         oneshot::Sender<Result<bool, StoreError>>,
         Result<bool, StoreError>,
+    ),
+    Dropped(
+        oneshot::Sender<Result<u64, StoreError>>,
+        Result<u64, StoreError>,
     ),
 }
 
@@ -65,6 +84,7 @@ impl Settled {
         match self {
             Settled::Append(_, result) => result.is_ok(),
             Settled::Remember(_, result) => result.is_ok(),
+            Settled::Dropped(_, result) => result.is_ok(),
         }
     }
 
@@ -85,6 +105,9 @@ impl Settled {
             Settled::Remember(reply, result) => {
                 let _ = reply.send(result);
             }
+            Settled::Dropped(reply, result) => {
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -95,6 +118,9 @@ impl Settled {
                 let _ = reply.send(Err(batch_failed(cause)));
             }
             Settled::Remember(reply, _) => {
+                let _ = reply.send(Err(batch_failed(cause)));
+            }
+            Settled::Dropped(reply, _) => {
                 let _ = reply.send(Err(batch_failed(cause)));
             }
         }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::{
     AppendRequest, Appended, EventStore, ExpectedVersion, IdempotencyRecord, IdempotentResponse,
-    Metadata, NewEvent, Position, RecordedEvent, StoreError, Version, wait_for_head,
+    Metadata, NewEvent, Position, RecordedEvent, Snapshot, StoreError, Version, wait_for_head,
 };
 
 /// The longest any single check waits for concurrent work before it fails.
@@ -50,6 +50,9 @@ where
     an_idempotency_key_is_stored_with_its_append_and_refused_after(make().await).await;
     head_and_watch_head_follow_commits(make().await).await;
     concurrent_appends_to_different_streams_all_commit_with_dense_positions(make().await).await;
+    a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one(make().await).await;
+    a_snapshot_of_a_stream_the_tenant_does_not_own_or_past_its_head_is_refused(make().await).await;
+    dropping_snapshots_removes_every_tenants_and_leaves_the_log_alone(make().await).await;
 }
 
 /// Appending then reading the stream gives back every event, versions `1..=n`, with
@@ -943,6 +946,181 @@ fn request(tenant: Uuid, stream: &str, expected: ExpectedVersion, count: usize) 
             })
             .collect(),
         idempotency: None,
+    }
+}
+
+/// A snapshot is stored per stream and format version, comes back exactly as written,
+/// and a save never replaces one at the same or a newer stream version.
+pub async fn a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one<S: EventStore>(store: S) {
+    let tenant = Uuid::now_v7();
+    append_ok(&store, tenant, "budget-1", ExpectedVersion::Exact(0), 5).await;
+    let load = |format: u32| store.load_snapshot(tenant, "budget-1", format);
+    assert_eq!(
+        load(1).await.expect("loading a snapshot should succeed"),
+        None,
+        "a stream without snapshots has none to load"
+    );
+
+    let at3 = snapshot(tenant, "budget-1", 1, 3);
+    let saved = store.save_snapshot(&at3).await;
+    assert!(
+        matches!(saved, Ok(true)),
+        "the first snapshot should be stored, got {saved:?}"
+    );
+    assert_eq!(
+        load(1).await.expect("loading should succeed"),
+        Some(at3.clone()),
+        "the snapshot should come back exactly as saved, its data text unchanged"
+    );
+
+    for older in [2, 3] {
+        let stale = Snapshot {
+            data: r#"{"stale":true}"#.to_owned(),
+            ..snapshot(tenant, "budget-1", 1, older)
+        };
+        let saved = store.save_snapshot(&stale).await;
+        assert!(
+            matches!(saved, Ok(false)),
+            "a snapshot at version {older} must not replace the one at 3, got {saved:?}"
+        );
+    }
+    assert_eq!(load(1).await.expect("loading should succeed"), Some(at3));
+
+    let at5 = snapshot(tenant, "budget-1", 1, 5);
+    assert!(matches!(store.save_snapshot(&at5).await, Ok(true)));
+    assert_eq!(
+        load(1).await.expect("loading should succeed"),
+        Some(at5.clone()),
+        "a newer snapshot replaces the older one"
+    );
+
+    // Another format version is kept apart: neither format ever sees the other.
+    assert_eq!(load(2).await.expect("loading should succeed"), None);
+    let other_format = snapshot(tenant, "budget-1", 2, 4);
+    assert!(matches!(store.save_snapshot(&other_format).await, Ok(true)));
+    assert_eq!(
+        load(2).await.expect("loading should succeed"),
+        Some(other_format)
+    );
+    assert_eq!(load(1).await.expect("loading should succeed"), Some(at5));
+}
+
+/// Snapshots are tenant-scoped like streams: another tenant can neither save one for a
+/// stream it does not own nor load one, and no snapshot may claim events the stream
+/// does not have.
+pub async fn a_snapshot_of_a_stream_the_tenant_does_not_own_or_past_its_head_is_refused<
+    S: EventStore,
+>(
+    store: S,
+) {
+    let owner = Uuid::now_v7();
+    let intruder = Uuid::now_v7();
+    append_ok(&store, owner, "budget-a", ExpectedVersion::Exact(0), 3).await;
+    let mine = snapshot(owner, "budget-a", 1, 2);
+    assert!(matches!(store.save_snapshot(&mine).await, Ok(true)));
+
+    let planted = store
+        .save_snapshot(&snapshot(intruder, "budget-a", 1, 3))
+        .await;
+    assert!(
+        matches!(&planted, Err(StoreError::NoSuchStream { stream_id }) if stream_id == "budget-a"),
+        "another tenant's stream must look missing to a snapshot, got {planted:?}"
+    );
+    assert_eq!(
+        store
+            .load_snapshot(intruder, "budget-a", 1)
+            .await
+            .expect("loading should succeed"),
+        None,
+        "another tenant must not load the owner's snapshot"
+    );
+    let missing = store
+        .save_snapshot(&snapshot(owner, "never-written", 1, 1))
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NoSuchStream { .. })),
+        "a snapshot of a stream with no events is refused, got {missing:?}"
+    );
+    let ahead = store
+        .save_snapshot(&snapshot(owner, "budget-a", 1, 4))
+        .await;
+    assert!(
+        matches!(
+            ahead,
+            Err(StoreError::SnapshotPastStream {
+                snapshot: 4,
+                actual: 3,
+                ..
+            })
+        ),
+        "a snapshot past the stream's version is refused, got {ahead:?}"
+    );
+    assert_eq!(
+        store
+            .load_snapshot(owner, "budget-a", 1)
+            .await
+            .expect("loading should succeed"),
+        Some(mine),
+        "refused saves leave the stored snapshot alone"
+    );
+}
+
+/// Dropping snapshots removes every tenant's, and the log does not notice.
+pub async fn dropping_snapshots_removes_every_tenants_and_leaves_the_log_alone<S: EventStore>(
+    store: S,
+) {
+    let tenants = [Uuid::now_v7(), Uuid::now_v7()];
+    for tenant in tenants {
+        append_ok(
+            &store,
+            tenant,
+            &format!("budget-{tenant}"),
+            ExpectedVersion::Exact(0),
+            2,
+        )
+        .await;
+        let saved = store
+            .save_snapshot(&snapshot(tenant, &format!("budget-{tenant}"), 1, 2))
+            .await;
+        assert!(matches!(saved, Ok(true)), "{saved:?}");
+    }
+    let dropped = store
+        .drop_snapshots()
+        .await
+        .expect("dropping snapshots should succeed");
+    assert_eq!(dropped, 2, "both tenants' snapshots are dropped");
+    for tenant in tenants {
+        let stream = format!("budget-{tenant}");
+        assert_eq!(
+            store
+                .load_snapshot(tenant, &stream, 1)
+                .await
+                .expect("loading should succeed"),
+            None
+        );
+        let events = store
+            .read_stream(tenant, &stream, 0)
+            .await
+            .expect("reading should succeed");
+        assert_eq!(events.len(), 2, "the stream keeps its events");
+        append_ok(&store, tenant, &stream, ExpectedVersion::Exact(2), 1).await;
+    }
+    assert_eq!(
+        store
+            .drop_snapshots()
+            .await
+            .expect("dropping again succeeds"),
+        0
+    );
+}
+
+fn snapshot(tenant: Uuid, stream: &str, format: u32, version: Version) -> Snapshot {
+    Snapshot {
+        tenant_id: tenant,
+        stream_id: stream.to_owned(),
+        snapshot_version: format,
+        version,
+        data: format!(r#"{{"stream": "{stream}", "covers": {version}, "note": "Grüße ✨"}}"#),
     }
 }
 

@@ -116,6 +116,24 @@ pub struct Appended {
     pub last_position: Position,
 }
 
+/// A stream's folded state as of one of its versions: a cache the command side may
+/// start a cold load from instead of the stream's first event (see `schemas::states`).
+///
+/// The store knows nothing of the state: `data` is JSON text that `schemas` wrote in
+/// format version `snapshot_version`. Snapshots of different format versions are kept
+/// apart, so a reader asks for the version it understands and never sees another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub tenant_id: Uuid,
+    pub stream_id: String,
+    /// The version of the state's stored format, not of the stream.
+    pub snapshot_version: u32,
+    /// The stream version the state covers: every event up to and including it.
+    pub version: Version,
+    /// The encoded state, JSON text.
+    pub data: String,
+}
+
 /// Why an append or read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -131,6 +149,18 @@ pub enum StoreError {
     WrongTenant { stream_id: String },
     #[error("an append must carry at least one event")]
     EmptyAppend,
+    /// A snapshot of a stream this tenant has no stream of that name (it does not
+    /// exist, or belongs to another tenant, which is not revealed).
+    #[error("stream {stream_id} does not exist for this tenant")]
+    NoSuchStream { stream_id: String },
+    #[error(
+        "a snapshot of {stream_id} at version {snapshot} is past the stream's version {actual}"
+    )]
+    SnapshotPastStream {
+        stream_id: String,
+        snapshot: Version,
+        actual: Version,
+    },
     #[error("the event store is shutting down")]
     Closed,
     #[error("event store database error")]
@@ -185,6 +215,43 @@ pub trait EventStore: Send + Sync + 'static {
         let _ = tenant_id;
         Ok(Some(at_most))
     }
+
+    /// The newest snapshot of a stream in format `snapshot_version`, if there is one.
+    async fn load_snapshot(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// A cold load's reads in one go: the newest snapshot of format `snapshot_version`,
+    /// if any, and the stream's events after the version it covers (all of them without
+    /// one). The default makes the two calls; a store may answer both in one round of
+    /// its own.
+    async fn read_stream_from_snapshot(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>), StoreError> {
+        let snapshot = self
+            .load_snapshot(tenant_id, stream_id, snapshot_version)
+            .await?;
+        let after = snapshot.as_ref().map_or(0, |s| s.version);
+        let events = self.read_stream(tenant_id, stream_id, after).await?;
+        Ok((snapshot, events))
+    }
+
+    /// Stores a snapshot unless one of the same format at the same or a newer stream
+    /// version is already stored: a slow writer never replaces a newer snapshot with an
+    /// older one. Returns whether it was stored. A snapshot of a stream that belongs to
+    /// another tenant is refused (`WrongTenant`); one of a stream that does not exist,
+    /// or that claims a version past the stream's, is refused as an encoding error.
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError>;
+
+    /// Deletes every snapshot of every tenant and returns how many there were. Always
+    /// safe: a cold load without a snapshot folds the stream from its first event.
+    async fn drop_snapshots(&self) -> Result<u64, StoreError>;
 
     /// The stored answer for an idempotency key, if any.
     async fn idempotent_response(

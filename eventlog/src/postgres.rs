@@ -141,7 +141,7 @@ use crate::batch::{Job, Settled};
 use crate::column::{decode_error, encode_error, saturating_i64, to_i64, to_u64};
 use crate::{
     AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse, Position,
-    RecordedEvent, StoreError, Version,
+    RecordedEvent, Snapshot, StoreError, Version,
 };
 
 /// The most requests one group commit takes. Large enough that a burst shares one
@@ -433,7 +433,8 @@ pub async fn setup_roles(
             END IF;
             IF EXISTS (SELECT FROM pg_tables
                         WHERE schemaname = 'public'
-                          AND tablename IN ('events', 'streams', 'idempotency_keys')
+                          AND tablename IN ('events', 'streams', 'idempotency_keys',
+                                            'snapshots')
                           AND tableowner = app_role) THEN
                 RAISE EXCEPTION 'tidemark: role % owns the event tables', app_role;
             END IF;
@@ -449,8 +450,9 @@ pub async fn setup_roles(
 
 /// Grants `role` what the runtime needs on every object the migrations create: read
 /// and insert events (not `transaction_id` or `recorded_at`, which the database fills
-/// in), read, create and lock streams, read and insert idempotency keys, call the
-/// append functions and read the global log. No DELETE anywhere; no UPDATE of events or
+/// in), read, create and lock streams, read and insert idempotency keys, read, insert
+/// and replace snapshots, call the append functions, read the global log and drop
+/// every snapshot through its function. No DELETE anywhere; no UPDATE of events or
 /// keys.
 async fn grant_runtime_privileges(owner: &PgPool, role: &str) -> Result<(), StoreError> {
     let mut tx = owner.begin().await?;
@@ -473,6 +475,9 @@ async fn grant_runtime_privileges(owner: &PgPool, role: &str) -> Result<(), Stor
                            'ON public.events TO %I', runtime_role);
             EXECUTE format('GRANT SELECT, INSERT (tenant_id, key, request_hash, status, body) '
                            'ON public.idempotency_keys TO %I', runtime_role);
+            EXECUTE format('GRANT SELECT, INSERT (stream_id, snapshot_version, tenant_id, '
+                           'version, data), UPDATE (version, data, taken_at) '
+                           'ON public.snapshots TO %I', runtime_role);
             EXECUTE format('GRANT EXECUTE ON FUNCTION '
                            'public.tidemark_reserve_positions(text[], bigint), '
                            'public.tidemark_append(uuid, text, bigint, bigint, uuid, uuid, '
@@ -482,7 +487,8 @@ async fn grant_runtime_privileges(owner: &PgPool, role: &str) -> Result<(), Stor
                            'uuid[], text[], integer[], uuid[], text[], bigint[], '
                            'timestamptz[], jsonb[], text[], text[], integer[], jsonb[]), '
                            'public.tidemark_read_log(bigint, bigint), '
-                           'public.tidemark_log_head() TO %I', runtime_role);
+                           'public.tidemark_log_head(), '
+                           'public.tidemark_drop_snapshots() TO %I', runtime_role);
         END
         $$
         "#,
@@ -520,20 +526,28 @@ impl EventStore for PostgresStore {
         stream_id: &str,
         after_version: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE stream_id = $1 AND tenant_id = $2 AND version > $3 ORDER BY version"
-        );
         let mut tx = self.inner.reads.begin().await?;
         set_tenant(&mut tx, tenant_id).await?;
-        let rows = sqlx::query(&sql)
-            .bind(stream_id)
-            .bind(tenant_id)
-            .bind(saturating_i64(after_version))
-            .fetch_all(&mut *tx)
-            .await?;
+        let events = stream_events(&mut tx, tenant_id, stream_id, after_version).await?;
         tx.commit().await?;
-        Ok(rows.iter().map(decode_event).collect::<Result<_, _>>()?)
+        Ok(events)
+    }
+
+    /// One transaction, one tenant setting, for both reads.
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
+    async fn read_stream_from_snapshot(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>), StoreError> {
+        let mut tx = self.inner.reads.begin().await?;
+        set_tenant(&mut tx, tenant_id).await?;
+        let snapshot = snapshot_row(&mut tx, tenant_id, stream_id, snapshot_version).await?;
+        let after = snapshot.as_ref().map_or(0, |s| s.version);
+        let events = stream_events(&mut tx, tenant_id, stream_id, after).await?;
+        tx.commit().await?;
+        Ok((snapshot, events))
     }
 
     #[tracing::instrument(skip(self), fields(tenant = %tenant_id))]
@@ -608,6 +622,74 @@ impl EventStore for PostgresStore {
             status: u16::try_from(status).map_err(|e| decode_error("status", e))?,
             body: row.try_get("body")?,
         }))
+    }
+
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
+    async fn load_snapshot(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let mut tx = self.inner.reads.begin().await?;
+        set_tenant(&mut tx, tenant_id).await?;
+        let snapshot = snapshot_row(&mut tx, tenant_id, stream_id, snapshot_version).await?;
+        tx.commit().await?;
+        Ok(snapshot)
+    }
+
+    /// In a transaction of its own on the read pool, not through a writer: a snapshot
+    /// is no part of the log, reserves no position, and should not hold up appends.
+    #[tracing::instrument(
+        skip_all,
+        fields(tenant = %snapshot.tenant_id, stream = %snapshot.stream_id, version = snapshot.version)
+    )]
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError> {
+        let mut tx = self.inner.reads.begin().await?;
+        set_tenant(&mut tx, snapshot.tenant_id).await?;
+        // Row-level security hides another tenant's stream: it looks missing.
+        let actual: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM streams WHERE stream_id = $1")
+                .bind(&snapshot.stream_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(actual) = actual else {
+            return Err(StoreError::NoSuchStream {
+                stream_id: snapshot.stream_id.clone(),
+            });
+        };
+        let actual = to_u64(actual, "version")?;
+        if snapshot.version > actual || snapshot.version == 0 {
+            return Err(StoreError::SnapshotPastStream {
+                stream_id: snapshot.stream_id.clone(),
+                snapshot: snapshot.version,
+                actual,
+            });
+        }
+        let stored = sqlx::query(
+            "INSERT INTO snapshots (stream_id, snapshot_version, tenant_id, version, data) \
+             VALUES ($1, $2, $3, $4, $5::json) \
+             ON CONFLICT (stream_id, snapshot_version) DO UPDATE \
+             SET version = excluded.version, data = excluded.data, taken_at = now() \
+             WHERE snapshots.version < excluded.version",
+        )
+        .bind(&snapshot.stream_id)
+        .bind(i32::try_from(snapshot.snapshot_version).map_err(encode_error)?)
+        .bind(snapshot.tenant_id)
+        .bind(to_i64(snapshot.version)?)
+        .bind(&snapshot.data)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(stored.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn drop_snapshots(&self) -> Result<u64, StoreError> {
+        let dropped: i64 = sqlx::query_scalar("SELECT tidemark_drop_snapshots()")
+            .fetch_one(&self.inner.reads)
+            .await?;
+        Ok(to_u64(dropped, "dropped")?)
     }
 
     #[tracing::instrument(skip(self, response), fields(tenant = %tenant_id))]
@@ -808,7 +890,7 @@ async fn append_batch(
         .iter()
         .filter_map(|job| match job {
             Job::Append { request, .. } => Some(request),
-            Job::Remember { .. } => None,
+            Job::Remember { .. } | Job::SaveSnapshot { .. } | Job::DropSnapshots { .. } => None,
         })
         .collect();
     let events = || requests.iter().flat_map(|r| &r.events);
@@ -995,6 +1077,56 @@ impl sqlx::error::DatabaseError for RequestFailed {
             _ => ErrorKind::Other,
         }
     }
+}
+
+/// A stream's events after `after_version`, in a transaction scoped to `tenant_id`.
+async fn stream_events(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    stream_id: &str,
+    after_version: Version,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE stream_id = $1 AND tenant_id = $2 AND version > $3 ORDER BY version"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(stream_id)
+        .bind(tenant_id)
+        .bind(saturating_i64(after_version))
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.iter().map(decode_event).collect::<Result<_, _>>()?)
+}
+
+/// A stream's snapshot of one format, in a transaction scoped to `tenant_id`.
+async fn snapshot_row(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    stream_id: &str,
+    snapshot_version: u32,
+) -> Result<Option<Snapshot>, StoreError> {
+    // `::text` hands back the json exactly as it was written, with no re-encoding.
+    let row = sqlx::query_as::<_, (i64, String)>(
+        "SELECT version, data::text FROM snapshots \
+         WHERE stream_id = $1 AND tenant_id = $2 AND snapshot_version = $3",
+    )
+    .bind(stream_id)
+    .bind(tenant_id)
+    .bind(i32::try_from(snapshot_version).map_err(encode_error)?)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row
+        .map(|(version, data)| -> Result<Snapshot, sqlx::Error> {
+            Ok(Snapshot {
+                tenant_id,
+                stream_id: stream_id.to_owned(),
+                snapshot_version,
+                version: to_u64(version, "version")?,
+                data,
+            })
+        })
+        .transpose()?)
 }
 
 /// Stores an answer under an idempotency key unless the key is taken; true if stored.

@@ -57,7 +57,7 @@ use crate::batch::{Job, Settled};
 use crate::column::{decode_error, encode_error, saturating_i64, to_i64, to_u64};
 use crate::{
     AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse, Position,
-    RecordedEvent, StoreError, Version,
+    RecordedEvent, Snapshot, StoreError, Version,
 };
 
 /// The most requests one group commit takes. Large enough that a burst shares one
@@ -285,6 +285,51 @@ impl EventStore for SqliteStore {
         }))
     }
 
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
+    async fn load_snapshot(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query_as::<_, (i64, String)>(
+            "SELECT version, data FROM snapshots \
+             WHERE stream_id = ? AND tenant_id = ? AND snapshot_version = ?",
+        )
+        .bind(stream_id)
+        .bind(tenant_id.to_string())
+        .bind(i64::from(snapshot_version))
+        .fetch_optional(&self.inner.reads)
+        .await?;
+        row.map(|(version, data)| {
+            Ok(Snapshot {
+                tenant_id,
+                stream_id: stream_id.to_owned(),
+                snapshot_version,
+                version: to_u64(version, "version")?,
+                data,
+            })
+        })
+        .transpose()
+    }
+
+    /// Goes through the writer like an append: SQLite has one write connection, and a
+    /// snapshot shares its group commit rather than waiting on the file's lock.
+    #[tracing::instrument(
+        skip_all,
+        fields(tenant = %snapshot.tenant_id, stream = %snapshot.stream_id, version = snapshot.version)
+    )]
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError> {
+        let snapshot = snapshot.clone();
+        self.submit(|reply| Job::SaveSnapshot { snapshot, reply })
+            .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn drop_snapshots(&self) -> Result<u64, StoreError> {
+        self.submit(|reply| Job::DropSnapshots { reply }).await
+    }
+
     #[tracing::instrument(skip(self, response), fields(tenant = %tenant_id))]
     async fn remember_response(
         &self,
@@ -423,6 +468,18 @@ async fn run_in_savepoint(
             let result = remember_one(conn, tenant_id, &key, &response, recorded_at).await;
             Settled::Remember(reply, result.map_err(StoreError::from))
         }
+        Job::SaveSnapshot { snapshot, reply } => {
+            let result = save_snapshot_one(conn, &snapshot, recorded_at).await;
+            Settled::Remember(reply, result)
+        }
+        Job::DropSnapshots { reply } => {
+            let result = sqlx::query("DELETE FROM snapshots")
+                .execute(&mut *conn)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(StoreError::from);
+            Settled::Dropped(reply, result)
+        }
     };
     let end = if settled.is_ok() {
         release(conn).await
@@ -559,6 +616,54 @@ async fn append_one(
         first_position: first_position.unwrap_or(last_position),
         last_position,
     })
+}
+
+/// Stores a snapshot of a stream the tenant owns, at most at the stream's version,
+/// unless one of the same format at the same or a newer version is kept.
+async fn save_snapshot_one(
+    conn: &mut SqliteConnection,
+    snapshot: &Snapshot,
+    taken_at: &str,
+) -> Result<bool, StoreError> {
+    let tenant = snapshot.tenant_id.to_string();
+    let stream = sqlx::query_as::<_, (String, i64)>(
+        "SELECT tenant_id, version FROM streams WHERE stream_id = ?",
+    )
+    .bind(&snapshot.stream_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let actual = match stream {
+        Some((owner, version)) if owner == tenant => to_u64(version, "version")?,
+        // Missing and another tenant's look the same, as on PostgreSQL.
+        _ => {
+            return Err(StoreError::NoSuchStream {
+                stream_id: snapshot.stream_id.clone(),
+            });
+        }
+    };
+    if snapshot.version > actual || snapshot.version == 0 {
+        return Err(StoreError::SnapshotPastStream {
+            stream_id: snapshot.stream_id.clone(),
+            snapshot: snapshot.version,
+            actual,
+        });
+    }
+    let stored = sqlx::query(
+        "INSERT INTO snapshots (stream_id, snapshot_version, tenant_id, version, data, taken_at) \
+         VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (stream_id, snapshot_version) DO UPDATE \
+         SET version = excluded.version, data = excluded.data, taken_at = excluded.taken_at \
+         WHERE excluded.version > snapshots.version",
+    )
+    .bind(&snapshot.stream_id)
+    .bind(i64::from(snapshot.snapshot_version))
+    .bind(&tenant)
+    .bind(to_i64(snapshot.version)?)
+    .bind(&snapshot.data)
+    .bind(taken_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(stored.rows_affected() == 1)
 }
 
 /// Stores an answer under an idempotency key unless the key is taken; true if stored.

@@ -11,15 +11,16 @@ use eventlog::postgres::testing::TestDatabase;
 use eventlog::postgres::{PostgresStore, setup_roles};
 use eventlog::{
     AppendRequest, EventStore, ExpectedVersion, IdempotencyRecord, IdempotentResponse, Metadata,
-    NewEvent,
+    NewEvent, Snapshot,
 };
 use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
-const TABLES: [&str; 3] = ["events", "streams", "idempotency_keys"];
+const TABLES: [&str; 4] = ["events", "streams", "idempotency_keys", "snapshots"];
 
-/// A database where tenant A has a stream of two events and an idempotency key.
+/// A database where tenant A has a stream of two events, an idempotency key and a
+/// snapshot of the stream.
 async fn seeded() -> (TestDatabase, Uuid) {
     let db = TestDatabase::create().await;
     let tenant_a = Uuid::now_v7();
@@ -54,6 +55,17 @@ async fn seeded() -> (TestDatabase, Uuid) {
         })
         .await
         .expect("tenant A's append succeeds");
+    let saved = store
+        .save_snapshot(&Snapshot {
+            tenant_id: tenant_a,
+            stream_id: "a-stream".to_owned(),
+            snapshot_version: 1,
+            version: 2,
+            data: r#"{"n":1}"#.to_owned(),
+        })
+        .await
+        .expect("tenant A's snapshot is saved");
+    assert!(saved, "tenant A's first snapshot is stored");
     drop(store);
     (db, tenant_a)
 }
@@ -161,6 +173,7 @@ async fn without_a_tenant_the_runtime_role_sees_no_rows() {
     assert_eq!(count(&mut tx, "events").await, 2);
     assert_eq!(count(&mut tx, "streams").await, 1);
     assert_eq!(count(&mut tx, "idempotency_keys").await, 1);
+    assert_eq!(count(&mut tx, "snapshots").await, 1);
     tx.commit().await.expect("the transaction commits");
 
     // SET LOCAL ended with the transaction; a reused connection is back to nothing.
@@ -184,15 +197,17 @@ async fn another_tenant_can_neither_read_update_delete_nor_insert_a_tenants_rows
     let tenant_b = Uuid::now_v7();
     let mut app = connect_as_app(&db).await;
 
-    let refused = sqlx::query("DELETE FROM events")
-        .execute(&mut app)
-        .await
-        .expect_err("the runtime role has no DELETE privilege");
-    assert_eq!(
-        sqlstate(&refused).as_deref(),
-        Some("42501"),
-        "insufficient privilege"
-    );
+    for table in ["events", "snapshots"] {
+        let refused = sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut app)
+            .await
+            .expect_err("the runtime role has no DELETE privilege");
+        assert_eq!(
+            sqlstate(&refused).as_deref(),
+            Some("42501"),
+            "insufficient privilege on {table}"
+        );
+    }
 
     let admin = PgPoolOptions::new()
         .max_connections(1)
@@ -232,7 +247,9 @@ async fn another_tenant_can_neither_read_update_delete_nor_insert_a_tenants_rows
         "UPDATE events SET actor = 'intruder'",
         "UPDATE streams SET version = 99 WHERE stream_id = 'a-stream'",
         "UPDATE idempotency_keys SET status = 500",
+        "UPDATE snapshots SET version = 1, data = '{}'",
         "DELETE FROM events",
+        "DELETE FROM snapshots",
         "DELETE FROM streams",
         "DELETE FROM idempotency_keys WHERE key = 'a-key'",
     ] {
@@ -270,6 +287,13 @@ async fn another_tenant_can_neither_read_update_delete_nor_insert_a_tenants_rows
          gen_random_uuid(), 'intruder', '{}')",
     )
     .await;
+    refused_by_policy(
+        &mut tx,
+        tenant_a,
+        "INSERT INTO snapshots (stream_id, snapshot_version, tenant_id, version, data) \
+         VALUES ('a-stream', 2, $1, 1, '{}')",
+    )
+    .await;
     // Moving one's own row over to tenant A is refused the same way.
     sqlx::query("INSERT INTO streams (stream_id, tenant_id, version) VALUES ('b-stream', $1, 0)")
         .bind(tenant_b)
@@ -299,6 +323,12 @@ async fn another_tenant_can_neither_read_update_delete_nor_insert_a_tenants_rows
         .expect("tenant A sees its events");
     assert_eq!(actors, vec!["test", "test"]);
     assert_eq!(count(&mut tx, "idempotency_keys").await, 1);
+    let snapshot: (i64, String) =
+        sqlx::query_as("SELECT version, data::text FROM snapshots WHERE stream_id = 'a-stream'")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("tenant A sees its snapshot");
+    assert_eq!(snapshot, (2, r#"{"n":1}"#.to_owned()));
     tx.commit().await.expect("the transaction commits");
 
     app.close().await.ok();
@@ -355,6 +385,11 @@ async fn the_global_log_is_reachable_only_through_the_log_functions() {
         .execute(&mut conn)
         .await
         .expect_err("a role without EXECUTE cannot read the log");
+    assert_eq!(sqlstate(&refused).as_deref(), Some("42501"));
+    let refused = sqlx::query("SELECT tidemark_drop_snapshots()")
+        .execute(&mut conn)
+        .await
+        .expect_err("a role without EXECUTE cannot drop every tenant's snapshots");
     assert_eq!(sqlstate(&refused).as_deref(), Some("42501"));
     conn.close().await.ok();
     drop(admin);

@@ -44,6 +44,9 @@ contract_tests!(
     an_idempotency_key_is_stored_with_its_append_and_refused_after,
     head_and_watch_head_follow_commits,
     concurrent_appends_to_different_streams_all_commit_with_dense_positions,
+    a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one,
+    a_snapshot_of_a_stream_the_tenant_does_not_own_or_past_its_head_is_refused,
+    dropping_snapshots_removes_every_tenants_and_leaves_the_log_alone,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +61,7 @@ async fn the_whole_suite_runs_through_run_all_with_a_store_factory() {
     .await;
     assert_eq!(
         opened.load(Ordering::Relaxed),
-        13,
+        16,
         "run_all should open one store per check"
     );
 }
