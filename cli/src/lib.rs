@@ -1,4 +1,5 @@
-//! The `tidemark` operator binary: `dev`, `token`, `projections status|rebuild`, `bench`.
+//! The `tidemark` operator binary: `dev`, `serve`, `token`, `projections status|rebuild`,
+//! `snapshots rebuild|drop`, `bench`.
 //!
 //! Everything lives in this library so tests can run the same code the binary runs;
 //! `main.rs` only parses arguments, starts telemetry and calls [`run`].
@@ -12,6 +13,7 @@ pub mod openapi;
 pub mod publishing;
 pub mod secret;
 pub mod settings;
+pub mod snapshots;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,6 +91,28 @@ pub enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// Rebuild or drop the command side's snapshots of long streams (always safe: a
+    /// snapshot is a cache of a stream's fold).
+    Snapshots {
+        #[command(subcommand)]
+        action: SnapshotsAction,
+        /// Data directory of the embedded deployment.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsAction {
+    /// Drop every snapshot, then take one at the head of every budget and post stream
+    /// with at least --min-events events.
+    Rebuild {
+        /// Streams shorter than this get no snapshot.
+        #[arg(long, default_value_t = command_api::SNAPSHOT_EVERY)]
+        min_events: u64,
+    },
+    /// Drop every snapshot; cold loads fold whole streams until new ones are taken.
+    Drop,
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +205,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match action {
                 ProjectionsAction::Status => projections_status(&stores, &settings).await,
                 ProjectionsAction::Rebuild => projections_rebuild(&stores).await,
+            }
+        }
+        Command::Snapshots { action, data_dir } => {
+            if let Some(dir) = data_dir {
+                settings.data_dir = dir;
+            }
+            let stores = Stores::open(&settings).await?;
+            match action {
+                SnapshotsAction::Rebuild { min_events } => {
+                    let started = std::time::Instant::now();
+                    let mut last_report = std::time::Instant::now();
+                    let rebuilt = snapshots::rebuild(stores.store, min_events, |done, of| {
+                        if last_report.elapsed().as_millis() >= 500 {
+                            eprintln!("snapshots: {done}/{of} streams");
+                            last_report = std::time::Instant::now();
+                        }
+                    })
+                    .await?;
+                    println!(
+                        "dropped {} snapshots; read {} events; took {} snapshots of streams with \
+                         at least {min_events} events in {:.2} s",
+                        rebuilt.dropped,
+                        rebuilt.events_read,
+                        rebuilt.taken,
+                        started.elapsed().as_secs_f64()
+                    );
+                    Ok(())
+                }
+                SnapshotsAction::Drop => {
+                    let dropped = stores
+                        .store
+                        .drop_snapshots()
+                        .await
+                        .context("failed to drop the snapshots")?;
+                    println!("dropped {dropped} snapshots");
+                    Ok(())
+                }
             }
         }
     }

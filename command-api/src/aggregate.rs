@@ -6,6 +6,15 @@
 
 use domain::{budget, generation, post};
 use schemas::DomainEvent;
+use schemas::states::{self, StateDecodeError, StateFormat};
+
+/// How an aggregate's state is stored in a snapshot (see `schemas::states`).
+pub struct Codec<S> {
+    /// The stored format: its name and the version snapshots are kept under.
+    pub format: StateFormat,
+    pub encode: fn(&S) -> String,
+    pub decode: fn(&str) -> Result<S, StateDecodeError>,
+}
 
 /// A domain aggregate as the command loop sees it.
 pub trait Aggregate: Send + Sync + 'static {
@@ -28,6 +37,9 @@ pub trait Aggregate: Send + Sync + 'static {
     /// The aggregate's own event, or `None` when a stored event belongs elsewhere
     /// (which would mean a corrupted stream).
     fn unwrap(event: DomainEvent) -> Option<Self::Event>;
+    /// How the state is snapshotted, or `None` when the aggregate's streams stay too
+    /// short to be worth it.
+    fn codec() -> Option<Codec<Self::State>>;
 }
 
 /// The monthly budget ledger.
@@ -59,6 +71,14 @@ impl Aggregate for Budget {
             DomainEvent::Budget(e) => Some(e),
             _ => None,
         }
+    }
+    /// A month's ledger grows all month, and its cold load with it.
+    fn codec() -> Option<Codec<Self::State>> {
+        Some(Codec {
+            format: states::BUDGET_STATE,
+            encode: states::encode_budget_state,
+            decode: states::decode_budget_state,
+        })
     }
 }
 
@@ -92,6 +112,14 @@ impl Aggregate for Post {
             _ => None,
         }
     }
+    /// A post is short-lived as a rule, but nothing bounds its edits.
+    fn codec() -> Option<Codec<Self::State>> {
+        Some(Codec {
+            format: states::POST_STATE,
+            encode: states::encode_post_state,
+            decode: states::decode_post_state,
+        })
+    }
 }
 
 /// A content generation.
@@ -123,5 +151,9 @@ impl Aggregate for Generation {
             DomainEvent::Generation(e) => Some(e),
             _ => None,
         }
+    }
+    /// A generation has a handful of events (a few attempts at most).
+    fn codec() -> Option<Codec<Self::State>> {
+        None
     }
 }

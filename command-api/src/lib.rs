@@ -21,6 +21,7 @@ pub use error::ApiError;
 pub use generation::{AiPolicy, RateLimit, TenantPolicy};
 pub use http::{CommandApi, configure};
 pub use service::{
-    CommandError, CommandService, Done, Envelope, GenerateRequest, ReservationState,
+    ColdLoad, CommandError, CommandService, Done, Envelope, GenerateRequest, ReservationState,
+    SNAPSHOT_EVERY,
 };
 pub use webhooks::{InboundWebhooks, configure_webhooks};

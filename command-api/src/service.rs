@@ -7,13 +7,25 @@
 //! reads only the events appended since the last one. The expected version on every
 //! append still guards against writers in other processes; when one of them wins, the
 //! loop catches up and decides again.
+//!
+//! A slot that starts cold (first use in this process, or after eviction) loads the
+//! stream's newest snapshot and reads only the events after it. Snapshots are taken
+//! off the command path: once a slot's state is [`SNAPSHOT_EVERY`] or more events past
+//! the last snapshot it knows of, the state is cloned and a background task encodes
+//! and stores it. Best effort: a failed save is logged and the next one comes
+//! [`SNAPSHOT_EVERY`] events later. A snapshot is a cache of a fold, so it never
+//! changes an answer; one that does not decode (data this build refuses) is ignored
+//! and the stream folded from its first event, and one of another format version is
+//! never even read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use domain::budget::{self, Limits};
 use domain::generation::{self, Economy, Priority, Request};
+use domain::ids::StreamKind;
 use domain::post;
 use domain::pricing::estimate_tokens;
 use domain::{
@@ -21,9 +33,10 @@ use domain::{
 };
 use eventlog::{
     AppendRequest, Appended, EventStore, ExpectedVersion, IdempotencyRecord, Metadata, NewEvent,
-    StoreError, Version,
+    RecordedEvent, Snapshot, StoreError, Version,
 };
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Budget, Generation, Post};
@@ -36,6 +49,8 @@ const MAX_ATTEMPTS: usize = 32;
 const INHERIT_LOOKBACK_MONTHS: usize = 12;
 /// Streams kept warm before unused slots are dropped.
 const CACHE_CAPACITY: usize = 10_000;
+/// How many events past its last snapshot a stream gets a new one, by default.
+pub const SNAPSHOT_EVERY: u64 = 1_000;
 
 /// Who issued a command, and the idempotency record to store with its events.
 #[derive(Debug, Clone)]
@@ -106,6 +121,12 @@ struct StreamCache<A: Aggregate> {
 struct Slot<S> {
     version: Version,
     state: S,
+    /// Whether the slot was loaded from the store since it was made: until then it is
+    /// cold, and its first load starts from the newest snapshot.
+    loaded: bool,
+    /// The stream version of the newest snapshot this slot knows is stored or being
+    /// stored (0: none).
+    snapshot_at: Version,
 }
 
 impl<A: Aggregate> StreamCache<A> {
@@ -136,6 +157,19 @@ pub struct CommandService {
     generations: StreamCache<Generation>,
     ai: AiPolicy,
     limiter: RateLimiter,
+    /// Events between snapshots; `None` takes none and reads none.
+    snapshot_every: Option<u64>,
+    /// Snapshot saves still running, so [`CommandService::flush_snapshots`] can wait.
+    saving: StdMutex<Vec<JoinHandle<()>>>,
+}
+
+/// What a cold load did, for the benchmark's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ColdLoad {
+    /// The stream version of the snapshot it started from (0: none used).
+    pub snapshot_version: Version,
+    /// Events read and folded after the snapshot.
+    pub events: u64,
 }
 
 /// A `generate-content` request after its body was parsed.
@@ -169,6 +203,108 @@ impl CommandService {
             generations: StreamCache::new(),
             ai: AiPolicy::local(),
             limiter: RateLimiter::default(),
+            snapshot_every: Some(SNAPSHOT_EVERY),
+            saving: StdMutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes a snapshot of a stream every `every` events (at least one), or with `None`
+    /// neither takes nor reads any: every cold load folds the whole stream.
+    pub fn with_snapshots(mut self, every: Option<u64>) -> Self {
+        self.snapshot_every = every.map(|n| n.max(1));
+        self
+    }
+
+    /// Waits for every snapshot save started so far. Saves run in the background and
+    /// finish on their own; this is for shutdown, tests and the benchmark.
+    pub async fn flush_snapshots(&self) {
+        loop {
+            let pending: Vec<JoinHandle<()>> = {
+                let mut saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::take(&mut *saving)
+            };
+            if pending.is_empty() {
+                return;
+            }
+            for task in pending {
+                if let Err(error) = task.await {
+                    tracing::warn!(%error, "a snapshot save ended abnormally");
+                }
+            }
+        }
+    }
+
+    /// Folds a stream from its first event, ignoring warm state and stored snapshots,
+    /// and stores a snapshot at its head, waiting for the save: what `tidemark
+    /// snapshots rebuild` does per stream. Answers the version the snapshot covers, or
+    /// `None` for an empty stream or one whose aggregate keeps no snapshots.
+    pub async fn snapshot_stream(
+        &self,
+        tenant: TenantId,
+        stream: &StreamName,
+    ) -> Result<Option<Version>, CommandError> {
+        match stream_kind(stream)? {
+            StreamKind::Budget(_) => self.snapshot_now::<Budget>(tenant, stream).await,
+            StreamKind::Post(_) => self.snapshot_now::<Post>(tenant, stream).await,
+            StreamKind::Generation(_) => self.snapshot_now::<Generation>(tenant, stream).await,
+        }
+    }
+
+    async fn snapshot_now<A: Aggregate>(
+        &self,
+        tenant: TenantId,
+        stream: &StreamName,
+    ) -> Result<Option<Version>, CommandError> {
+        let Some(codec) = A::codec() else {
+            return Ok(None);
+        };
+        let mut slot = Slot::<A::State> {
+            loaded: true,
+            ..Slot::default()
+        };
+        let events = self
+            .store
+            .read_stream(tenant.as_uuid(), stream.as_str(), 0)
+            .await
+            .map_err(CommandError::Store)?;
+        fold::<A>(stream, &mut slot, events)?;
+        if slot.version == 0 {
+            return Ok(None);
+        }
+        let snapshot = Snapshot {
+            tenant_id: tenant.as_uuid(),
+            stream_id: stream.to_string(),
+            snapshot_version: codec.format.version,
+            version: slot.version,
+            data: (codec.encode)(&slot.state),
+        };
+        self.store
+            .save_snapshot(&snapshot)
+            .await
+            .map_err(CommandError::Store)?;
+        Ok(Some(slot.version))
+    }
+
+    /// Loads a stream as a command on a cold slot would (snapshot, then the events
+    /// after it) and says what it read; the state is dropped. For the benchmark.
+    pub async fn cold_load(
+        &self,
+        tenant: TenantId,
+        stream: &StreamName,
+    ) -> Result<ColdLoad, CommandError> {
+        match stream_kind(stream)? {
+            StreamKind::Budget(_) => {
+                self.load_cold::<Budget>(tenant, stream, &mut Slot::default())
+                    .await
+            }
+            StreamKind::Post(_) => {
+                self.load_cold::<Post>(tenant, stream, &mut Slot::default())
+                    .await
+            }
+            StreamKind::Generation(_) => {
+                self.load_cold::<Generation>(tenant, stream, &mut Slot::default())
+                    .await
+            }
         }
     }
 
@@ -508,33 +644,142 @@ impl CommandService {
         stream: &StreamName,
         slot: &mut Slot<A::State>,
     ) -> Result<(), CommandError> {
-        let events = self
-            .store
-            .read_stream(tenant.as_uuid(), stream.as_str(), slot.version)
-            .await
-            .map_err(CommandError::Store)?;
-        for recorded in events {
-            let corrupt = |reason: String| CommandError::Corrupt {
-                stream: stream.to_string(),
-                reason,
-            };
-            let decoded = schemas::decode(
-                &recorded.event_type,
-                recorded.schema_version,
-                &recorded.data,
-            )
-            .map_err(|e| corrupt(e.to_string()))?;
-            let event = A::unwrap(decoded).ok_or_else(|| {
-                corrupt(format!(
-                    "{} is not a {} event",
-                    recorded.event_type,
-                    A::NAME
-                ))
-            })?;
-            slot.state = A::evolve(std::mem::take(&mut slot.state), &event);
-            slot.version = recorded.version;
+        if slot.loaded {
+            let events = self
+                .store
+                .read_stream(tenant.as_uuid(), stream.as_str(), slot.version)
+                .await
+                .map_err(CommandError::Store)?;
+            fold::<A>(stream, slot, events)?;
+        } else {
+            self.load_cold::<A>(tenant, stream, slot).await?;
         }
+        self.maybe_snapshot::<A>(tenant, stream, slot);
         Ok(())
+    }
+
+    /// The first load of a slot: the newest snapshot in the format this build knows,
+    /// then the events after it. A snapshot that does not decode is ignored, and the
+    /// stream is read again from its first event.
+    async fn load_cold<A: Aggregate>(
+        &self,
+        tenant: TenantId,
+        stream: &StreamName,
+        slot: &mut Slot<A::State>,
+    ) -> Result<ColdLoad, CommandError> {
+        let started = Instant::now();
+        let codec = A::codec().filter(|_| self.snapshot_every.is_some());
+        let read = match &codec {
+            Some(codec) => self
+                .store
+                .read_stream_from_snapshot(tenant.as_uuid(), stream.as_str(), codec.format.version)
+                .await
+                .map_err(CommandError::Store)?,
+            None => (None, Vec::new()),
+        };
+        let restored = match (read, &codec) {
+            ((Some(snapshot), events), Some(codec)) => match (codec.decode)(&snapshot.data) {
+                Ok(state) => Some((snapshot.version, state, events)),
+                Err(error) => {
+                    tracing::warn!(
+                        stream = %stream,
+                        version = snapshot.version,
+                        error = &error as &dyn std::error::Error,
+                        "ignoring a snapshot that does not decode; folding the stream from its start"
+                    );
+                    None
+                }
+            },
+            // No snapshot stored: the events read are the whole stream.
+            ((None, events), Some(_)) => Some((0, A::State::default(), events)),
+            (_, None) => None,
+        };
+        let (snapshot_version, state, events) = match restored {
+            Some(restored) => restored,
+            None => {
+                let events = self
+                    .store
+                    .read_stream(tenant.as_uuid(), stream.as_str(), 0)
+                    .await
+                    .map_err(CommandError::Store)?;
+                (0, A::State::default(), events)
+            }
+        };
+        slot.state = state;
+        slot.version = snapshot_version;
+        slot.snapshot_at = snapshot_version;
+        let load = ColdLoad {
+            snapshot_version,
+            events: events.len() as u64,
+        };
+        fold::<A>(stream, slot, events)?;
+        slot.loaded = true;
+        tracing::debug!(
+            stream = %stream,
+            snapshot = snapshot_version,
+            events = load.events,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "cold load"
+        );
+        Ok(load)
+    }
+
+    /// Starts a snapshot save in the background when the slot is far enough past the
+    /// last one. Costs the command path one clone of the state per snapshot; the
+    /// encoding and the write happen elsewhere.
+    fn maybe_snapshot<A: Aggregate>(
+        &self,
+        tenant: TenantId,
+        stream: &StreamName,
+        slot: &mut Slot<A::State>,
+    ) {
+        let (Some(every), Some(codec)) = (self.snapshot_every, A::codec()) else {
+            return;
+        };
+        if slot.version < slot.snapshot_at.saturating_add(every) {
+            return;
+        }
+        slot.snapshot_at = slot.version;
+        let state = slot.state.clone();
+        let store = Arc::clone(&self.store);
+        let tenant_id = tenant.as_uuid();
+        let stream_id = stream.to_string();
+        let version = slot.version;
+        let task = tokio::spawn(async move {
+            let encoded = tokio::task::spawn_blocking(move || (codec.encode)(&state)).await;
+            let data = match encoded {
+                Ok(data) => data,
+                Err(error) => {
+                    tracing::warn!(stream = %stream_id, %error, "encoding a snapshot failed");
+                    return;
+                }
+            };
+            let snapshot = Snapshot {
+                tenant_id,
+                stream_id,
+                snapshot_version: codec.format.version,
+                version,
+                data,
+            };
+            match store.save_snapshot(&snapshot).await {
+                Ok(stored) => tracing::debug!(
+                    stream = %snapshot.stream_id,
+                    version,
+                    bytes = snapshot.data.len(),
+                    stored,
+                    "snapshot"
+                ),
+                Err(error) => tracing::warn!(
+                    stream = %snapshot.stream_id,
+                    version,
+                    error = &error as &dyn std::error::Error,
+                    "saving a snapshot failed; the next one is due {every} events later"
+                ),
+            }
+        });
+        let mut saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        saving.retain(|t| !t.is_finished());
+        saving.push(task);
     }
 
     async fn execute<A: Aggregate>(
@@ -606,6 +851,7 @@ impl CommandService {
                         slot.state = A::evolve(std::mem::take(&mut slot.state), event);
                     }
                     slot.version = appended.version;
+                    self.maybe_snapshot::<A>(envelope.tenant, stream, &mut slot);
                     return Ok(Done {
                         appended: Some(appended),
                         version: appended.version,
@@ -623,6 +869,46 @@ impl CommandService {
         }
         Err(CommandError::Contention)
     }
+}
+
+/// What a stream holds, from its name.
+fn stream_kind(stream: &StreamName) -> Result<StreamKind, CommandError> {
+    StreamName::parse(stream.as_str())
+        .map(|(_, kind)| kind)
+        .map_err(|e| CommandError::Corrupt {
+            stream: stream.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Folds stored events onto a slot, in version order.
+fn fold<A: Aggregate>(
+    stream: &StreamName,
+    slot: &mut Slot<A::State>,
+    events: Vec<RecordedEvent>,
+) -> Result<(), CommandError> {
+    for recorded in events {
+        let corrupt = |reason: String| CommandError::Corrupt {
+            stream: stream.to_string(),
+            reason,
+        };
+        let decoded = schemas::decode(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
+        let event = A::unwrap(decoded).ok_or_else(|| {
+            corrupt(format!(
+                "{} is not a {} event",
+                recorded.event_type,
+                A::NAME
+            ))
+        })?;
+        slot.state = A::evolve(std::mem::take(&mut slot.state), &event);
+        slot.version = recorded.version;
+    }
+    Ok(())
 }
 
 /// Turns `ttl_seconds` into a duration, refusing what does not fit.

@@ -10,5 +10,6 @@ mod openapi;
 mod production;
 mod production_support;
 mod publishing;
+mod snapshots;
 mod support;
 mod workflows;
