@@ -4,17 +4,19 @@
 //! It asserts nothing about speed. A debug build on a shared machine measures nothing
 //! worth comparing; the real figures come from a release run (docs/benchmarks.md).
 //! This only keeps the harness from rotting while the code it drives changes.
+//!
+//! The production target's HTTP workloads start `tidemark serve` children of the
+//! `tidemark` binary, which a test binary is not, so on that target only the workloads
+//! that need PostgreSQL alone run here: rebuild and decide-vs-history.
 
 use cli::bench::target::TargetKind;
 use cli::bench::{BenchArgs, Workload};
 use cli::settings::Settings;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quick_run_of_every_workload_completes_and_counts_something_in_each() {
-    let json = tempfile::NamedTempFile::new().expect("temp file");
-    let args = BenchArgs {
-        workload: Workload::All,
-        target: TargetKind::Embedded,
+fn quick(workload: Workload, target: TargetKind, json: &tempfile::NamedTempFile) -> BenchArgs {
+    BenchArgs {
+        workload,
+        target,
         duration: None,
         quick: true,
         concurrency: vec![1, 16, 64],
@@ -25,7 +27,30 @@ async fn a_quick_run_of_every_workload_completes_and_counts_something_in_each() 
         json: Some(json.path().to_path_buf()),
         work_dir: None,
         child_data_dir: None,
-    };
+    }
+}
+
+/// Every row of `workload` counted something, and there is at least one.
+fn assert_counted(report: &cli::bench::report::Report, workload: &str) {
+    let rows: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.workload == workload)
+        .collect();
+    assert!(!rows.is_empty(), "{workload} produced no row");
+    for row in rows {
+        assert!(
+            row.count > 0,
+            "{workload} / {} counted nothing: {row:?}",
+            row.case
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_run_of_every_workload_completes_and_counts_something_in_each() {
+    let json = tempfile::NamedTempFile::new().expect("temp file");
+    let args = quick(Workload::All, TargetKind::Embedded, &json);
     let settings = Settings::load(None).expect("default settings");
     let report = cli::bench::run(args, settings)
         .await
@@ -38,19 +63,7 @@ async fn a_quick_run_of_every_workload_completes_and_counts_something_in_each() 
         "rebuild",
         "decide-vs-history",
     ] {
-        let rows: Vec<_> = report
-            .rows
-            .iter()
-            .filter(|r| r.workload == workload)
-            .collect();
-        assert!(!rows.is_empty(), "{workload} produced no row");
-        for row in rows {
-            assert!(
-                row.count > 0,
-                "{workload} / {} counted nothing: {row:?}",
-                row.case
-            );
-        }
+        assert_counted(&report, workload);
     }
     let written = std::fs::read_to_string(json.path()).expect("json written");
     let parsed: serde_json::Value = serde_json::from_str(&written).expect("json parses");
@@ -59,4 +72,23 @@ async fn a_quick_run_of_every_workload_completes_and_counts_something_in_each() 
         Some(report.rows.len()),
         "the JSON file holds every row"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_rebuild_and_decide_vs_history_runs_complete_on_postgresql() {
+    let settings = Settings::load(None).expect("default settings");
+    for (workload, name) in [
+        (Workload::Rebuild, "rebuild"),
+        (Workload::DecideVsHistory, "decide-vs-history"),
+    ] {
+        let json = tempfile::NamedTempFile::new().expect("temp file");
+        let report = cli::bench::run(
+            quick(workload, TargetKind::Production, &json),
+            settings.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("bench {name} --target production --quick: {e:?}"));
+        assert_eq!(report.target, "production");
+        assert_counted(&report, name);
+    }
 }

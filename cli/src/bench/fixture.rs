@@ -10,6 +10,11 @@
 //! reservation before its commit, a post created before it is edited), so the command
 //! side and the projector read them like any others. What is timed afterwards (loading
 //! a stream, rebuilding the read models) does not depend on how the rows got there.
+//!
+//! On PostgreSQL ([`write_postgres`]) the rows go in as the database's owner (a
+//! superuser on the benchmark's server, so row-level security does not apply), a few
+//! thousand per `INSERT … SELECT FROM unnest(…)`, with positions taken from the
+//! store's own sequence, which is set past them afterwards.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -20,7 +25,9 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use domain::budget;
 use domain::{Channel, Micros, Period, PostId, ReservationId, StreamName, TenantId, post};
 use schemas::DomainEvent;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
@@ -167,6 +174,147 @@ pub async fn write_sqlite(
     tx.commit().await?;
     conn.close().await?;
     Ok(written)
+}
+
+/// Rows per `INSERT … unnest` on PostgreSQL.
+const PG_ROWS_PER_STATEMENT: usize = 5_000;
+
+/// Writes the fixture of `plan` into the migrated PostgreSQL event store that `owner`
+/// (a role exempt from row-level security) reaches, reporting rows to `progress`.
+pub async fn write_postgres(
+    owner: &PgConnectOptions,
+    plan: &FixturePlan,
+    progress: Option<Arc<Counters>>,
+) -> anyhow::Result<u64> {
+    let mut conn = owner
+        .connect()
+        .await
+        .context("failed to connect to the fixture database")?;
+    let exempt: bool = sqlx::query_scalar(
+        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    anyhow::ensure!(
+        exempt,
+        "the PostgreSQL fixture is written across tenants in one statement, which needs a \
+         role exempt from row-level security (the benchmark's server role)"
+    );
+    // Set-up, not measurement: durability of the fixture does not matter.
+    sqlx::query("SET synchronous_commit = off")
+        .execute(&mut conn)
+        .await?;
+    let now = Utc::now();
+    let mut events = Events::new(plan, now)?;
+    let mut versions: HashMap<String, (Uuid, i64)> = HashMap::new();
+    let mut position: i64 = 0;
+    let mut written = 0u64;
+    loop {
+        let mut new_streams: Vec<(String, Uuid)> = Vec::new();
+        let mut batch = PgBatch::default();
+        while batch.positions.len() < PG_ROWS_PER_STATEMENT {
+            let Some(planned) = events.next() else {
+                break;
+            };
+            let stream = planned.stream.as_str().to_owned();
+            let entry = versions.entry(stream.clone()).or_insert_with(|| {
+                new_streams.push((stream.clone(), planned.tenant.as_uuid()));
+                (planned.tenant.as_uuid(), 0)
+            });
+            entry.1 += 1;
+            position += 1;
+            let encoded = schemas::encode(&planned.event);
+            batch.positions.push(position);
+            batch.event_ids.push(Uuid::now_v7());
+            batch.tenants.push(planned.tenant.as_uuid());
+            batch.streams.push(stream);
+            batch.versions.push(entry.1);
+            batch.types.push(encoded.event_type);
+            batch
+                .schema_versions
+                .push(i64::from(encoded.schema_version));
+            batch.data.push(Json(encoded.data));
+        }
+        if batch.positions.is_empty() {
+            break;
+        }
+        let mut tx = conn.begin().await?;
+        // The stream rows go first: events reference them by foreign key. Their
+        // versions are set once every event is in.
+        sqlx::query(
+            "INSERT INTO streams (stream_id, tenant_id, version) \
+             SELECT s, t, 0 FROM unnest($1::text[], $2::uuid[]) AS u (s, t) \
+             ON CONFLICT (stream_id) DO NOTHING",
+        )
+        .bind(
+            new_streams
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(new_streams.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO events (global_position, event_id, tenant_id, stream_id, version, \
+             event_type, schema_version, occurred_at, correlation_id, actor, data) \
+             SELECT p, e, t, s, v, ty, sv, $9, e, 'bench-fixture', d \
+             FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[], \
+                         $6::text[], $7::bigint[], $8::jsonb[]) \
+                  AS u (p, e, t, s, v, ty, sv, d)",
+        )
+        .bind(&batch.positions)
+        .bind(&batch.event_ids)
+        .bind(&batch.tenants)
+        .bind(&batch.streams)
+        .bind(&batch.versions)
+        .bind(&batch.types)
+        .bind(&batch.schema_versions)
+        .bind(&batch.data)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        written += batch.positions.len() as u64;
+        if let Some(progress) = &progress {
+            progress.add(batch.positions.len() as u64);
+        }
+    }
+    let (streams, stream_versions): (Vec<String>, Vec<i64>) = versions
+        .into_iter()
+        .map(|(stream, (_, version))| (stream, version))
+        .unzip();
+    sqlx::query(
+        "UPDATE streams SET version = u.v \
+         FROM unnest($1::text[], $2::bigint[]) AS u (s, v) WHERE streams.stream_id = u.s",
+    )
+    .bind(&streams)
+    .bind(&stream_versions)
+    .execute(&mut conn)
+    .await?;
+    if position > 0 {
+        // The store hands out positions from this sequence: the next append follows.
+        sqlx::query("SELECT setval('event_positions', $1)")
+            .bind(position)
+            .execute(&mut conn)
+            .await?;
+    }
+    sqlx::query("ANALYZE events").execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(written)
+}
+
+/// One statement's rows, column by column, for `unnest`.
+#[derive(Default)]
+struct PgBatch {
+    positions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    tenants: Vec<Uuid>,
+    streams: Vec<String>,
+    versions: Vec<i64>,
+    types: Vec<&'static str>,
+    schema_versions: Vec<i64>,
+    data: Vec<Json<serde_json::Value>>,
 }
 
 struct Row {

@@ -4,8 +4,12 @@
 //! For a budget month and for a post, each at both lengths, it measures:
 //!
 //! - **cold**: a fresh `CommandService` (nothing cached) runs one command, so it loads
-//!   the whole stream, folds it, decides and appends — what the first command on a
-//!   stream after a restart, or after its slot was evicted, costs;
+//!   the stream's newest snapshot and the events after it, decides and appends — what
+//!   the first command on a stream after a restart, or after its slot was evicted,
+//!   costs. Each stream gets a snapshot at its head before the runs, as the command side
+//!   takes one every 1,000 events (`tidemark snapshots rebuild` does the same);
+//! - **cold, no snapshot**: the same with snapshots off, so the whole stream is read
+//!   and folded (what cold cost before snapshots, measured in the same run);
 //! - **warm**: the same service runs ten more commands, with the state already in memory;
 //! - **decide**: the pure `decide` function alone on the folded state, many times.
 //!
@@ -21,6 +25,7 @@ use command_api::{CommandService, Envelope, SystemClock};
 use domain::budget;
 use domain::{Micros, Period, PostId, ReservationId, TenantId, post};
 use eventlog::EventStore;
+use eventlog::Snapshot;
 use schemas::DomainEvent;
 use uuid::Uuid;
 
@@ -63,6 +68,14 @@ pub async fn run(
         .fixture_store(&FixturePlan::Long(plan.clone()), &progress)
         .await?;
     drop(progress);
+    // What the live command side would have stored by now: a snapshot at the last
+    // multiple of 1,000 events, which for these lengths is the head.
+    let service = CommandService::new(fixture.store.clone(), Arc::new(SystemClock));
+    for long_stream in &plan {
+        service
+            .snapshot_stream(long_stream.tenant, &long_stream.stream())
+            .await?;
+    }
 
     let mut measured = Vec::new();
     for long_stream in &plan {
@@ -94,6 +107,18 @@ pub async fn run(
         let label = |what: &str| format!("{} {what}, {} events", kind(stream), stream.events);
         let mut cold = Row::from_series("decide-vs-history", &label("cold"), &figures.cold);
         cold.note(format!(
+            "load: snapshot at v{} ({:.0} KiB) + {} events, {:.1} ms",
+            figures.snapshot_at,
+            figures.snapshot_bytes as f64 / 1024.0,
+            figures.tail_events,
+            figures.snapshot_load.as_secs_f64() * 1e3
+        ));
+        let mut unsnapped = Row::from_series(
+            "decide-vs-history",
+            &label("cold, no snapshot"),
+            &figures.cold_unsnapped,
+        );
+        unsnapped.note(format!(
             "load: read {:.1} ms + decode/fold {:.1} ms",
             figures.read.as_secs_f64() * 1e3,
             figures.fold.as_secs_f64() * 1e3
@@ -110,15 +135,24 @@ pub async fn run(
         if let Some(base) = base.filter(|_| stream.events != short) {
             let against = format!("same, {short} events (p50)");
             cold.latency_ratio = ratio(cold.p50_ms, base.cold.quantile_ms(0.5));
+            unsnapped.latency_ratio = ratio(unsnapped.p50_ms, base.cold_unsnapped.quantile_ms(0.5));
             warm.latency_ratio = ratio(warm.p50_ms, base.warm.quantile_ms(0.5));
             decide.latency_ratio = ratio(decide.p50_ms, Some(base.decide_p50_us / 1e3));
-            for row in [&mut cold, &mut warm, &mut decide] {
+            for row in [&mut cold, &mut unsnapped, &mut warm, &mut decide] {
                 row.baseline.clone_from(&against);
             }
         }
-        rows.extend([cold, warm, decide]);
+        rows.extend([cold, unsnapped, warm, decide]);
     }
     Ok(rows)
+}
+
+/// The snapshot format the command side stores for this kind of stream.
+fn snapshot_format(stream: &LongStream) -> u32 {
+    match stream.aggregate {
+        Aggregate::Budget(_) => schemas::states::BUDGET_STATE.version,
+        Aggregate::Post(_) => schemas::states::POST_STATE.version,
+    }
 }
 
 fn kind(stream: &LongStream) -> &'static str {
@@ -130,9 +164,16 @@ fn kind(stream: &LongStream) -> &'static str {
 
 struct Figures {
     cold: Series,
+    cold_unsnapped: Series,
     warm: Series,
     read: Duration,
     fold: Duration,
+    /// The snapshot the cold loads start from: its version and size, and one cold load
+    /// through it (read + decode + the tail's fold).
+    snapshot_at: u64,
+    snapshot_bytes: usize,
+    tail_events: u64,
+    snapshot_load: Duration,
     decide_calls: u64,
     decide_p50_us: f64,
     decide_p99_us: f64,
@@ -166,6 +207,16 @@ async fn measure(
         }
     }
     let fold = started.elapsed();
+
+    // One cold load through the snapshot, as a fresh service does it.
+    let snapshot: Option<Snapshot> = store
+        .load_snapshot(tenant.as_uuid(), name.as_str(), snapshot_format(stream))
+        .await?;
+    let started = Instant::now();
+    let load = CommandService::new(store.clone(), Arc::new(SystemClock))
+        .cold_load(tenant, &name)
+        .await?;
+    let snapshot_load = started.elapsed();
 
     // The pure decide, in batches so sub-microsecond calls still measure.
     let now = Utc::now();
@@ -217,14 +268,20 @@ async fn measure(
     let decide_p99_us = quantile(0.99);
     let decide_calls = per_call_us.len() as u64 * u64::from(DECIDE_BATCH);
 
-    // Whole commands through a fresh service: the first cold, the next ones warm.
+    // Whole commands through a fresh service: the first cold, the next ones warm; then,
+    // with snapshots off, one cold command per fresh service.
     let mut cold = Series::new();
+    let mut cold_unsnapped = Series::new();
     let mut warm = Series::new();
-    for rep in 0..reps {
-        let service = CommandService::new(store.clone(), Arc::new(SystemClock));
+    for rep in 0..reps * 2 {
+        let unsnapped = rep >= reps;
+        let snapshots = (!unsnapped).then_some(command_api::SNAPSHOT_EVERY);
+        let service =
+            CommandService::new(store.clone(), Arc::new(SystemClock)).with_snapshots(snapshots);
         let envelope = Envelope::system(tenant, "bench", None);
         let mut open: Option<ReservationId> = None;
-        for n in 0..=WARM_PER_COLD {
+        let commands = if unsnapped { 1 } else { 1 + WARM_PER_COLD };
+        for n in 0..commands {
             let started = Instant::now();
             let result = match stream.aggregate {
                 Aggregate::Budget(period) => {
@@ -254,19 +311,38 @@ async fn measure(
                     service.post(&envelope, post_id, None, command).await
                 }
             };
-            let series = if n == 0 { &mut cold } else { &mut warm };
+            let series = match (n, unsnapped) {
+                (0, false) => &mut cold,
+                (0, true) => &mut cold_unsnapped,
+                _ => &mut warm,
+            };
             match result {
                 Ok(_) => series.record_ok(started.elapsed()),
                 Err(error) => series.record_failure(error.to_string()),
             }
             progress.add(1);
         }
+        // A command left open is committed, so the next service's first command (a
+        // reservation) is like every other cold one.
+        if let (Some(reservation_id), Aggregate::Budget(period)) = (open, stream.aggregate) {
+            let commit = budget::Command::Commit {
+                reservation_id,
+                actual: amount,
+            };
+            service.budget(&envelope, Some(period), commit).await?;
+        }
+        service.flush_snapshots().await;
     }
     Ok(Figures {
         cold,
+        cold_unsnapped,
         warm,
         read,
         fold,
+        snapshot_at: load.snapshot_version,
+        snapshot_bytes: snapshot.map_or(0, |s| s.data.len()),
+        tail_events: load.events,
+        snapshot_load,
         decide_calls,
         decide_p50_us,
         decide_p99_us,

@@ -204,20 +204,12 @@ pub async fn run(args: BenchArgs, settings: Settings) -> anyhow::Result<Report> 
             .rows
             .extend(lag::run(target.as_ref(), rate.max(1.0), share).await?);
     }
-    let fixtures = workload != Workload::All || target.has_fixture_store();
-    if !fixtures {
-        eprintln!(
-            "note: rebuild and decide-vs-history are not measured on the {} target yet \
-             (their fixtures are written into SQLite); they are left out of this run",
-            target.name()
-        );
-    }
-    if workload.includes(Workload::Rebuild) && fixtures {
+    if workload.includes(Workload::Rebuild) {
         report
             .rows
             .extend(rebuild::run(target.as_ref(), &settings, plan.events).await?);
     }
-    if workload.includes(Workload::DecideVsHistory) && fixtures {
+    if workload.includes(Workload::DecideVsHistory) {
         let rows = history::run(
             target.as_ref(),
             plan.short_history,

@@ -19,6 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,7 +44,7 @@ use crate::settings::Settings;
 
 use super::baseline;
 use super::commands::{Answer, Http};
-use super::fixture::FixturePlan;
+use super::fixture::{self, FixturePlan};
 use super::load::{Progress, Tally};
 use super::target::{Deployment, FixtureStore, Target};
 
@@ -208,19 +209,29 @@ impl Target for Production {
         baseline::kafka_produce(&self.brokers, PARTITIONS, concurrency, duration, progress).await
     }
 
-    fn has_fixture_store(&self) -> bool {
-        false
-    }
-
+    /// A fresh database of its own (dropped with the fixture), filled as its owner,
+    /// and the store on it as the runtime role, as `tidemark serve` runs it.
     async fn fixture_store(
         &self,
-        _plan: &FixturePlan,
-        _progress: &Progress,
+        plan: &FixturePlan,
+        progress: &Progress,
     ) -> anyhow::Result<FixtureStore> {
-        anyhow::bail!(
-            "rebuild and decide-vs-history write their fixtures into SQLite and are not \
-             measured on the production target yet; run them with --target embedded"
-        )
+        check_postgres().await?;
+        let dir = tempfile::Builder::new()
+            .prefix("tidemark-bench-fixture-")
+            .tempdir_in(&self.work_dir)
+            .with_context(|| {
+                format!(
+                    "failed to create a directory in {}",
+                    self.work_dir.display()
+                )
+            })?;
+        let db = create_database().await?;
+        fixture::write_postgres(&db.owner_options(), plan, Some(progress.counters())).await?;
+        let store = eventlog::postgres::PostgresStore::connect_with(&db.owner_url(), &db.app_url())
+            .await
+            .context("failed to open the fixture store")?;
+        Ok(FixtureStore::postgres(Arc::new(store), dir, db))
     }
 }
 

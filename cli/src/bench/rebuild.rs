@@ -11,6 +11,11 @@
 //! The baseline, measured by the same process just before the rebuild, is reading the
 //! whole log through the store in the projector's batch size: a rebuild cannot be
 //! faster than reading what it applies.
+//!
+//! On the production target the fixture is in a PostgreSQL database of its own; the
+//! child gets that database's URLs as `TIDEMARK_DATABASE__URL` and `__APP_URL`, as
+//! `tidemark projections rebuild` would, and rebuilds the PostgreSQL read models in the
+//! same database from the PostgreSQL store, as the runtime role.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use eventlog::EventStore;
 use projector::Projector;
 use serde::{Deserialize, Serialize};
 
-use crate::app::Embedded;
+use crate::app::{Embedded, Stores};
 use crate::settings::Settings;
 
 use super::fixture::FixturePlan;
@@ -74,9 +79,9 @@ pub async fn run(
         .and_then(|exe| exe.file_stem().map(|s| s == "tidemark"))
         .unwrap_or(false);
     let figures = if in_child {
-        run_child(&fixture.data_dir).await?
+        run_child(&fixture.data_dir, fixture.database.as_ref()).await?
     } else {
-        measure(settings, &fixture.data_dir).await?
+        measure(settings, &fixture.data_dir, fixture.database.as_ref()).await?
     };
     drop(fixture);
 
@@ -137,11 +142,25 @@ fn empty_row(case: &str, count: u64) -> Row {
 }
 
 /// Runs the measurement in a child process of this binary and reads its figures.
-async fn run_child(data_dir: &Path) -> anyhow::Result<ChildFigures> {
+async fn run_child(
+    data_dir: &Path,
+    database: Option<&(String, String)>,
+) -> anyhow::Result<ChildFigures> {
     let exe = std::env::current_exe().context("failed to find the tidemark binary")?;
     let data_dir = data_dir.to_path_buf();
+    let database = database.cloned();
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        // The fixture's database, or none: never one from the benchmark's environment.
+        command
+            .env_remove("TIDEMARK_DATABASE__URL")
+            .env_remove("TIDEMARK_DATABASE__APP_URL");
+        if let Some((owner, app)) = &database {
+            command
+                .env("TIDEMARK_DATABASE__URL", owner)
+                .env("TIDEMARK_DATABASE__APP_URL", app);
+        }
+        command
             .arg("bench")
             .arg("rebuild")
             .arg("--child-data-dir")
@@ -167,22 +186,47 @@ async fn run_child(data_dir: &Path) -> anyhow::Result<ChildFigures> {
     serde_json::from_str(last).context("the rebuild child's figures are not readable")
 }
 
-/// The child's side: read the log, rebuild, report figures as one JSON line.
+/// The child's side: read the log, rebuild, report figures as one JSON line. With
+/// `database.url` set (the production target) the stores are PostgreSQL.
 pub async fn child_main(settings: &Settings, data_dir: &Path) -> anyhow::Result<()> {
-    let figures = measure(settings, data_dir).await?;
+    use secrecy::ExposeSecret;
+    let database = match (&settings.database.url, &settings.database.app_url) {
+        (Some(owner), Some(app)) => Some((
+            owner.expose_secret().to_owned(),
+            app.expose_secret().to_owned(),
+        )),
+        _ => None,
+    };
+    let figures = measure(settings, data_dir, database.as_ref()).await?;
     println!("{}", serde_json::to_string(&figures)?);
     Ok(())
 }
 
-/// Reads the whole log, then rebuilds the read models of the deployment in `data_dir`.
-async fn measure(settings: &Settings, data_dir: &Path) -> anyhow::Result<ChildFigures> {
+/// Reads the whole log, then rebuilds the read models of the deployment in `data_dir`,
+/// or in the PostgreSQL database `database` (owner URL, runtime URL).
+async fn measure(
+    settings: &Settings,
+    data_dir: &Path,
+    database: Option<&(String, String)>,
+) -> anyhow::Result<ChildFigures> {
     let start_rss_kib = status_kib("VmRSS");
     let mut settings = settings.clone();
     settings.data_dir = data_dir.to_path_buf();
     settings.database = Default::default();
     settings.kafka = Default::default();
-    let embedded = Embedded::open(&settings).await?;
-    let store: Arc<dyn EventStore> = Arc::new(embedded.store.clone());
+    let (store, models) = match database {
+        Some((owner, app)) => {
+            settings.database.url = Some(owner.clone().into());
+            settings.database.app_url = Some(app.clone().into());
+            let stores = Stores::open(&settings).await?;
+            (stores.store, stores.models)
+        }
+        None => {
+            let embedded = Embedded::open(&settings).await?;
+            let store: Arc<dyn EventStore> = Arc::new(embedded.store.clone());
+            (store, embedded.models.clone())
+        }
+    };
 
     let progress = Progress::start("rebuild: reading the log (baseline)".to_owned(), None);
     let counters = progress.counters();
@@ -206,7 +250,7 @@ async fn measure(settings: &Settings, data_dir: &Path) -> anyhow::Result<ChildFi
 
     let progress = Progress::start("rebuild: rebuilding the read models".to_owned(), None);
     let counters = progress.counters();
-    let projector = Projector::new(store, embedded.models.clone());
+    let projector = Projector::new(store, models);
     let started = Instant::now();
     let applied = projector
         .rebuild(|done, _head| counters.set(done))

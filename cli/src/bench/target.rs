@@ -96,11 +96,6 @@ pub trait Target: Send + Sync {
         anyhow::bail!("the {} target has no broker", self.name())
     }
 
-    /// Whether [`Target::fixture_store`] works here (rebuild and decide-vs-history).
-    fn has_fixture_store(&self) -> bool {
-        true
-    }
-
     /// A store filled with the fixture events of `plan`, and where it lives.
     async fn fixture_store(
         &self,
@@ -113,11 +108,33 @@ pub trait Target: Send + Sync {
 pub struct FixtureStore {
     /// The store, open.
     pub store: Arc<dyn EventStore>,
-    /// The embedded deployment's data directory holding it (for a rebuild in a child
-    /// process).
+    /// A data directory for a deployment on it: the embedded deployment's, holding the
+    /// SQLite files (for a rebuild in a child process).
     pub data_dir: PathBuf,
+    /// On PostgreSQL: the owner's and the runtime role's URLs of the database holding
+    /// the fixture, which a rebuild connects with (its read models go there too).
+    pub database: Option<(String, String)>,
     // Removes the files once the measurements are done.
     _dir: tempfile::TempDir,
+    // Drops the PostgreSQL database once the measurements are done.
+    _db: Option<eventlog::postgres::testing::TestDatabase>,
+}
+
+impl FixtureStore {
+    /// A fixture in a PostgreSQL database, which is dropped with this value.
+    pub(super) fn postgres(
+        store: Arc<dyn EventStore>,
+        dir: tempfile::TempDir,
+        db: eventlog::postgres::testing::TestDatabase,
+    ) -> Self {
+        Self {
+            store,
+            data_dir: dir.path().to_path_buf(),
+            database: Some((db.owner_url(), db.app_url())),
+            _dir: dir,
+            _db: Some(db),
+        }
+    }
 }
 
 /// The target for a `--target` choice.
@@ -233,7 +250,9 @@ impl Target for Embedded {
         Ok(FixtureStore {
             store: Arc::new(store),
             data_dir,
+            database: None,
             _dir: dir,
+            _db: None,
         })
     }
 }
