@@ -100,9 +100,9 @@
 //!
 //! # Tenant isolation and roles
 //!
-//! Row-level security is enabled and forced on all three tables (migration 0003; the
+//! Row-level security is enabled and forced on all four tables (migrations 0003 and 0007; the
 //! decision is in `docs/adr/0002-postgres-tenant-isolation.md`). Every tenant-scoped
-//! statement — the whole of an append, `read_stream`, the idempotency lookups — runs in
+//! statement — the whole of an append, `read_stream`, the idempotency lookups, snapshots — runs in
 //! a transaction that first does `SELECT set_config('app.tenant', $1, true)`; without
 //! it a role sees no rows. The global log (`read_all`, `head`) serves every tenant, so
 //! it is read through two `SECURITY DEFINER` functions owned by the migrating role,
