@@ -100,11 +100,11 @@
 //!
 //! # Tenant isolation and roles
 //!
-//! Row-level security is enabled and forced on all four tables (migrations 0003 and 0007; the
-//! decision is in `docs/adr/0002-postgres-tenant-isolation.md`). Every tenant-scoped
-//! statement — the whole of an append, `read_stream`, the idempotency lookups, snapshots — runs in
-//! a transaction that first does `SELECT set_config('app.tenant', $1, true)`; without
-//! it a role sees no rows. The global log (`read_all`, `head`) serves every tenant, so
+//! Row-level security is enabled and forced on all four tables (migrations 0003 and
+//! 0007; the decision is in `docs/adr/0002-postgres-tenant-isolation.md`). Every
+//! tenant-scoped statement — the whole of an append, `read_stream`, the idempotency
+//! lookups, the snapshots — runs in a transaction that first does
+//! `SELECT set_config('app.tenant', $1, true)`; without it a role sees no rows. The global log (`read_all`, `head`) serves every tenant, so
 //! it is read through two `SECURITY DEFINER` functions owned by the migrating role,
 //! the only role with a policy that lets it SELECT every tenant's events. There is no
 //! setting a session could forge to widen its view: the capability is EXECUTE on those
