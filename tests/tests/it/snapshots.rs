@@ -372,3 +372,109 @@ impl<S: EventStore> EventStore for Recording<S> {
         self.inner.remember_response(tenant_id, key, response).await
     }
 }
+
+/// `tidemark snapshots rebuild` drops what is there and takes one snapshot at the head
+/// of each long enough budget or post stream, which a cold load then starts from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilding_snapshots_takes_one_at_the_head_of_every_long_stream_only() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteStore::open(&dir.path().join("events.db"))
+            .await
+            .expect("a store opens"),
+    );
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2026, 11, 10, 12, 0, 0)
+        .single()
+        .expect("a valid time");
+    let clock = ManualClock::new(start);
+    let service = CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(None);
+    let long = TenantId::from_uuid(Uuid::from_u128(1));
+    let short = TenantId::from_uuid(Uuid::from_u128(2));
+    let post_id = PostId::from_uuid(Uuid::from_u128(3));
+    for (advance, step) in script(40) {
+        clock.advance(TimeDelta::seconds(advance));
+        run(&service, long, post_id, &step).await;
+    }
+    for (_, step) in script(3) {
+        run(&service, short, post_id, &step).await;
+    }
+    let budget = StreamName::budget(long, Period::containing(clock.now()));
+    let head = log(store.as_ref(), long, &budget).await.len() as Version;
+    assert!(
+        head >= 10,
+        "the script wrote a long budget stream ({head} events)"
+    );
+    // A stale snapshot of the long month, which the rebuild must replace.
+    store
+        .save_snapshot(&Snapshot {
+            tenant_id: long.as_uuid(),
+            stream_id: budget.to_string(),
+            snapshot_version: schemas::states::BUDGET_STATE.version,
+            version: head,
+            data: "{}".to_owned(),
+        })
+        .await
+        .expect("a snapshot saves");
+
+    let rebuilt = cli::snapshots::rebuild(store.clone(), 10, |_, _| {})
+        .await
+        .expect("the rebuild succeeds");
+    assert_eq!(rebuilt.dropped, 1, "the stale snapshot was dropped");
+    let post_events = log(store.as_ref(), long, &StreamName::post(long, post_id))
+        .await
+        .len();
+    let expected = 1 + u64::from(post_events >= 10);
+    assert_eq!(
+        rebuilt.taken, expected,
+        "one snapshot per long stream of the long tenant, none for the short tenant's"
+    );
+    let snapshot = store
+        .load_snapshot(
+            long.as_uuid(),
+            budget.as_str(),
+            schemas::states::BUDGET_STATE.version,
+        )
+        .await
+        .expect("loading succeeds")
+        .expect("the long month has a snapshot");
+    assert_eq!(snapshot.version, head, "taken at the stream's head");
+    let folded = store
+        .read_stream(long.as_uuid(), budget.as_str(), 0)
+        .await
+        .expect("the stream reads")
+        .iter()
+        .map(
+            |e| match schemas::decode(&e.event_type, e.schema_version, &e.data) {
+                Ok(schemas::DomainEvent::Budget(event)) => event,
+                other => panic!("a budget stream holds budget events: {other:?}"),
+            },
+        )
+        .fold(budget::State::default(), |s, e| budget::evolve(s, &e));
+    assert_eq!(
+        schemas::states::decode_budget_state(&snapshot.data).expect("the snapshot decodes"),
+        folded
+    );
+    let short_budget = StreamName::budget(short, Period::containing(clock.now()));
+    assert_eq!(
+        store
+            .load_snapshot(
+                short.as_uuid(),
+                short_budget.as_str(),
+                schemas::states::BUDGET_STATE.version
+            )
+            .await
+            .expect("loading succeeds"),
+        None,
+        "a stream shorter than the minimum gets no snapshot"
+    );
+    let cold = CommandService::new(store.clone(), Arc::new(clock.clone()))
+        .cold_load(long, &budget)
+        .await
+        .expect("a cold load succeeds");
+    assert_eq!(
+        (cold.snapshot_version, cold.events),
+        (head, 0),
+        "a cold load starts from the rebuilt snapshot"
+    );
+}
