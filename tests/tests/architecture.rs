@@ -80,6 +80,27 @@ fn only_the_command_side_appends_events() {
 }
 
 #[test]
+fn only_the_command_side_reads_snapshots() {
+    // A snapshot is a cache of the command side's fold: nothing that builds read
+    // models, answers queries or reacts to events may start from one.
+    for krate in ["projector", "query-api", "workflows", "auth", "domain"] {
+        for (path, text) in sources(krate) {
+            for read in [
+                "load_snapshot",
+                "read_stream_from_snapshot",
+                "states::decode",
+            ] {
+                assert!(
+                    !text.contains(read),
+                    "{} calls {read}; only command-api's cold load reads snapshots",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn the_domain_has_no_async_and_reads_no_clock() {
     for (path, text) in sources("domain") {
         for forbidden in [
