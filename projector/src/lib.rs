@@ -22,14 +22,15 @@ pub use generations::{GenerationView, UsageGroup, UsageRow};
 pub use projector::{Outcome, ProjectError, Projector, READ_MODELS};
 pub use readmodel::{
     BudgetView, DeliveryAttemptView, DeliveryView, OpenDelivery, PostFilter, PostPage, PostView,
-    ReadModels, ReservationStatus, ReservationView,
+    ReadModels, ReservationStatus, ReservationView, TargetView,
 };
 
 /// The tenant tables, in the order `row_counts` reports them.
-pub(crate) const TABLES: [&str; 5] = [
+pub(crate) const TABLES: [&str; 6] = [
     "budgets",
     "reservations",
     "posts",
+    "post_targets",
     "generations",
     "generation_attempts",
 ];

@@ -8,10 +8,11 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::support::{Log, TestDatabase, assert_same, bounded, snapshot};
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "budgets",
     "reservations",
     "posts",
+    "post_targets",
     "generations",
     "generation_attempts",
 ];
@@ -123,6 +124,10 @@ async fn the_runtime_role_sees_and_touches_only_the_tenant_it_sets() {
                          '2030-01-01T00:00:00.000000Z')"
             ),
             format!(
+                "INSERT INTO read_models.post_targets (tenant_id, post_id, channel, position)
+                 VALUES ('{a}', 'p', 'x', 0)"
+            ),
+            format!(
                 "INSERT INTO read_models.generations (tenant_id, generation_id, status, brief, channel,
                      priority, provider, model, reservation_id, period, reserved_micros, version,
                      created_at, updated_at)
@@ -194,6 +199,7 @@ async fn setting_up_the_app_role_is_idempotent_and_refuses_roles_that_bypass_sec
                 ("budgets", 0),
                 ("reservations", 0),
                 ("posts", 0),
+                ("post_targets", 0),
                 ("generations", 0),
                 ("generation_attempts", 0)
             ]

@@ -405,6 +405,7 @@ impl Log {
             a,
             p2,
             post::Command::RecordPublished {
+                channel: newsletter.clone(),
                 network_post_id: "nl-42".into(),
                 url: Some("https://example.test/nl-42".into()),
             },
@@ -425,6 +426,7 @@ impl Log {
             a,
             p3,
             post::Command::RecordFailed {
+                channel: linkedin.clone(),
                 reason: "token expired".into(),
             },
         )
@@ -473,6 +475,7 @@ impl Log {
             trigger: PublishTrigger::Manual,
         };
         let start = || post::Command::StartAttempt {
+            channel: channel.clone(),
             network: "mastodon".into(),
         };
         let retrying = self.create_post(tenant, channel, "retrying", None).await;
@@ -482,6 +485,7 @@ impl Log {
             tenant,
             retrying,
             post::Command::RecordAttemptFailed {
+                channel: channel.clone(),
                 code: "network_rate_limited".into(),
                 reason: "429 Too Many Requests".into(),
                 retry_at: Some(at(2026, 2, 20, 9, 5)),
@@ -495,6 +499,7 @@ impl Log {
             tenant,
             unconfirmed,
             post::Command::RecordUnconfirmed {
+                channel: channel.clone(),
                 reason: "timeout".into(),
             },
         )
@@ -509,6 +514,7 @@ impl Log {
             tenant,
             removed,
             post::Command::RecordPublished {
+                channel: channel.clone(),
                 network_post_id: "m-7".into(),
                 url: None,
             },
@@ -518,7 +524,95 @@ impl Log {
             tenant,
             removed,
             post::Command::RecordRemoved {
+                channel: None,
                 network_post_id: "m-7".into(),
+            },
+        )
+        .await;
+        self.several_targets(tenant, channel).await;
+    }
+
+    /// Posts of several channels: one partially published (a target published, one
+    /// failed for good, one removed) and one still going out on one of its two.
+    async fn several_targets(&mut self, tenant: TenantId, channel: &Channel) {
+        let mastodon = Channel::new("mastodon").expect("channel");
+        let crm = Channel::new("crm").expect("channel");
+        let publish = || post::Command::Publish {
+            trigger: PublishTrigger::Manual,
+        };
+        let start = |channel: &Channel| post::Command::StartAttempt {
+            channel: channel.clone(),
+            network: "mastodon".into(),
+        };
+        let partial = self
+            .create_post_for(
+                tenant,
+                vec![mastodon.clone(), channel.clone(), crm.clone()],
+                "everywhere",
+                Some(self.campaign_y),
+            )
+            .await;
+        self.post(tenant, partial, publish()).await;
+        for target in [&mastodon, channel, &crm] {
+            self.post(tenant, partial, start(target)).await;
+        }
+        self.post(
+            tenant,
+            partial,
+            post::Command::RecordPublished {
+                channel: mastodon.clone(),
+                network_post_id: "m-8".into(),
+                url: Some("https://mastodon.example/@t/m-8".into()),
+            },
+        )
+        .await;
+        self.post(
+            tenant,
+            partial,
+            post::Command::RecordAttemptFailed {
+                channel: channel.clone(),
+                code: "network_refused_content".into(),
+                reason: "422 too long".into(),
+                retry_at: None,
+            },
+        )
+        .await;
+        self.post(
+            tenant,
+            partial,
+            post::Command::RecordPublished {
+                channel: crm.clone(),
+                network_post_id: "crm-1".into(),
+                url: None,
+            },
+        )
+        .await;
+        self.post(
+            tenant,
+            partial,
+            post::Command::RecordRemoved {
+                channel: None,
+                network_post_id: "crm-1".into(),
+            },
+        )
+        .await;
+        let going = self
+            .create_post_for(
+                tenant,
+                vec![channel.clone(), mastodon.clone()],
+                "half way",
+                None,
+            )
+            .await;
+        self.post(tenant, going, publish()).await;
+        self.post(tenant, going, start(&mastodon)).await;
+        self.post(
+            tenant,
+            going,
+            post::Command::RecordPublished {
+                channel: mastodon,
+                network_post_id: "m-9".into(),
+                url: None,
             },
         )
         .await;
@@ -594,6 +688,30 @@ impl Log {
         )
         .await;
         self.create_post(b, &linkedin, "tenant b draft", None).await;
+        let pb3 = self
+            .create_post_for(
+                b,
+                vec![linkedin.clone(), Channel::new("x").expect("channel")],
+                "tenant b, two channels",
+                None,
+            )
+            .await;
+        self.post(
+            b,
+            pb3,
+            post::Command::Schedule {
+                publish_at: at(2026, 3, 2, 9, 30),
+            },
+        )
+        .await;
+        self.post(
+            b,
+            pb3,
+            post::Command::Edit {
+                body: "tenant b, two channels, edited".into(),
+            },
+        )
+        .await;
         let pc = self
             .create_post(
                 c,
@@ -754,12 +872,23 @@ impl Log {
         body: &str,
         campaign_id: Option<CampaignId>,
     ) -> PostId {
+        self.create_post_for(tenant, vec![channel.clone()], body, campaign_id)
+            .await
+    }
+
+    async fn create_post_for(
+        &mut self,
+        tenant: TenantId,
+        channels: Vec<Channel>,
+        body: &str,
+        campaign_id: Option<CampaignId>,
+    ) -> PostId {
         let id = PostId::from_uuid(Uuid::new_v4());
         self.post(
             tenant,
             id,
             post::Command::Create {
-                channel: channel.clone(),
+                channels,
                 body: body.into(),
                 campaign_id,
             },
@@ -877,6 +1006,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         "failed_retryable",
         "unconfirmed",
         "removed",
+        "partially_published",
     ] {
         filters.push((
             format!("status={status}"),
@@ -886,7 +1016,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
             },
         ));
     }
-    for channel in ["linkedin", "newsletter-eu", "x", "none"] {
+    for channel in ["linkedin", "newsletter-eu", "x", "mastodon", "crm", "none"] {
         filters.push((
             format!("channel={channel}"),
             PostFilter {

@@ -57,6 +57,55 @@ async fn a_published_post_is_delivered_by_the_in_process_publisher() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_to_several_channels_is_delivered_to_each_of_them() {
+    let app = spawn_app().await;
+    let tenant = Uuid::now_v7();
+    let token = app.token(tenant, Role::Editor);
+    let answer = app
+        .ok_command(
+            &token,
+            "create-post",
+            &json!({"channels": ["newsletter-eu", "linkedin"], "body": "Winter release"}),
+        )
+        .await;
+    let post_id: Uuid = answer["post_id"]
+        .as_str()
+        .expect("post id")
+        .parse()
+        .expect("uuid");
+    app.ok_command(&token, "publish-post", &json!({"post_id": post_id}))
+        .await;
+    let post = wait_for_post(&app, &token, post_id, |p| p["status"] == "published").await;
+
+    let targets = post["targets"].as_array().expect("targets");
+    let channels: Vec<&Value> = targets.iter().map(|t| &t["channel"]).collect();
+    assert_eq!(channels, [&json!("newsletter-eu"), &json!("linkedin")]);
+    for target in targets {
+        assert_eq!(target["state"], "published", "{post}");
+        assert_eq!(target["network"], "local", "{post}");
+        assert_eq!(
+            target["attempts"].as_array().map(Vec::len),
+            Some(1),
+            "{post}"
+        );
+        let channel = target["channel"].as_str().expect("channel");
+        assert_eq!(
+            target["url"],
+            format!("local://{channel}/{post_id}"),
+            "{post}"
+        );
+    }
+    assert_eq!(post["channel"], "newsletter-eu");
+    assert_eq!(post["delivery"]["state"], "published");
+    let types = event_types(&post_stream(&app, tenant, post_id).await);
+    let count = |t: &str| types.iter().filter(|e| *e == t).count();
+    assert_eq!(count("post.publish_requested"), 1, "{types:?}");
+    assert_eq!(count("post.delivery_attempt_started"), 2, "{types:?}");
+    assert_eq!(count("post.published"), 2, "{types:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_publishes_a_due_post_but_not_a_rescheduled_or_cancelled_one() {
     let app = spawn_app().await;
     let tenant = Uuid::now_v7();
@@ -268,6 +317,7 @@ async fn an_attempt_cut_off_by_a_restart_is_reconciled_and_never_delivered_blind
             trigger: PublishTrigger::Manual,
         },
         Command::StartAttempt {
+            channel: domain::Channel::new("linkedin").expect("channel"),
             network: "local".into(),
         },
     ] {
