@@ -89,6 +89,14 @@ async fn apply_budget(
         .bind(tenant.clone())
         .bind(period.to_owned())
     };
+    // A settled reservation no longer needs its expiry timer.
+    let clear_timer = |id: String| {
+        sqlx::query(
+            "DELETE FROM timers WHERE tenant_id = $1 AND kind = 'reservation_expiry' AND timer_key = $2",
+        )
+        .bind(tenant.clone())
+        .bind(format!("{period}/{id}"))
+    };
     let settle = |id: String, status: &'static str, actual: Option<i64>| {
         sqlx::query(
             "UPDATE reservations SET status = $1, actual_micros = $2, settled_at = $3
@@ -143,6 +151,17 @@ async fn apply_budget(
             .bind(&at)
             .execute(&mut *conn)
             .await?;
+            sqlx::query(
+                "INSERT INTO timers (tenant_id, kind, timer_key, subject, due_at, version)
+                 VALUES ($1, 'reservation_expiry', $2, $3, $4, NULL)
+                 ON CONFLICT (tenant_id, kind, timer_key) DO UPDATE SET due_at = excluded.due_at",
+            )
+            .bind(&tenant)
+            .bind(format!("{period}/{reservation_id}"))
+            .bind(period)
+            .bind(ts(expires_at))
+            .execute(&mut *conn)
+            .await?;
         }
         budget::Event::Committed {
             reservation_id,
@@ -153,6 +172,9 @@ async fn apply_budget(
                 .execute(&mut *conn)
                 .await?;
             settle(reservation_id.to_string(), "committed", Some(actual.get()))
+                .execute(&mut *conn)
+                .await?;
+            clear_timer(reservation_id.to_string())
                 .execute(&mut *conn)
                 .await?;
         }
@@ -172,6 +194,9 @@ async fn apply_budget(
             settle(reservation_id.to_string(), "released", None)
                 .execute(&mut *conn)
                 .await?;
+            clear_timer(reservation_id.to_string())
+                .execute(&mut *conn)
+                .await?;
         }
         budget::Event::Expired {
             reservation_id,
@@ -180,6 +205,9 @@ async fn apply_budget(
         } => {
             budget_delta(0, -amount.get()).execute(&mut *conn).await?;
             settle(reservation_id.to_string(), "expired", None)
+                .execute(&mut *conn)
+                .await?;
+            clear_timer(reservation_id.to_string())
                 .execute(&mut *conn)
                 .await?;
         }
@@ -273,13 +301,37 @@ async fn apply_post(
         }
         post::Event::Edited { body } => {
             post.touch(conn, "body = $5", Some(body)).await?;
+            // A scheduled post's timer publishes with the post's latest version.
+            sqlx::query(
+                "UPDATE timers SET version = $1
+                 WHERE tenant_id = $2 AND kind = 'post_publish' AND timer_key = $3",
+            )
+            .bind(version)
+            .bind(&tenant)
+            .bind(&post_id)
+            .execute(&mut *conn)
+            .await?;
         }
         post::Event::Scheduled { publish_at } => {
+            let due = ts(publish_at);
             post.touch(
                 conn,
                 "status = 'scheduled', publish_at = $5",
-                Some(ts(publish_at)),
+                Some(due.clone()),
             )
+            .await?;
+            sqlx::query(
+                "INSERT INTO timers (tenant_id, kind, timer_key, subject, due_at, version)
+                 VALUES ($1, 'post_publish', $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, kind, timer_key)
+                 DO UPDATE SET due_at = excluded.due_at, version = excluded.version",
+            )
+            .bind(&tenant)
+            .bind(&post_id)
+            .bind(&post_id)
+            .bind(due)
+            .bind(version)
+            .execute(&mut *conn)
             .await?;
         }
         post::Event::PublishRequested {
@@ -306,6 +358,7 @@ async fn apply_post(
                     .await?;
                 }
             }
+            post.clear_timer(conn).await?;
             post.derive_status(conn).await?;
         }
         post::Event::Published {
@@ -341,6 +394,7 @@ async fn apply_post(
         }
         post::Event::Cancelled => {
             post.touch(conn, "status = 'cancelled'", None).await?;
+            post.clear_timer(conn).await?;
         }
         post::Event::DeliveryAttemptStarted {
             channel,
@@ -520,6 +574,18 @@ impl Post<'_> {
         );
         self.touch(conn, "status = $5", Some(status.as_str().to_owned()))
             .await
+    }
+
+    /// Removes the post's publish timer: it was published or cancelled.
+    async fn clear_timer(&self, conn: &mut AnyConnection) -> Result<(), ApplyError> {
+        sqlx::query(
+            "DELETE FROM timers WHERE tenant_id = $1 AND kind = 'post_publish' AND timer_key = $2",
+        )
+        .bind(self.tenant)
+        .bind(self.post_id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 }
 

@@ -4,8 +4,8 @@
 //! because every query here takes the tenant from the caller's verified token. On
 //! PostgreSQL the database enforces it too: each tenant-scoped query runs in a
 //! transaction that first sets `app.tenant`, and row-level security hides every other
-//! tenant's rows. The few scans that must cross tenants (due posts, due reservations,
-//! open deliveries, row counts) read views that expose only what those scans need.
+//! tenant's rows. The few scans that must cross tenants (due timers, open deliveries,
+//! row counts) read views that expose only what those scans need.
 //!
 //! The same SQL text runs on both backends (see [`crate::dialect`] and
 //! docs/adr/0003-read-models-on-sqlite-and-postgresql.md).
@@ -224,6 +224,70 @@ pub struct OpenDelivery {
     /// `pending`, `publishing` (an attempt in flight) or `failed_retryable`.
     pub state: String,
     pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// What a timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// Publish a scheduled post (`subject`: the post id) with the expected version.
+    PostPublish,
+    /// Expire the due reservations of a month (`subject`: `YYYY-MM`).
+    ReservationExpiry,
+}
+
+impl TimerKind {
+    /// The kind as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::PostPublish => "post_publish",
+            TimerKind::ReservationExpiry => "reservation_expiry",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self, sqlx::Error> {
+        match raw {
+            "post_publish" => Ok(TimerKind::PostPublish),
+            "reservation_expiry" => Ok(TimerKind::ReservationExpiry),
+            other => Err(sqlx::Error::Decode(
+                format!("unknown timer kind {other}").into(),
+            )),
+        }
+    }
+}
+
+/// A timer whose time has come.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DueTimer {
+    pub tenant: Uuid,
+    pub kind: TimerKind,
+    /// Unique per tenant and kind: the post id, or `<month>/<reservation id>`.
+    pub key: String,
+    /// What the command acts on: the post id, or the month `YYYY-MM`.
+    pub subject: String,
+    pub due_at: DateTime<Utc>,
+    /// The post's version the publish command expects; `None` for expiry timers.
+    pub version: Option<u64>,
+}
+
+/// Where a scan of due timers goes on: after this timer, in due order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimerCursor {
+    due_at: String,
+    tenant: String,
+    kind: String,
+    key: String,
+}
+
+impl TimerCursor {
+    /// The position just after `timer`.
+    pub fn after(timer: &DueTimer) -> Self {
+        Self {
+            due_at: ts(timer.due_at),
+            tenant: timer.tenant.to_string(),
+            kind: timer.kind.as_str().to_owned(),
+            key: timer.key.clone(),
+        }
+    }
 }
 
 /// A page of posts, oldest first.
@@ -592,54 +656,39 @@ impl ReadModels {
             .collect()
     }
 
-    /// Scheduled posts whose time has come, across tenants: `(tenant, post, version)`,
-    /// the longest overdue first.
-    pub async fn due_posts(
+    /// Up to `limit` timers due at `now`, across tenants, after `cursor` in due order
+    /// (due time, then tenant, kind and key), however long ago they fell due.
+    pub async fn due_timers(
         &self,
         now: DateTime<Utc>,
+        cursor: &TimerCursor,
         limit: u32,
-    ) -> Result<Vec<(Uuid, Uuid, u64)>, sqlx::Error> {
+    ) -> Result<Vec<DueTimer>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT tenant_id, post_id, version FROM scheduled_posts
-             WHERE publish_at <= $1 ORDER BY publish_at, tenant_id, post_id LIMIT $2",
+            "SELECT tenant_id, kind, timer_key, subject, due_at, version FROM timer_schedule
+             WHERE due_at <= $1
+               AND (due_at > $2 OR (due_at = $2 AND (tenant_id > $3 OR (tenant_id = $3
+                    AND (kind > $4 OR (kind = $4 AND timer_key > $5))))))
+             ORDER BY due_at, tenant_id, kind, timer_key LIMIT $6",
         )
         .bind(ts(now))
+        .bind(&cursor.due_at)
+        .bind(&cursor.tenant)
+        .bind(&cursor.kind)
+        .bind(&cursor.key)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    parse_uuid(r.get("tenant_id"))?,
-                    parse_uuid(r.get("post_id"))?,
-                    r.get::<i64, _>("version") as u64,
-                ))
-            })
-            .collect()
-    }
-
-    /// Months that hold open reservations past their expiry, across tenants, in tenant
-    /// and month order.
-    pub async fn months_with_due_reservations(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<(Uuid, Period)>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT tenant_id, period FROM open_reservations
-             WHERE expires_at <= $1 ORDER BY tenant_id, period LIMIT $2",
-        )
-        .bind(ts(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let period: String = r.get("period");
-                let period = period
-                    .parse()
-                    .map_err(|e: domain::ValueError| sqlx::Error::Decode(Box::new(e)))?;
-                Ok((parse_uuid(r.get("tenant_id"))?, period))
+                Ok(DueTimer {
+                    tenant: parse_uuid(r.get("tenant_id"))?,
+                    kind: TimerKind::parse(r.get("kind"))?,
+                    key: r.get("timer_key"),
+                    subject: r.get("subject"),
+                    due_at: parse_ts(r.get("due_at"))?,
+                    version: r.get::<Option<i64>, _>("version").map(|v| v as u64),
+                })
             })
             .collect()
     }

@@ -25,8 +25,8 @@ use domain::{CampaignId, Channel, GenerationId, Micros, Period, PostId, Reservat
 use eventlog::sqlite::SqliteStore;
 use eventlog::{EventStore, Position};
 use projector::{
-    BudgetView, GenerationView, OpenDelivery, PostFilter, PostPage, PostView, READ_MODELS,
-    ReadModels, ReservationStatus, ReservationView, UsageGroup, UsageRow,
+    BudgetView, DueTimer, GenerationView, OpenDelivery, PostFilter, PostPage, PostView,
+    READ_MODELS, ReadModels, ReservationStatus, ReservationView, TimerCursor, UsageGroup, UsageRow,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -915,10 +915,8 @@ pub type ReservationsAnswer = (
     u32,
     Vec<ReservationView>,
 );
-/// `due_posts(now, limit)` and its answer.
-pub type DuePostsAnswer = (DateTime<Utc>, u32, Vec<(Uuid, Uuid, u64)>);
-/// `months_with_due_reservations(now, limit)` and its answer.
-pub type DueMonthsAnswer = (DateTime<Utc>, u32, Vec<(Uuid, Period)>);
+/// `due_timers(now, …, page)` paged to the end, and its pages.
+pub type DueTimersAnswer = (DateTime<Utc>, u32, Vec<Vec<DueTimer>>);
 
 /// Every query's answer over one read-model database, for one log. Compare two with
 /// [`assert_same`], which names the first answer that differs.
@@ -929,8 +927,7 @@ pub struct Snapshot {
     pub reservations: Vec<ReservationsAnswer>,
     pub posts: Vec<(Uuid, Uuid, Option<PostView>)>,
     pub pages: Vec<(String, Vec<PostPage>)>,
-    pub due_posts: Vec<DuePostsAnswer>,
-    pub due_months: Vec<DueMonthsAnswer>,
+    pub due_timers: Vec<DueTimersAnswer>,
     pub open_deliveries: Vec<(DateTime<Utc>, Vec<OpenDelivery>)>,
     pub row_counts: Vec<(&'static str, i64)>,
     pub generations: Vec<(Uuid, Uuid, Option<GenerationView>)>,
@@ -1099,8 +1096,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         }
     }
 
-    let mut due_posts = Vec::new();
-    let mut due_months = Vec::new();
+    let mut due_timers = Vec::new();
     let mut open_deliveries = Vec::new();
     for now in scan_times() {
         open_deliveries.push((
@@ -1110,20 +1106,21 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
                 .await
                 .expect("open deliveries"),
         ));
+        // A page of one walks the keyset cursor through every timer.
         for limit in [500, 1] {
-            due_posts.push((
-                now,
-                limit,
-                models.due_posts(now, limit).await.expect("due posts"),
-            ));
-            due_months.push((
-                now,
-                limit,
-                models
-                    .months_with_due_reservations(now, limit)
+            let mut pages = Vec::new();
+            let mut cursor = TimerCursor::default();
+            loop {
+                let page = models
+                    .due_timers(now, &cursor, limit)
                     .await
-                    .expect("due months"),
-            ));
+                    .expect("due timers");
+                let Some(last) = page.last() else { break };
+                cursor = TimerCursor::after(last);
+                pages.push(page);
+                assert!(pages.len() < 1_000, "paging does not end");
+            }
+            due_timers.push((now, limit, pages));
         }
     }
 
@@ -1133,8 +1130,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         reservations,
         posts,
         pages,
-        due_posts,
-        due_months,
+        due_timers,
         open_deliveries,
         row_counts: models.row_counts().await.expect("row counts"),
         generations,
@@ -1175,8 +1171,7 @@ pub fn assert_same(actual: &Snapshot, expected: &Snapshot) {
     first_difference("reservations", &actual.reservations, &expected.reservations);
     first_difference("posts", &actual.posts, &expected.posts);
     first_difference("pages", &actual.pages, &expected.pages);
-    first_difference("due_posts", &actual.due_posts, &expected.due_posts);
-    first_difference("due_months", &actual.due_months, &expected.due_months);
+    first_difference("due_timers", &actual.due_timers, &expected.due_timers);
     first_difference(
         "open_deliveries",
         &actual.open_deliveries,

@@ -100,7 +100,10 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
         query: QuerySettings {
             consistency_wait_ms: 3_000,
         },
-        workflows: WorkflowSettings { tick_ms: 50 },
+        workflows: WorkflowSettings {
+            tick_ms: 50,
+            timer_concurrency: 8,
+        },
         database: Default::default(),
         kafka: Default::default(),
         ai: Default::default(),
