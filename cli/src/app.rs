@@ -163,6 +163,12 @@ impl Application {
                 Some(brokers) => tasks.push(tokio::spawn(crate::kafka::run_projector(
                     brokers.clone(),
                     settings.kafka.clone(),
+                    settings
+                        .database
+                        .app_url
+                        .as_ref()
+                        .or(settings.database.url.as_ref())
+                        .map(|url| url.expose_secret().to_owned()),
                     models.clone(),
                     shutdown_rx.clone(),
                 ))),
@@ -322,8 +328,19 @@ fn http_server(
         web::Data::new(Authenticator::new(&secret).map_err(|e| anyhow::anyhow!(e))?);
     let query_api = components.contains(&Component::QueryApi).then(|| QueryApi {
         store: service.store().clone(),
-        models,
+        models: models.clone(),
         max_consistency_wait: Duration::from_millis(settings.query.consistency_wait_ms),
+    });
+    let metrics = web::Data::new(MetricsSource {
+        stores: Stores {
+            store: service.store().clone(),
+            models: models.clone(),
+        },
+        kafka: settings
+            .kafka
+            .brokers
+            .is_some()
+            .then(|| settings.kafka.clone()),
     });
     let inbound = Arc::new(crate::publishing::verifiers(&settings.publishing)?);
     let command_api = components.contains(&Component::CommandApi).then(|| {
@@ -350,7 +367,8 @@ fn http_server(
     let server = HttpServer::new(move || {
         let mut app = App::new()
             .wrap(tracing_actix_web::TracingLogger::default())
-            .app_data(authenticator.clone());
+            .app_data(authenticator.clone())
+            .app_data(metrics.clone());
         if let Some((api, webhooks)) = &command_api {
             app = app
                 .configure(command_api::configure(api.clone()))
@@ -361,6 +379,7 @@ fn http_server(
         }
         app.route("/openapi.json", web::get().to(openapi))
             .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics_text))
             .default_service(web::to(not_found))
     })
     .workers(2)
@@ -372,6 +391,30 @@ fn http_server(
 
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::document())
+}
+
+/// What `GET /metrics` reads: the whole deployment's stores, and Kafka's topic when
+/// the relay and projectors go through it.
+struct MetricsSource {
+    stores: Stores,
+    kafka: Option<crate::settings::KafkaSettings>,
+}
+
+async fn metrics_text(source: web::Data<MetricsSource>) -> HttpResponse {
+    match crate::pipeline_positions(&source.stores, source.kafka.as_ref()).await {
+        Ok(status) => HttpResponse::Ok()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(crate::metrics::render(&status)),
+        Err(error) => {
+            tracing::error!(error = ?error, "reading the pipeline's positions failed");
+            Problem::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "metrics_unavailable",
+                "the stores could not be read; see the server log",
+            )
+            .to_response()
+        }
+    }
 }
 
 async fn health() -> HttpResponse {

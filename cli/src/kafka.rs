@@ -1,19 +1,21 @@
 //! The Kafka-facing components of the production deployment: the relay (store →
-//! topic) and the projector fed from the topic by a consumer group.
+//! topic) and the projectors fed from the topic, sharing its partitions through
+//! leases in the read-model database.
 //!
 //! Both keep their progress in the read-model database: the relay's checkpoint
 //! moves only after Kafka acknowledged every event up to it, and the projector
 //! commits each partition's next offset in the same transaction as the read-model
-//! change, so a crash or a rebalance redelivers at most what is then skipped.
+//! change, so a crash or a partition moving to another projector redelivers at most what is then skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventlog::EventStore;
-use eventlog::kafka::{KafkaSource, Relay, RelayConfig, SourceConfig};
+use eventlog::kafka::{KafkaSource, PartitionLeases, Relay, RelayConfig, SourceConfig};
 use projector::ReadModels;
 use projector::kafka::TopicProjector;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::settings::KafkaSettings;
 
@@ -51,47 +53,89 @@ pub async fn run_relay(
     }
 }
 
+/// How often a projector runs a round of the partition-lease protocol: the longest a
+/// dead member's partitions wait for a survivor, and a joining member for its share.
+const LEASE_ROUND: Duration = Duration::from_secs(1);
+
 /// Runs the projector on the topic until shutdown.
+///
+/// With `lease_database_url` (the read-model database), the projector shares the
+/// topic's partitions with the other projectors of `kafka.group` through
+/// [`PartitionLeases`]; without it (read models in an embedded SQLite file, which only
+/// one process can write) it reads every partition.
 pub async fn run_projector(
     brokers: String,
     kafka: KafkaSettings,
+    lease_database_url: Option<String>,
     models: ReadModels,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut config = SourceConfig::new(brokers, kafka.group);
+    let mut config = SourceConfig::new(brokers, kafka.group.clone());
     config.topic = kafka.topic.clone();
-    // The rebalance timeout: how long a rebalance waits for members that do not
-    // rejoin. A member killed without leaving the group holds the others back until
-    // it passes, so keep it short; a batch is applied well within it.
-    config
-        .client_config
-        .insert("max.poll.interval.ms".to_owned(), "20000".to_owned());
-    if let Some(instance) = &kafka.instance_id {
-        config
-            .client_config
-            .insert("group.instance.id".to_owned(), instance.clone());
-    }
     let projector = TopicProjector::new(models.clone());
+    let mut leases =
+        lease_database_url.map(|url| PartitionLeases::new(url, &kafka.group, &kafka.topic));
     let mut backoff = Duration::from_millis(200);
     'connect: loop {
         let mut source = match KafkaSource::new(config.clone(), Arc::new(models.clone())) {
             Ok(source) => source,
             Err(error) => {
-                tracing::error!(error = ?error, "the projector could not join its group; retrying");
+                tracing::error!(error = ?error, "the projector could not create its consumer; retrying");
                 if wait_or_stop(&mut shutdown, backoff).await {
-                    return;
+                    break 'connect;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
+        let mut partitions = 0;
+        let mut next_round = Instant::now();
         loop {
             if *shutdown.borrow() {
                 source.close().await;
-                return;
+                break 'connect;
             }
+            if Instant::now() >= next_round {
+                next_round = Instant::now() + LEASE_ROUND;
+                if partitions == 0 {
+                    // Until the relay created the topic there is nothing to share.
+                    partitions = match source.partition_count(Duration::from_secs(5)).await {
+                        Ok(count) => count,
+                        Err(error) => {
+                            tracing::warn!(error = ?error, "reading the topic's partition count failed");
+                            0
+                        }
+                    };
+                }
+                let owned: Vec<i32> = match leases.as_mut() {
+                    Some(leases) => match leases.rebalance(partitions).await {
+                        Ok(owned) => owned.iter().copied().collect(),
+                        Err(error) => {
+                            // The connection and every lease are gone: read nothing
+                            // until a later round holds leases again.
+                            tracing::error!(error = ?error, "the partition-lease round failed; reading nothing until it succeeds");
+                            Vec::new()
+                        }
+                    },
+                    None => (0..partitions).collect(),
+                };
+                if owned != source.assignment()
+                    && let Err(error) = source.assign(&owned).await
+                {
+                    tracing::error!(error = ?error, "assigning partitions failed; starting over");
+                    source.close().await;
+                    if wait_or_stop(&mut shutdown, backoff).await {
+                        break 'connect;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue 'connect;
+                }
+            }
+            let wait = next_round
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10));
             let batch = tokio::select! {
-                batch = source.next_batch(Duration::from_millis(500)) => batch,
+                batch = source.next_batch(wait) => batch,
                 _ = shutdown.changed() => continue,
             };
             let result = match batch {
@@ -108,16 +152,19 @@ pub async fn run_projector(
                 Err(error) => {
                     // Start over from the stored offsets: what was not committed is
                     // read again, what was is skipped.
-                    tracing::error!(error = ?error, "projecting from the topic failed; rejoining");
+                    tracing::error!(error = ?error, "projecting from the topic failed; starting over");
                     source.close().await;
                     if wait_or_stop(&mut shutdown, backoff).await {
-                        return;
+                        break 'connect;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue 'connect;
                 }
             }
         }
+    }
+    if let Some(leases) = leases.as_mut() {
+        leases.release_all().await;
     }
 }
 

@@ -7,6 +7,7 @@ pub mod ai;
 pub mod app;
 pub mod bench;
 pub mod kafka;
+pub mod metrics;
 pub mod openapi;
 pub mod publishing;
 pub mod secret;
@@ -216,6 +217,17 @@ async fn projection_status_with(
     embedded: &Stores,
     kafka: Option<&settings::KafkaSettings>,
 ) -> anyhow::Result<ProjectionStatus> {
+    let mut status = pipeline_positions(embedded, kafka).await?;
+    status.rows = embedded.models.row_counts().await?;
+    Ok(status)
+}
+
+/// The positions of [`ProjectionStatus`] without its row counts (which scan every
+/// read-model table): cheap enough for every `GET /metrics`.
+pub(crate) async fn pipeline_positions(
+    embedded: &Stores,
+    kafka: Option<&settings::KafkaSettings>,
+) -> anyhow::Result<ProjectionStatus> {
     let models = &embedded.models;
     let (relay_checkpoint, topic_applied) = match kafka {
         Some(kafka) => {
@@ -236,7 +248,7 @@ async fn projection_status_with(
             .await
             .context("failed to read the log head")?,
         position: models.checkpoint(READ_MODELS).await?,
-        rows: models.row_counts().await?,
+        rows: Vec::new(),
         relay_checkpoint,
         topic_applied,
     })
@@ -258,6 +270,7 @@ async fn projections_status(embedded: &Stores, settings: &Settings) -> anyhow::R
                 "lag (events):          {}",
                 status.head.saturating_sub(applied)
             );
+            print_partition_leases(settings).await?;
         }
         _ => {
             println!("read models position:  {}", status.position);
@@ -266,6 +279,41 @@ async fn projections_status(embedded: &Stores, settings: &Settings) -> anyhow::R
     }
     for (table, rows) in &status.rows {
         println!("{table:<22} {rows} rows");
+    }
+    Ok(())
+}
+
+/// Which projector session holds which partitions (see docs/production.md).
+async fn print_partition_leases(settings: &Settings) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let Some(url) = settings
+        .database
+        .app_url
+        .as_ref()
+        .or(settings.database.url.as_ref())
+    else {
+        println!(
+            "partition leases:      none (read models in SQLite: one projector reads every partition)"
+        );
+        return Ok(());
+    };
+    let holders = eventlog::kafka::lease_holders(
+        url.expose_secret(),
+        &settings.kafka.group,
+        &settings.kafka.topic,
+    )
+    .await
+    .context("failed to read the partition leases")?;
+    let held: std::collections::BTreeSet<i32> = holders.values().flatten().copied().collect();
+    let unowned: Vec<i32> = (0..settings.kafka.partitions)
+        .filter(|p| !held.contains(p))
+        .collect();
+    println!("projectors (sessions):  {}", holders.len());
+    for (pid, partitions) in &holders {
+        println!("  session {pid:<10} partitions {partitions:?}");
+    }
+    if !unowned.is_empty() {
+        println!("partitions nobody reads: {unowned:?}");
     }
     Ok(())
 }

@@ -16,6 +16,14 @@ pub fn document() -> Value {
                 "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}}),
     );
     paths.insert(
+        "/metrics".into(),
+        json!({"get": {"operationId": "metrics", "summary": "Pipeline lag, in the Prometheus text format", "tags": ["operations"],
+            "description": "Gauges read from the stores on each request: the event log's head position, the relay's checkpoint and lag (with Kafka), and the projectors' applied position and lag, in events. Not tenant-scoped; no token needed.",
+            "responses": {
+                "200": {"description": "Prometheus text exposition format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "503": {"description": "The stores could not be read", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}}}}),
+    );
+    paths.insert(
         "/openapi.json".into(),
         json!({"get": {"operationId": "openapi", "summary": "This document", "tags": ["operations"],
             "responses": {"200": {"description": "The OpenAPI document", "content": {"application/json": {}}}}}}),

@@ -219,12 +219,10 @@ pub struct KafkaSettings {
     pub topic: String,
     /// Partitions when the relay creates the topic (never change it afterwards).
     pub partitions: i32,
-    /// Consumer group of the projectors.
+    /// The projectors' group: they share the topic's partitions through leases in the
+    /// read-model database, and commit their offsets to Kafka under this group id for
+    /// tools.
     pub group: String,
-    /// This projector's `group.instance.id` (static membership): a process restarted
-    /// with the same id takes over its predecessor's partitions at once instead of
-    /// waiting for the group to notice the old one is gone. One per projector.
-    pub instance_id: Option<String>,
 }
 
 impl Default for KafkaSettings {
@@ -234,7 +232,6 @@ impl Default for KafkaSettings {
             topic: "tidemark.events".to_owned(),
             partitions: 6,
             group: "tidemark-projector".to_owned(),
-            instance_id: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The relay and the consumer-group source against a real Kafka-API broker.
+//! The relay and the topic source against a real Kafka-API broker, with members sharing
+//! the partitions through leases in a real PostgreSQL database.
 //!
 //! Each test starts its own tansu broker with `scripts/kafka` on a free loopback port
 //! and a temporary data dir, and stops it when the test ends (also on panic). Events
@@ -20,9 +21,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use eventlog::kafka::{
-    BoxError, KafkaSource, OffsetStore, Relay, RelayCheckpoint, RelayConfig, SourceConfig,
-    SourcedEvent, SqliteRelayCheckpoint, decode_value,
+    BoxError, KafkaSource, OffsetStore, PartitionLeases, Relay, RelayCheckpoint, RelayConfig,
+    SourceConfig, SourcedEvent, SqliteRelayCheckpoint, decode_value,
 };
+use eventlog::postgres::testing::TestDatabase;
 use eventlog::sqlite::SqliteStore;
 use eventlog::{
     AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
@@ -370,19 +372,49 @@ fn source_config(broker: &Broker, topic: &str, group: &str) -> SourceConfig {
     let mut config = SourceConfig::new(broker.brokers(), group);
     config.topic = topic.to_owned();
     config.max_batch = 50;
-    config.session_timeout = Duration::from_secs(6);
     config
 }
 
-fn spawn_member(name: &str, config: SourceConfig, ledger: &Arc<Ledger>) -> Member {
+/// A member reading every partition (`leases` is `None`) or those its leases in the
+/// database at `leases` give it, with a lease round every 200 ms between batches, as
+/// the projector does.
+fn spawn_member(
+    name: &str,
+    config: SourceConfig,
+    leases: Option<&str>,
+    ledger: &Arc<Ledger>,
+) -> Member {
     let (stop, mut stopped) = watch::channel(false);
     let (assigned, assignment) = watch::channel(Vec::new());
     let ledger = Arc::clone(ledger);
     let name = name.to_owned();
+    let mut leases = leases.map(|url| PartitionLeases::new(url, &config.group_id, &config.topic));
     let task = tokio::spawn(async move {
         let offsets: Arc<dyn OffsetStore> = Arc::clone(&ledger) as Arc<dyn OffsetStore>;
         let mut source = KafkaSource::new(config, offsets).expect("source starts");
+        let mut partitions = 0;
         loop {
+            if partitions == 0 {
+                // 0 until the relay created the topic.
+                partitions = source
+                    .partition_count(Duration::from_secs(5))
+                    .await
+                    .expect("metadata");
+            }
+            let owned: Vec<i32> = match leases.as_mut() {
+                Some(leases) => leases
+                    .rebalance(partitions)
+                    .await
+                    .expect("lease round")
+                    .iter()
+                    .copied()
+                    .collect(),
+                None => (0..partitions).collect(),
+            };
+            if owned != source.assignment() {
+                source.assign(&owned).await.expect("assign");
+            }
+            assigned.send_replace(source.assignment());
             let batch = tokio::select! {
                 _ = stopped.wait_for(|s| *s) => break,
                 batch = source.next_batch(Duration::from_millis(200)) => batch,
@@ -390,7 +422,9 @@ fn spawn_member(name: &str, config: SourceConfig, ledger: &Arc<Ledger>) -> Membe
             let batch = batch.expect("next batch");
             ledger.apply(&name, &batch);
             source.confirm(&batch);
-            assigned.send_replace(source.assignment());
+        }
+        if let Some(leases) = leases.as_mut() {
+            leases.release_all().await;
         }
         source.close().await;
     });
@@ -410,6 +444,19 @@ impl Member {
             reached,
             "{what}: assignment is {:?}",
             *self.assignment.borrow()
+        );
+    }
+
+    /// Ends the member as a crash would: its task (with the lease connection) is
+    /// dropped mid-whatever, without giving anything back.
+    async fn crash(self) {
+        self.task.abort();
+        let ended = tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("task ends");
+        assert!(
+            ended.is_err_and(|e| e.is_cancelled()),
+            "the member was still running"
         );
     }
 
@@ -544,6 +591,7 @@ async fn relayed_events_reach_a_consumer_once_each_in_tenant_order_with_key_and_
     let member = spawn_member(
         "only",
         source_config(&broker, &topic, "round-trip"),
+        None,
         &ledger,
     );
     ledger.wait_for_applied(stored.len()).await;
@@ -686,7 +734,12 @@ async fn a_relay_restarted_from_its_checkpoint_loses_nothing_and_repeats_only_wh
 
     // A consumer deduplicating by its per-partition mark applies each event once.
     let ledger = Ledger::new();
-    let member = spawn_member("only", source_config(&broker, &topic, "restart"), &ledger);
+    let member = spawn_member(
+        "only",
+        source_config(&broker, &topic, "restart"),
+        None,
+        &ledger,
+    );
     ledger.wait_for_applied(stored.len()).await;
     // The copies come after the originals in their partitions: wait for them too.
     ledger
@@ -704,8 +757,10 @@ async fn a_relay_restarted_from_its_checkpoint_loses_nothing_and_repeats_only_wh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_members_share_the_partitions_and_one_takes_over_when_the_other_leaves() {
+async fn two_members_share_the_partitions_and_one_takes_over_when_the_other_crashes() {
     let broker = Broker::start();
+    let database = TestDatabase::create().await;
+    let leases = database.owner_url();
     let store = store().await;
     let topic = topic();
     // Enough tenants that every partition almost surely has some.
@@ -722,16 +777,26 @@ async fn two_members_share_the_partitions_and_one_takes_over_when_the_other_leav
 
     let ledger = Ledger::new();
     let group = "two-members";
-    let shares = |p: &[i32]| !p.is_empty() && p.len() < PARTITIONS as usize;
-    let mut a = spawn_member("a", source_config(&broker, &topic, group), &ledger);
-    let mut b = spawn_member("b", source_config(&broker, &topic, group), &ledger);
+    let shares = |p: &[i32]| p.len() == PARTITIONS as usize / 2;
+    let mut a = spawn_member(
+        "a",
+        source_config(&broker, &topic, group),
+        Some(&leases),
+        &ledger,
+    );
+    let mut b = spawn_member(
+        "b",
+        source_config(&broker, &topic, group),
+        Some(&leases),
+        &ledger,
+    );
     a.wait_for_assignment("a shares the partitions", shares)
         .await;
     b.wait_for_assignment("b shares the partitions", shares)
         .await;
     ledger.wait_for_applied(tenants.len() * 3).await;
 
-    // More events while both read; once a applied some of them, it leaves mid-run.
+    // More events while both read; once a applied some of them, it dies mid-run.
     append(&store.store, &tenants, 3).await;
     ledger
         .wait_until("a applies events", |state| {
@@ -739,7 +804,7 @@ async fn two_members_share_the_partitions_and_one_takes_over_when_the_other_leav
         })
         .await;
     let a_partitions = a.assignment.borrow().clone();
-    a.stop().await;
+    a.crash().await;
     let applied_when_a_left = ledger.applied().len();
     b.wait_for_assignment("b takes every partition", |p| {
         p.len() == PARTITIONS as usize
@@ -801,6 +866,7 @@ async fn relay_and_member_ride_out_a_broker_restart_without_losing_an_event() {
     let member = spawn_member(
         "only",
         source_config(&broker, &topic, "restart-broker"),
+        None,
         &ledger,
     );
     ledger.wait_for_applied(30).await;

@@ -1,11 +1,12 @@
 //! Projecting from the Kafka topic instead of the store's log, and keeping the Kafka
 //! components' progress in the read-model database.
 //!
-//! A consumer-group member gets batches of events with their partition and offset.
+//! A member of the projectors' group gets batches of events with their partition and offset.
 //! [`TopicProjector::apply_sourced`] applies a batch and moves each partition's
 //! stored offset in ONE transaction, after locking those offsets: a batch that was
 //! already applied (redelivered after a crash, or read by the member that inherited
-//! the partition in a rebalance) finds the offsets past it and changes nothing.
+//! the partition when it moved, or read late by a member that lost its lease) finds the
+//! offsets past it and changes nothing.
 //!
 //! Offsets alone are not enough: after a crash the relay produces again what
 //! followed its checkpoint, so the same event can also arrive at a *later* offset.
@@ -71,7 +72,7 @@ impl TopicProjector {
         let dialect = self.models.dialect();
         let mut tx = dialect.begin_write(self.models.pool()).await?;
         // Lock the partitions' offsets in partition order, so two members whose
-        // batches overlap during a rebalance cannot deadlock on each other's rows.
+        // batches overlap while a partition moves cannot deadlock on each other's rows.
         let partitions: std::collections::BTreeSet<i32> =
             batch.iter().map(|s| s.partition).collect();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();

@@ -1,45 +1,31 @@
-//! The consumer-group source: reads the relay's topic for a component that runs as its
-//! own process (the projector, later the workflows), with the caller's database
-//! holding the offsets that count.
+//! The topic source: reads the relay's topic for a component that runs as its own
+//! process (the projector), with the caller's database holding the offsets that count.
 //!
-//! Kafka decides which member of the group reads which partitions; the caller decides
-//! where each partition starts. Offsets committed to Kafka are a convenience for
-//! tools, not the truth: the caller commits each partition's next offset (and its
-//! dedup mark, see [`super`]) in the same database transaction as the effects of the
-//! events, and hands the source an [`OffsetStore`] to read them back.
+//! The caller decides which partitions this member reads (with
+//! [`super::PartitionLeases`], see there for why not Kafka's group protocol) and tells
+//! the source with [`KafkaSource::assign`]; the source asks the caller's
+//! [`OffsetStore`] where each partition starts and assigns them at those offsets. So
+//! no message is fetched from a partition before its start is known. Offsets
+//! committed to Kafka (under `group_id`) are a convenience for tools, not the truth:
+//! the caller commits each partition's next offset (and its dedup mark, see
+//! [`super`]) in the same database transaction as the effects of the events.
 //!
-//! # Rebalance
-//!
-//! The group uses the eager protocol: a rebalance revokes every partition of every
-//! member, then assigns anew. librdkafka delivers both as events that
-//! [`StreamConsumer::recv`] serves inside the source's own task. On *revoke* the
-//! context unassigns at once (librdkafka waits for that before it rejoins). On
-//! *assign* it does **not** assign: it notes the partitions, and the source, back in
-//! async code, asks the [`OffsetStore`] where each starts and only then assigns them
-//! with those offsets — librdkafka keeps the member waiting for that call, still
-//! heartbeating. So no message is fetched from a partition before its start is known,
-//! and a batch never holds a message of a partition this member no longer owns.
-//!
-//! Because the member only rejoins while [`KafkaSource::next_batch`] runs, a caller
-//! that commits a batch before asking for the next one has committed it before the
-//! partition can move; the new owner then starts exactly after it. Duplicates are left
-//! only for crashes (and for the relay's own re-deliveries), and the dedup mark covers
-//! both.
+//! A caller that commits a batch before it changes the assignment has committed it
+//! before the partition can move; the next owner then starts exactly after it.
+//! Duplicates are left only for crashes (and for the relay's own re-deliveries), and
+//! the dedup mark covers both.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{DEFAULT_TOPIC, DecodeError, decode_value};
@@ -51,8 +37,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Where the caller keeps its progress through the topic.
 ///
 /// The caller writes offsets itself, inside the transaction that applies the events
-/// (so effects and progress never disagree); the source only reads them, each time it
-/// is handed partitions.
+/// (so effects and progress never disagree); the source only reads them, each time
+/// partitions are assigned.
 #[async_trait]
 pub trait OffsetStore: Send + Sync + 'static {
     /// For each of `partitions` of `topic` that has progress, the next offset to read
@@ -68,15 +54,13 @@ pub struct SourceConfig {
     pub brokers: String,
     /// The topic to read. Default [`DEFAULT_TOPIC`].
     pub topic: String,
-    /// The consumer group (one per kind of reader, e.g. `tidemark-projector`).
+    /// The group the offsets are committed to Kafka under, for tools (one per kind of
+    /// reader, e.g. `tidemark-projector`).
     pub group_id: String,
     /// Most events in one batch. Default 500.
     pub max_batch: usize,
     /// After the first message of a batch, how long to wait for more. Default 10 ms.
     pub linger: Duration,
-    /// `session.timeout.ms`: how soon the group gives a silent member's partitions to
-    /// the others. Default 10 s.
-    pub session_timeout: Duration,
     /// Extra librdkafka settings (security, tuning), applied before the ones the
     /// source depends on (manual offsets, eager assignment), which cannot be overridden.
     pub client_config: BTreeMap<String, String>,
@@ -91,7 +75,6 @@ impl SourceConfig {
             group_id: group_id.into(),
             max_batch: 500,
             linger: Duration::from_millis(10),
-            session_timeout: Duration::from_secs(10),
             client_config: BTreeMap::new(),
         }
     }
@@ -101,16 +84,7 @@ impl SourceConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", &self.group_id)
-            .set("client.id", "tidemark-source")
-            .set(
-                "session.timeout.ms",
-                self.session_timeout.as_millis().to_string(),
-            )
-            // Heartbeat well inside the session so a short stall is not a departure.
-            .set(
-                "heartbeat.interval.ms",
-                (self.session_timeout.as_millis() / 4).max(100).to_string(),
-            );
+            .set("client.id", "tidemark-source");
         for (key, value) in &self.client_config {
             config.set(key, value);
         }
@@ -124,9 +98,7 @@ impl SourceConfig {
             // A fetch waits at most this long for new records: it bounds how long an
             // event sits in the broker before a projector sees it (librdkafka's default
             // of 500 ms was the floor of the production projection lag).
-            .set("fetch.wait.max.ms", "50")
-            // Eager protocols: see "Rebalance" in the module docs.
-            .set("partition.assignment.strategy", "range,roundrobin");
+            .set("fetch.wait.max.ms", "50");
         config
     }
 }
@@ -142,8 +114,10 @@ pub struct SourcedEvent {
 /// Why the source could not give a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("creating or subscribing the Kafka consumer failed")]
+    #[error("creating the Kafka consumer failed")]
     Client(#[source] KafkaError),
+    #[error("reading the topic's metadata failed")]
+    Metadata(#[source] KafkaError),
     #[error("assigning partitions failed")]
     Assign(#[source] KafkaError),
     #[error("loading the stored offsets failed")]
@@ -161,78 +135,10 @@ pub enum SourceError {
     },
 }
 
-/// What the rebalance callback tells the source's async code.
-#[derive(Debug, Default)]
-struct Rebalancing {
-    /// Partitions handed to this member, not yet assigned (waiting for offsets).
-    pending: Option<Vec<i32>>,
-    /// Set when partitions were taken away since the source last looked.
-    revoked: bool,
-}
-
-/// The consumer context: takes part in rebalances as the module docs describe.
-struct SourceContext {
-    topic: String,
-    rebalancing: Mutex<Rebalancing>,
-    changed: Notify,
-}
-
-impl SourceContext {
-    fn state(&self) -> std::sync::MutexGuard<'_, Rebalancing> {
-        // The state is two plain fields, consistent after every write; a panic
-        // elsewhere while holding the lock cannot leave it half-written.
-        self.rebalancing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl ClientContext for SourceContext {}
-
-impl ConsumerContext for SourceContext {
-    fn rebalance(
-        &self,
-        base_consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions: Vec<i32> = tpl
-                    .elements()
-                    .iter()
-                    .filter(|e| e.topic() == self.topic)
-                    .map(|e| e.partition())
-                    .collect();
-                tracing::info!(topic = %self.topic, ?partitions, "partitions handed to this member");
-                // Assigned later, from async code, once their offsets are loaded.
-                self.state().pending = Some(partitions);
-            }
-            _ => {
-                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
-                    tracing::warn!(?err, "rebalance error; dropping the assignment");
-                } else {
-                    tracing::info!(topic = %self.topic, "partitions revoked from this member");
-                }
-                if let Err(error) = base_consumer.unassign() {
-                    tracing::warn!(
-                        error = &error as &dyn std::error::Error,
-                        "unassigning partitions failed"
-                    );
-                }
-                let mut state = self.state();
-                state.pending = None;
-                state.revoked = true;
-            }
-        }
-        self.changed.notify_one();
-    }
-}
-
-/// Reads the relay's topic as one member of a consumer group. See the module docs.
+/// Reads the partitions of the relay's topic the caller assigns. See the module docs.
 pub struct KafkaSource {
-    consumer: StreamConsumer<SourceContext>,
-    context: Arc<SourceContext>,
+    /// Shared only with a blocking metadata request in flight.
+    consumer: Arc<StreamConsumer>,
     offsets: Arc<dyn OffsetStore>,
     config: SourceConfig,
     /// Partitions this member reads, with the offset each was started at.
@@ -250,25 +156,14 @@ impl std::fmt::Debug for KafkaSource {
 }
 
 impl KafkaSource {
-    /// Creates the consumer and subscribes to the topic. Joining the group and
-    /// receiving partitions happen inside [`KafkaSource::next_batch`].
+    /// Creates the consumer, reading nothing until [`KafkaSource::assign`].
     pub fn new(config: SourceConfig, offsets: Arc<dyn OffsetStore>) -> Result<Self, SourceError> {
-        let context = SourceContext {
-            topic: config.topic.clone(),
-            rebalancing: Mutex::new(Rebalancing::default()),
-            changed: Notify::new(),
-        };
-        let consumer: StreamConsumer<SourceContext> = config
+        let consumer: StreamConsumer = config
             .consumer_config()
-            .create_with_context(context)
+            .create()
             .map_err(SourceError::Client)?;
-        consumer
-            .subscribe(&[&config.topic])
-            .map_err(SourceError::Client)?;
-        let context = Arc::clone(consumer.context());
         Ok(Self {
-            consumer,
-            context,
+            consumer: Arc::new(consumer),
             offsets,
             config,
             assigned: BTreeMap::new(),
@@ -280,21 +175,73 @@ impl KafkaSource {
         self.assigned.keys().copied().collect()
     }
 
-    /// Waits up to `max_wait` for events and returns up to `max_batch` of them, in
-    /// offset order per partition; an empty batch means nothing arrived in time.
+    /// How many partitions the topic has (0 while it does not exist yet), asking the
+    /// broker for at most `timeout`.
+    pub async fn partition_count(&self, timeout: Duration) -> Result<i32, SourceError> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.config.topic.clone();
+        // librdkafka blocks the calling thread for the metadata request.
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .client()
+                .fetch_metadata(Some(&topic), Timeout::After(timeout))
+                .map_err(SourceError::Metadata)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map_or(0, |t| {
+                    i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)
+                }))
+        })
+        .await
+        .map_err(|e| SourceError::Fatal(format!("the metadata request panicked: {e}")))?
+    }
+
+    /// Reads exactly `partitions` from now on: a partition kept goes on from its stored
+    /// offset, a new one starts at its stored offset, a dropped one is read no more.
     ///
-    /// Apply the batch and commit its offsets before calling again: a rebalance can
-    /// only move partitions while this runs (see the module docs). Call it at least
-    /// every `max.poll.interval.ms` (5 minutes unless set in `client_config`), or the
-    /// group takes this member's partitions away.
+    /// Call it between batches, after committing the last one: each partition's start
+    /// is read from the [`OffsetStore`], so a batch taken before and not committed
+    /// would be read again (and skipped as a copy when committed meanwhile).
+    pub async fn assign(&mut self, partitions: &[i32]) -> Result<(), SourceError> {
+        let stored = self
+            .offsets
+            .load(&self.config.topic, partitions)
+            .await
+            .map_err(SourceError::Offsets)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut starts = BTreeMap::new();
+        for &partition in partitions {
+            let start = stored.get(&partition).copied().filter(|o| *o >= 0);
+            let offset = start.map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(&self.config.topic, partition, offset)
+                .map_err(SourceError::Assign)?;
+            starts.insert(partition, start.unwrap_or(0));
+        }
+        self.consumer.assign(&tpl).map_err(SourceError::Assign)?;
+        tracing::info!(topic = %self.config.topic, assigned = ?starts, "partitions assigned at stored offsets");
+        self.assigned = starts;
+        Ok(())
+    }
+
+    /// Waits up to `max_wait` for events and returns up to `max_batch` of them, in
+    /// offset order per partition; an empty batch means nothing arrived in time (or
+    /// nothing is assigned).
+    ///
+    /// Apply the batch and commit its offsets before calling again or changing the
+    /// assignment (see the module docs).
     pub async fn next_batch(
         &mut self,
         max_wait: Duration,
     ) -> Result<Vec<SourcedEvent>, SourceError> {
         let deadline = Instant::now() + max_wait;
         let mut batch: Vec<SourcedEvent> = Vec::new();
+        if self.assigned.is_empty() {
+            tokio::time::sleep_until(deadline).await;
+            return Ok(batch);
+        }
         loop {
-            self.follow_rebalance(&mut batch).await?;
             if batch.len() >= self.config.max_batch {
                 return Ok(batch);
             }
@@ -302,16 +249,8 @@ impl KafkaSource {
                 None => deadline,
                 Some(_) => deadline.min(Instant::now() + self.config.linger),
             };
-            let received = tokio::select! {
-                received = tokio::time::timeout_at(until, self.consumer.recv()) => received,
-                // The rebalance callback ran inside `recv`: go and follow it.
-                () = self.context.changed.notified() => continue,
-            };
-            let message = match received {
-                Err(_elapsed) => {
-                    self.follow_rebalance(&mut batch).await?;
-                    return Ok(batch);
-                }
+            let message = match tokio::time::timeout_at(until, self.consumer.recv()).await {
+                Err(_elapsed) => return Ok(batch),
                 Ok(Err(error)) => {
                     if let Some((code, reason)) = self.consumer.client().fatal_error() {
                         return Err(SourceError::Fatal(format!("{code}: {reason}")));
@@ -333,7 +272,7 @@ impl KafkaSource {
                     .get(&partition)
                     .is_some_and(|start| offset >= *start);
             if !owned {
-                // Left over from before a rebalance; its partition's owner reads it.
+                // Fetched before the assignment changed; its partition's owner reads it.
                 continue;
             }
             match decode_value(message.payload()) {
@@ -397,8 +336,7 @@ impl KafkaSource {
         }
     }
 
-    /// Leaves the group (handing this member's partitions to the others at once) and
-    /// closes the consumer. Dropping the source does the same but blocks the thread it
+    /// Closes the consumer. Dropping the source does the same but blocks the thread it
     /// is dropped on while librdkafka says goodbye.
     pub async fn close(self) {
         let consumer = self.consumer;
@@ -408,48 +346,6 @@ impl KafkaSource {
                 "closing the consumer panicked"
             );
         }
-    }
-
-    /// Applies what the rebalance callback noted: forgets revoked partitions (and the
-    /// messages of theirs in `batch`), and assigns handed partitions at their stored
-    /// offsets.
-    async fn follow_rebalance(&mut self, batch: &mut Vec<SourcedEvent>) -> Result<(), SourceError> {
-        let (pending, revoked) = {
-            let mut state = self.context.state();
-            (state.pending.take(), std::mem::take(&mut state.revoked))
-        };
-        if revoked {
-            self.assigned.clear();
-            batch.clear();
-        }
-        let Some(partitions) = pending else {
-            return Ok(());
-        };
-        let stored = match self.offsets.load(&self.config.topic, &partitions).await {
-            Ok(stored) => stored,
-            Err(error) => {
-                // Nothing is lost by failing here: a hand-over always follows a revoke
-                // (or is the first), so `batch` is empty and nothing was fetched yet.
-                // Keep the hand-over for the next call, unless a newer one arrived.
-                self.context.state().pending.get_or_insert(partitions);
-                return Err(SourceError::Offsets(error));
-            }
-        };
-        let mut tpl = TopicPartitionList::new();
-        let mut starts = BTreeMap::new();
-        for &partition in &partitions {
-            let start = stored.get(&partition).copied().filter(|o| *o >= 0);
-            let offset = start.map_or(Offset::Beginning, Offset::Offset);
-            tpl.add_partition_offset(&self.config.topic, partition, offset)
-                .map_err(SourceError::Assign)?;
-            starts.insert(partition, start.unwrap_or(0));
-        }
-        // No revoke can have come in while the offsets loaded: the rebalance callback
-        // only runs inside `recv`, in this task, which is busy here.
-        self.consumer.assign(&tpl).map_err(SourceError::Assign)?;
-        tracing::info!(topic = %self.config.topic, assigned = ?starts, "partitions assigned at stored offsets");
-        self.assigned = starts;
-        Ok(())
     }
 
     /// Moves a partition back to `offset`, so the message there is fetched again.

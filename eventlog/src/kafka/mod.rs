@@ -1,13 +1,13 @@
-//! Kafka as the distribution log: the relay that feeds it from the store, and the
-//! consumer-group source that reads it back.
+//! Kafka as the distribution log: the relay that feeds it from the store, the source
+//! that reads it back, and the leases by which a group's members share its partitions.
 //!
 //! The event store is the source of truth; Kafka is derived from it (the
 //! transactional-outbox pattern). [`Relay`] tails the store's global log from a
 //! durable checkpoint and produces every event to one topic, keyed by tenant, so each
 //! tenant's events stay in order in one partition while tenants spread over many.
-//! [`KafkaSource`] reads that topic in a consumer group for a projector or workflow
-//! that runs as its own process, with the caller's database — not Kafka — holding the
-//! offsets that count.
+//! [`KafkaSource`] reads the partitions of that topic a projector running as its own
+//! process holds [`PartitionLeases`] on, with the caller's database — not Kafka —
+//! holding the offsets that count (and the leases).
 //!
 //! # Delivery: at least once, deduplicated by position
 //!
@@ -35,6 +35,7 @@
 
 pub mod checkpoint;
 pub mod consumer;
+pub mod leases;
 pub mod relay;
 
 use chrono::{DateTime, Utc};
@@ -46,6 +47,7 @@ use crate::{Position, RecordedEvent, Version};
 
 pub use checkpoint::{RelayCheckpoint, SqliteRelayCheckpoint};
 pub use consumer::{BoxError, KafkaSource, OffsetStore, SourceConfig, SourceError, SourcedEvent};
+pub use leases::{PartitionLeases, lease_holders};
 pub use relay::{Relay, RelayConfig, RelayError, RelayOutcome};
 
 /// The topic the relay writes and the projector reads unless configured otherwise.

@@ -1126,11 +1126,9 @@ async fn snapshot(
 
 #[tokio::test]
 async fn events_read_models_and_idempotency_keys_survive_a_restart() {
-    let dir = TempDir::new().expect("temp dir");
-    let clock = ManualClock::new(Utc::now());
     let tenant = Uuid::now_v7();
 
-    let app = spawn_app_in(dir.path().to_path_buf(), clock.clone()).await;
+    let app = spawn_app().await;
     let admin = app.token(tenant, Role::Admin);
     let editor = app.token(tenant, Role::Editor);
     let set = app
@@ -1196,12 +1194,13 @@ async fn events_read_models_and_idempotency_keys_survive_a_restart() {
     assert_eq!(before.0["committed_micros"], 25_000);
     assert_eq!(before.0["thresholds_crossed"], json!([10]));
     assert_eq!(before.2["items"].as_array().expect("items").len(), 3);
-    app.stop().await;
-
-    let app = spawn_app_in(dir.path().to_path_buf(), clock).await;
+    // Embedded: stopped and started again on its data directory. Production: every
+    // process killed with SIGKILL and started again.
+    let app = app.restart().await;
     assert_eq!(app.event_count().await, head, "every event is kept");
-    // The projector catches up before the server answers, so even a read without
-    // min_position sees everything.
+    // Even a read without min_position sees everything: embedded, the projector
+    // catches up before the server answers; in production the read models were
+    // complete in PostgreSQL before the kill.
     assert_eq!(app.ok_get(&editor, "/v1/posts").await, before.2);
     assert_eq!(
         snapshot(&app, &editor, &period, head).await,
@@ -1283,5 +1282,66 @@ async fn events_read_models_and_idempotency_keys_survive_a_restart() {
         ),
         (json!(0), json!(25_000))
     );
+    app.stop().await;
+}
+
+/// A gauge's value in a Prometheus text answer.
+fn gauge(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .map(|value| value.parse().expect("a gauge is a whole number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_pipeline_lag_and_it_reaches_zero_once_the_read_models_catch_up() {
+    let app = spawn_app().await;
+    let editor = app.token(Uuid::now_v7(), Role::Editor);
+    for n in 0..5 {
+        app.ok_command(
+            &editor,
+            "create-post",
+            &json!({"channel": "linkedin", "body": format!("metrics {n}")}),
+        )
+        .await;
+    }
+    let head = app.event_count().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // No token: the figures are the deployment's, not a tenant's.
+        let response = app
+            .client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        let text = response.text().await.expect("body");
+        assert_eq!(
+            gauge(&text, "tidemark_event_log_head_position"),
+            Some(head),
+            "{text}"
+        );
+        let projector_lag = gauge(&text, "tidemark_projector_lag_events").expect(&text);
+        let relay_lag = gauge(&text, "tidemark_relay_lag_events");
+        // The relay's gauges exist exactly when the deployment goes through Kafka.
+        assert_eq!(relay_lag.is_some(), crate::support::production(), "{text}");
+        if projector_lag == 0 && relay_lag.unwrap_or(0) == 0 {
+            assert_eq!(
+                gauge(&text, "tidemark_projector_applied_position"),
+                Some(head)
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lag never reached zero: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.stop().await;
 }

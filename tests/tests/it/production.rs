@@ -23,7 +23,7 @@ use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
 use workflows::networks::{ChannelCredentials, MastodonConfig};
 
 use crate::production_support::Process;
-use crate::support::{TestApp, spawn_production_app_with, test_settings};
+use crate::support::{TestApp, spawn_production_app, test_settings};
 
 /// A few tenants, each with a budget, doing reservations and posts.
 struct Workload {
@@ -211,20 +211,18 @@ fn app_topic(app: &TestApp) -> String {
         .unwrap_or_default()
 }
 
-/// A production deployment. With `static_membership` a restarted projector takes its
-/// partitions back at once (tansu 0.6 then delays a first join by some seconds, and
-/// never hands a killed static member's partitions to others); without it, members
-/// join at once. See docs/production.md.
-async fn production_app(static_membership: bool) -> TestApp {
+/// A production deployment with a long consistency wait (the crash tests wait for
+/// restarted processes).
+async fn production_app() -> TestApp {
     let dir = TempDir::new().expect("temp dir");
     let mut settings = test_settings(dir.path().to_path_buf());
     settings.query.consistency_wait_ms = 10_000;
-    spawn_production_app_with(settings, dir, static_membership).await
+    spawn_production_app(settings, dir).await
 }
 
 #[tokio::test]
 async fn killing_the_projector_and_the_relay_mid_stream_loses_and_duplicates_nothing() {
-    let mut app = production_app(true).await;
+    let mut app = production_app().await;
     let mut workload = Workload::new(&app, 3).await;
     workload.round(&app, 0).await;
     workload.round(&app, 1).await;
@@ -247,21 +245,77 @@ async fn killing_the_projector_and_the_relay_mid_stream_loses_and_duplicates_not
     app.stop().await;
 }
 
+/// Which PostgreSQL session (one per projector process) holds which partition leases.
+async fn lease_holders(app: &TestApp) -> BTreeMap<i32, Vec<i32>> {
+    let deployment = app.production.as_ref().expect("production deployment");
+    eventlog::kafka::lease_holders(
+        &deployment.db.owner_url(),
+        &deployment.group(),
+        &deployment.topic(),
+    )
+    .await
+    .expect("pg_locks is readable")
+}
+
+/// Waits until the partition leases are held by `holders` sessions, `partitions` in
+/// all, none twice; returns them.
+async fn wait_for_leases(app: &TestApp, holders: usize) -> BTreeMap<i32, Vec<i32>> {
+    let partitions = app
+        .production
+        .as_ref()
+        .expect("production deployment")
+        .partitions();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let current = lease_holders(app).await;
+        let mut held: Vec<i32> = current.values().flatten().copied().collect();
+        held.sort_unstable();
+        if current.len() == holders && held == (0..partitions).collect::<Vec<_>>() {
+            return current;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leases never settled on {holders} holders of {partitions} partitions: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_second_projector_in_the_group_takes_over_when_the_first_is_killed() {
-    let mut app = production_app(false).await;
+    let mut app = production_app().await;
     app.production
         .as_mut()
         .expect("production deployment")
         .start_process(Process::SecondProjector);
-    let mut workload = Workload::new(&app, 4).await;
+    // Enough tenants that every partition carries some of them.
+    let mut workload = Workload::new(&app, 12).await;
     workload.round(&app, 0).await;
+    let shared = wait_for_leases(&app, 2).await;
+    let partitions = app
+        .production
+        .as_ref()
+        .expect("production deployment")
+        .partitions();
+    let partitions = usize::try_from(partitions).expect("positive");
+    for (holder, held) in &shared {
+        assert_eq!(
+            held.len(),
+            partitions / 2,
+            "each of two projectors reads half the partitions: session {holder} holds {held:?} of {shared:?}"
+        );
+    }
     workload.round(&app, 1).await;
     app.production
         .as_mut()
         .expect("production deployment")
         .kill(Process::Projector);
     workload.round(&app, 2).await;
+    let survivor = wait_for_leases(&app, 1).await;
+    assert!(
+        survivor.keys().all(|holder| shared.contains_key(holder)),
+        "the surviving projector, not a newcomer, took every partition: {survivor:?} after {shared:?}"
+    );
     workload.round(&app, 3).await;
     workload.converge(&app, 4).await;
     workload.assert_read_models_equal_a_rebuild(&app).await;
@@ -270,7 +324,7 @@ async fn a_second_projector_in_the_group_takes_over_when_the_first_is_killed() {
 
 #[tokio::test]
 async fn a_broker_restarted_mid_run_loses_nothing() {
-    let mut app = production_app(false).await;
+    let mut app = production_app().await;
     let mut workload = Workload::new(&app, 3).await;
     workload.round(&app, 0).await;
     app.production
@@ -304,7 +358,7 @@ async fn killing_the_generation_workflow_mid_run_charges_nothing_twice_and_loses
     // Slow calls, a few at a time, so the kill lands while some are in flight.
     settings.ai.local_latency_ms = 400;
     settings.ai.concurrency = 4;
-    let mut app = spawn_production_app_with(settings, dir, false).await;
+    let mut app = spawn_production_app(settings, dir).await;
     let tenant = Uuid::now_v7();
     let admin = app.token(tenant, Role::Admin);
     app.ok_command(
@@ -611,5 +665,113 @@ async fn a_thousand_scheduled_posts_are_each_delivered_once_across_a_workflows_k
         }
     }
     eprintln!("{before_restart} posts delivered before the kill, {reconciled} reconciled after it");
+
+/// Polls `path` until `done` holds, for at most `within`.
+async fn poll_until(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let value = app.ok_get(token, path).await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "GET {path} never got there: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Timers on the system clock, in the workflows process: a post scheduled a moment
+/// ahead and a reservation with a short ttl both fall due while the workflows process
+/// is down; once it starts again, its missed-timer sweep publishes the post (once) and
+/// expires the reservation, freeing its amount — with no later command to prompt it.
+#[tokio::test]
+async fn timers_missed_while_the_workflows_process_was_down_fire_when_it_starts() {
+    const HARD: i64 = 100_000;
+    let mut app = production_app().await;
+    let tenant = Uuid::now_v7();
+    let admin = app.token(tenant, Role::Admin);
+    let period = Period::containing(Utc::now()).to_string();
+    app.ok_command(
+        &admin,
+        "set-budget-limits",
+        &json!({"soft_limit_micros": HARD, "hard_limit_micros": HARD, "period": period}),
+    )
+    .await;
+    app.production
+        .as_mut()
+        .expect("production deployment")
+        .kill(Process::Workflows);
+
+    let reserved = app
+        .ok_command(
+            &admin,
+            "reserve-budget",
+            &json!({"amount_micros": HARD, "purpose": "held too long", "ttl_seconds": 1}),
+        )
+        .await;
+    let post = app
+        .ok_command(
+            &admin,
+            "create-post",
+            &json!({"channel": "linkedin", "body": "scheduled while the timers were down"}),
+        )
+        .await;
+    let post_id = post["post_id"].as_str().expect("post id").to_owned();
+    let publish_at = Utc::now() + chrono::TimeDelta::seconds(1);
+    app.ok_command(
+        &admin,
+        "schedule-post",
+        &json!({"post_id": post_id, "publish_at": publish_at}),
+    )
+    .await;
+    // Both fall due while nothing runs the timers.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let waiting = app.ok_get(&admin, &format!("/v1/posts/{post_id}")).await;
+    assert_eq!(waiting["status"], "scheduled", "{waiting}");
+
+    app.production
+        .as_mut()
+        .expect("production deployment")
+        .start_process(Process::Workflows);
+    let published = poll_until(
+        &app,
+        &admin,
+        &format!("/v1/posts/{post_id}"),
+        Duration::from_secs(30),
+        |p| p["status"] == "published",
+    )
+    .await;
+    assert_eq!(
+        published["delivery"]["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "delivered exactly once: {published}"
+    );
+    let reservation_id = reserved["reservation_id"].as_str().expect("id");
+    let listed = poll_until(
+        &app,
+        &admin,
+        &format!("/v1/budget/reservations?period={period}&status=all"),
+        Duration::from_secs(30),
+        |v| v["items"][0]["status"] == "expired",
+    )
+    .await;
+    assert_eq!(listed["items"][0]["reservation_id"], reservation_id);
+    let budget = poll_until(
+        &app,
+        &admin,
+        &format!("/v1/budget?period={period}"),
+        Duration::from_secs(30),
+        |b| b["available_micros"] == HARD,
+    )
+    .await;
+    assert_eq!(budget["reserved_micros"], 0, "{budget}");
     app.stop().await;
 }

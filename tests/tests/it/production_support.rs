@@ -25,7 +25,7 @@ pub enum Process {
     /// `tidemark serve command-api query-api`.
     Api,
     Projector,
-    /// A second projector in the same consumer group.
+    /// A second projector in the same group, sharing the partitions.
     SecondProjector,
     Relay,
     Workflows,
@@ -120,14 +120,11 @@ pub struct Deployment {
     env: BTreeMap<String, String>,
     processes: BTreeMap<Process, Child>,
     api_port: u16,
-    /// Whether projectors join with a `group.instance.id`, so a restarted one takes
-    /// its own partitions back at once (see `kafka.instance_id`).
-    static_membership: bool,
 }
 
 impl Deployment {
     /// Creates the database and broker and starts every process.
-    pub async fn start(settings: &Settings, dir: &Path, static_membership: bool) -> Self {
+    pub async fn start(settings: &Settings, dir: &Path) -> Self {
         let db = TestDatabase::create().await;
         let broker = Broker::start(dir);
         let suffix = Uuid::new_v4().simple().to_string();
@@ -215,7 +212,6 @@ impl Deployment {
             env,
             processes: BTreeMap::new(),
             api_port: 0,
-            static_membership,
         };
         // The relay creates the topic; the projectors join after it exists.
         for process in [
@@ -237,6 +233,22 @@ impl Deployment {
             .unwrap_or_default()
     }
 
+    /// The projectors' group of this deployment.
+    pub fn group(&self) -> String {
+        self.env
+            .get("TIDEMARK_KAFKA__GROUP")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The events topic's partition count.
+    pub fn partitions(&self) -> i32 {
+        self.env
+            .get("TIDEMARK_KAFKA__PARTITIONS")
+            .and_then(|p| p.parse().ok())
+            .expect("the deployment sets its partition count")
+    }
+
     /// Where the API process listens.
     pub fn api_address(&self) -> String {
         format!("http://127.0.0.1:{}", self.api_port)
@@ -246,16 +258,6 @@ impl Deployment {
     pub fn start_process(&mut self, process: Process) {
         let mut command = Command::new(tidemark_binary());
         command.arg("serve").args(process.components());
-        // Static membership: a restarted projector is the same group member.
-        match process {
-            Process::Projector if self.static_membership => {
-                command.env("TIDEMARK_KAFKA__INSTANCE_ID", "projector-a")
-            }
-            Process::SecondProjector if self.static_membership => {
-                command.env("TIDEMARK_KAFKA__INSTANCE_ID", "projector-b")
-            }
-            _ => &mut command,
-        };
         if process == Process::Api {
             let port = if self.api_port == 0 {
                 free_port()
@@ -298,6 +300,27 @@ impl Deployment {
         if let Some(mut child) = self.processes.remove(&process) {
             child.kill().ok();
             child.wait().ok();
+        }
+    }
+
+    /// Kills every process with SIGKILL, as a machine losing power would, and starts
+    /// them all again on the same database and broker (the API on the same port).
+    pub fn restart_all(&mut self) {
+        let running: Vec<Process> = self.processes.keys().copied().collect();
+        for process in &running {
+            self.kill(*process);
+        }
+        // The relay creates the topic; the projectors read after it exists.
+        for process in [
+            Process::Api,
+            Process::Relay,
+            Process::Projector,
+            Process::SecondProjector,
+            Process::Workflows,
+        ] {
+            if running.contains(&process) {
+                self.start_process(process);
+            }
         }
     }
 

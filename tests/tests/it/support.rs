@@ -156,18 +156,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts the production deployment (API, projector, relay and workflows processes on
 /// a fresh PostgreSQL database and a fresh Kafka broker), whatever the environment says.
 pub async fn spawn_production_app(settings: Settings, dir: TempDir) -> TestApp {
-    spawn_production_app_with(settings, dir, false).await
-}
-
-/// [`spawn_production_app`], choosing whether projectors use static group membership.
-pub async fn spawn_production_app_with(
-    settings: Settings,
-    dir: TempDir,
-    static_membership: bool,
-) -> TestApp {
-    let deployment =
-        crate::production_support::Deployment::start(&settings, dir.path(), static_membership)
-            .await;
+    let deployment = crate::production_support::Deployment::start(&settings, dir.path()).await;
     let mut settings = settings;
     settings.database.url = Some(SecretString::from(deployment.db.owner_url()));
     settings.database.app_url = Some(SecretString::from(deployment.db.app_url()));
@@ -271,6 +260,20 @@ impl TestApp {
     /// The number of events in the store (to show a refused request stored nothing).
     pub async fn event_count(&self) -> u64 {
         self.stores.store.head().await.expect("head")
+    }
+
+    /// Restarts the whole application on its stores: embedded, stops it and starts
+    /// it again on its data directory (with the same clock); production, kills every
+    /// process (SIGKILL) and starts them again on the same database and broker.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(deployment) = self.production.as_mut() {
+            deployment.restart_all();
+            return self;
+        }
+        let dir = self._dir.take();
+        let (settings, clock) = (self.settings.clone(), self.clock.clone());
+        self.stop().await;
+        start(settings, dir, clock).await
     }
 
     /// Stops the server and the background components and waits for them.
