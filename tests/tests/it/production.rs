@@ -545,7 +545,7 @@ async fn a_thousand_scheduled_posts_are_each_delivered_once_across_a_workflows_k
             }),
         );
     }
-    let mut app = spawn_production_app_with(settings, dir, false).await;
+    let mut app = spawn_production_app(settings, dir).await;
 
     let mut posts = Vec::new();
     for tenant in &tenants {
@@ -665,6 +665,8 @@ async fn a_thousand_scheduled_posts_are_each_delivered_once_across_a_workflows_k
         }
     }
     eprintln!("{before_restart} posts delivered before the kill, {reconciled} reconciled after it");
+    app.stop().await;
+}
 
 /// Polls `path` until `done` holds, for at most `within`.
 async fn poll_until(
