@@ -233,7 +233,7 @@ async fn two_projectors_racing_over_the_same_read_models_apply_each_event_once()
     for i in 0..5 {
         let post_id = PostId::from_uuid(Uuid::now_v7());
         let create = post::Command::Create {
-            channel: Channel::new("linkedin").expect("channel"),
+            channels: vec![Channel::new("linkedin").expect("channel")],
             body: format!("post {i}"),
             campaign_id: None,
         };
