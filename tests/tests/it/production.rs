@@ -305,6 +305,17 @@ async fn a_second_projector_in_the_group_takes_over_when_the_first_is_killed() {
             "each of two projectors reads half the partitions: session {holder} holds {held:?} of {shared:?}"
         );
     }
+    // What an operator sees: both projectors, and no partition left unread.
+    let status = app
+        .production
+        .as_ref()
+        .expect("production deployment")
+        .run_cli(&["projections", "status"]);
+    assert!(status.contains("projectors (sessions):  2"), "{status}");
+    assert!(!status.contains("partitions nobody reads"), "{status}");
+    for holder in shared.keys() {
+        assert!(status.contains(&format!("session {holder} ")), "{status}");
+    }
     workload.round(&app, 1).await;
     app.production
         .as_mut()

@@ -303,6 +303,23 @@ impl Deployment {
         }
     }
 
+    /// Runs `tidemark <args>` with this deployment's settings, as an operator on the
+    /// same machine would; returns its standard output (and fails on an error exit).
+    pub fn run_cli(&self, args: &[&str]) -> String {
+        let output = Command::new(tidemark_binary())
+            .args(args)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tidemark runs");
+        assert!(
+            output.status.success(),
+            "tidemark {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
     /// Kills every process with SIGKILL, as a machine losing power would, and starts
     /// them all again on the same database and broker (the API on the same port).
     pub fn restart_all(&mut self) {
