@@ -1,7 +1,7 @@
 //! Wires the components into a running application.
 //!
 //! [`Application::build`] opens the stores, starts the background components
-//! (projector, publisher, generator, scheduler, reservation expiry) and binds the HTTP listener;
+//! (projector, publisher, generator, timers) and binds the HTTP listener;
 //! tests build it on port 0 and drive it over HTTP. [`Application::build_components`]
 //! runs any subset, which is what `tidemark serve <component>…` does in production:
 //! each component its own process, scaled on its own. `main.rs` does nothing else but
@@ -25,10 +25,9 @@ use query_api::QueryApi;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use workflows::expiry::ReservationExpiry;
 use workflows::generation::Generator;
 use workflows::publisher::Publisher;
-use workflows::scheduler::Scheduler;
+use workflows::timers::Timers;
 
 use crate::settings::Settings;
 
@@ -105,7 +104,7 @@ pub enum Component {
     Projector,
     /// Feeds the store's global log to Kafka.
     Relay,
-    /// Publisher, generator (AI calls), scheduler and reservation expiry.
+    /// Publisher, generator (AI calls) and timers (scheduled posts, reservation expiry).
     Workflows,
 }
 
@@ -222,18 +221,11 @@ impl Application {
                 .run(shutdown_rx.clone()),
             ));
             tasks.push(tokio::spawn(
-                Scheduler {
+                Timers {
                     service: service.clone(),
                     models: models.clone(),
                     every: tick,
-                }
-                .run(shutdown_rx.clone()),
-            ));
-            tasks.push(tokio::spawn(
-                ReservationExpiry {
-                    service: service.clone(),
-                    models: models.clone(),
-                    every: tick,
+                    concurrency: settings.workflows.timer_concurrency.max(1),
                 }
                 .run(shutdown_rx.clone()),
             ));

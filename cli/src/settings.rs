@@ -274,8 +274,16 @@ pub struct QuerySettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkflowSettings {
-    /// How often the scheduler and the reservation-expiry sweeper run, in milliseconds.
+    /// How often the timers (scheduled posts, reservation expiry) and the publisher
+    /// look for due work, in milliseconds.
     pub tick_ms: u64,
+    /// Tenants whose due timers fire at the same time, at most.
+    #[serde(default = "default_timer_concurrency")]
+    pub timer_concurrency: usize,
+}
+
+fn default_timer_concurrency() -> usize {
+    8
 }
 
 impl Settings {

@@ -37,7 +37,7 @@ async fn status_reports_the_lag_and_rebuild_closes_it() {
         let tenant = TenantId::from_uuid(Uuid::now_v7());
         for _ in 0..3 {
             let create = Command::Create {
-                channel: Channel::new("blog").expect("channel"),
+                channels: vec![Channel::new("blog").expect("channel")],
                 body: "hello".into(),
                 campaign_id: None,
             };

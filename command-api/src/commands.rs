@@ -112,13 +112,14 @@ pub const COMMANDS: &[CommandRoute] = &[
         name: "create-post",
         role: Role::Editor,
         status: 200,
-        summary: "Create a draft post for a channel",
+        summary: "Create a draft post for one channel or several",
         plan: plan_create_post,
         answer_ids: &["post_id"],
         errors: &[
             (409, "post_already_exists"),
             (422, "invalid_post_body"),
             (422, "invalid_channel"),
+            (422, "invalid_post_channels"),
         ],
     },
     CommandRoute {
@@ -166,13 +167,16 @@ pub const COMMANDS: &[CommandRoute] = &[
         name: "retry-delivery",
         role: Role::Admin,
         status: 200,
-        summary: "Deliver a failed post again now, or bring its next attempt forward",
+        summary: "Deliver a failed target of a post again now, or bring its next attempt forward",
         plan: plan_retry_delivery,
         answer_ids: &["post_id"],
         errors: &[
             (404, "post_not_found"),
             (409, "invalid_post_transition"),
             (409, "version_conflict"),
+            (422, "invalid_channel"),
+            (422, "channel_required"),
+            (422, "unknown_post_channel"),
         ],
     },
     CommandRoute {
@@ -188,6 +192,9 @@ pub const COMMANDS: &[CommandRoute] = &[
             (409, "version_conflict"),
             (422, "invalid_network_post_id"),
             (422, "invalid_failure_reason"),
+            (422, "invalid_channel"),
+            (422, "channel_required"),
+            (422, "unknown_post_channel"),
         ],
     },
     CommandRoute {
@@ -320,16 +327,39 @@ fn post_action(post_id: Uuid, expected_version: Option<u64>, command: post::Comm
     }
 }
 
+fn channel(raw: &str) -> Result<Channel, ApiError> {
+    Channel::new(raw).map_err(|e| ApiError::invalid("invalid_channel", format!("{raw:?}: {e}")))
+}
+
 fn plan_create_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
     let b: body::CreatePost = parse(value)?;
-    let channel = Channel::new(&b.channel)
-        .map_err(|e| ApiError::invalid("invalid_channel", e.to_string()))?;
+    // One of the two is required, like any required field: leaving both out is a
+    // malformed body. Giving both is a well-formed body asking two things at once.
+    let channels = match (b.channel, b.channels) {
+        (Some(one), None) => vec![channel(&one)?],
+        (None, Some(several)) => several
+            .iter()
+            .map(|raw| channel(raw))
+            .collect::<Result<_, _>>()?,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_post_channels",
+                "give either channel or channels, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::InvalidBody(
+                "missing field `channel` (one channel slug) or `channels` (a list of 1 to 10)"
+                    .into(),
+            ));
+        }
+    };
     let post_id = b.post_id.unwrap_or_else(Uuid::now_v7);
     Ok(post_action(
         post_id,
         None,
         post::Command::Create {
-            channel,
+            channels,
             body: b.body,
             campaign_id: b.campaign_id.map(CampaignId::from_uuid),
         },
@@ -378,15 +408,17 @@ fn plan_cancel_post(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError>
 
 fn plan_retry_delivery(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
     let b: body::RetryDelivery = parse(value)?;
+    let channel = b.channel.as_deref().map(channel).transpose()?;
     Ok(post_action(
         b.post_id,
         b.expected_version,
-        post::Command::RetryDelivery,
+        post::Command::RetryDelivery { channel },
     ))
 }
 
 fn plan_resolve_unconfirmed(value: Value, _: DateTime<Utc>) -> Result<Planned, ApiError> {
     let b: body::ResolveUnconfirmed = parse(value)?;
+    let channel = b.channel.as_deref().map(channel).transpose()?;
     let outcome = match b.outcome {
         body::DeliveryOutcome::Published => post::Resolution::Published {
             network_post_id: b.network_post_id.unwrap_or_default(),
@@ -401,7 +433,7 @@ fn plan_resolve_unconfirmed(value: Value, _: DateTime<Utc>) -> Result<Planned, A
     Ok(post_action(
         b.post_id,
         b.expected_version,
-        post::Command::ResolveUnconfirmed { outcome },
+        post::Command::ResolveUnconfirmed { channel, outcome },
     ))
 }
 

@@ -101,9 +101,13 @@ fn command_problem(error: &CommandError) -> Problem {
                 post::Rejection::NotFound => S::NOT_FOUND,
                 post::Rejection::AlreadyExists
                 | post::Rejection::InvalidTransition { .. }
+                | post::Rejection::InvalidDeliveryTransition { .. }
                 | post::Rejection::AttemptInFlight
                 | post::Rejection::AttemptNotDue => S::CONFLICT,
                 post::Rejection::BadBody
+                | post::Rejection::BadChannels
+                | post::Rejection::UnknownChannel(_)
+                | post::Rejection::ChannelRequired
                 | post::Rejection::PublishTimeInPast
                 | post::Rejection::EmptyReason
                 | post::Rejection::EmptyNetworkId => S::UNPROCESSABLE_ENTITY,

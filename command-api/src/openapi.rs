@@ -122,6 +122,8 @@ fn webhook_path() -> Value {
                     "type": {"type": "string", "enum": ["post.delivery_confirmed", "post.removed"]},
                     "tenant_id": {"type": "string", "format": "uuid"},
                     "post_id": {"type": "string", "format": "uuid"},
+                    "channel": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$",
+                                "description": "The post's target the callback is about. May be left out when the post has one target, when the target already holds network_post_id, or (a confirmation) when one delivery waits for an answer."},
                     "network_post_id": {"type": "string"},
                     "url": {"type": "string"}
                 }
@@ -134,7 +136,7 @@ fn webhook_path() -> Value {
                 "404": problem("unknown_webhook_network; post_not_found"),
                 "409": problem("invalid_post_transition"),
                 "413": problem("payload_too_large"),
-                "422": problem("invalid_webhook_body; invalid_network_post_id"),
+                "422": problem("invalid_webhook_body; invalid_network_post_id; channel_required; unknown_post_channel"),
             }
         }
     })

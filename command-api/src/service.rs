@@ -796,12 +796,24 @@ impl CommandService {
     {
         let slot = cache.slot(stream.as_str());
         let mut slot = slot.lock().await;
-        for attempt in 1..=MAX_ATTEMPTS {
-            self.catch_up::<A>(envelope.tenant, stream, &mut slot)
-                .await?;
+        // Decide on what the slot already holds, without reading the stream first: the
+        // append's expected version proves the state was current (a stream this
+        // process never loaded holds version 0, so a new stream is appended to without
+        // any read). Only an outcome that is not proven by an append — a rejection, a
+        // version mismatch, nothing to do — is decided again on a caught-up slot
+        // before it is answered, and a lost race catches up and decides again.
+        let mut caught_up = false;
+        let mut attempt = 0;
+        loop {
             if let Some(expected) = expected_version
                 && expected != slot.version
             {
+                if !caught_up {
+                    self.catch_up::<A>(envelope.tenant, stream, &mut slot)
+                        .await?;
+                    caught_up = true;
+                    continue;
+                }
                 // A stream that does not exist has no version to conflict with: the
                 // caller gets what the command itself answers (for a post, "not found").
                 if slot.version == 0 {
@@ -812,7 +824,15 @@ impl CommandService {
                     actual: slot.version,
                 });
             }
-            let events = A::decide(&slot.state, command.clone(), ctx)?;
+            let decided = A::decide(&slot.state, command.clone(), ctx);
+            let unproven = !matches!(&decided, Ok(events) if !events.is_empty());
+            if unproven && !caught_up {
+                self.catch_up::<A>(envelope.tenant, stream, &mut slot)
+                    .await?;
+                caught_up = true;
+                continue;
+            }
+            let events = decided?;
             if events.is_empty() {
                 return Ok(Done {
                     appended: None,
@@ -858,8 +878,16 @@ impl CommandService {
                     });
                 }
                 Err(StoreError::VersionConflict { .. }) => {
-                    // Another process appended first: catch up and decide again.
+                    // Another process appended first (or this slot was never loaded):
+                    // catch up and decide again.
+                    attempt += 1;
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(CommandError::Contention);
+                    }
                     tracing::debug!(stream = %stream, attempt, "lost an append race, retrying");
+                    self.catch_up::<A>(envelope.tenant, stream, &mut slot)
+                        .await?;
+                    caught_up = true;
                 }
                 Err(StoreError::IdempotencyKeyTaken(_)) => {
                     return Err(CommandError::IdempotencyKeyTaken);
@@ -867,7 +895,6 @@ impl CommandService {
                 Err(other) => return Err(CommandError::Store(other)),
             }
         }
-        Err(CommandError::Contention)
     }
 }
 

@@ -12,7 +12,10 @@
 //! mis-signed and stale callbacks are refused with a problem body and change nothing.
 //!
 //! The body is `{"type": "post.delivery_confirmed" | "post.removed", "tenant_id",
-//! "post_id", "network_post_id", "url"?}`.
+//! "post_id", "channel"?, "network_post_id", "url"?}`. `channel` names the post's
+//! target; without it the callback lands on the post's only target, the one already
+//! holding `network_post_id`, or (a confirmation) the one delivery waiting for an
+//! answer — else it is refused with `channel_required`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use auth::Problem;
 use auth::webhooks::{Verifier, WebhookError, WebhookHeaders};
 use domain::post::Command;
-use domain::{PostId, TenantId};
+use domain::{Channel, PostId, TenantId};
 use eventlog::{IdempotencyRecord, IdempotentResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -48,6 +51,8 @@ struct Callback {
     kind: CallbackType,
     tenant_id: Uuid,
     post_id: Uuid,
+    #[serde(default)]
+    channel: Option<String>,
     network_post_id: String,
     #[serde(default)]
     url: Option<String>,
@@ -119,6 +124,16 @@ async fn handle(
             ));
         }
     };
+    let channel = match callback.channel.as_deref().map(Channel::new).transpose() {
+        Ok(channel) => channel,
+        Err(error) => {
+            return Ok(refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_webhook_body",
+                format!("the callback's channel is not a channel slug: {error}"),
+            ));
+        }
+    };
     let tenant = TenantId::from_uuid(callback.tenant_id);
     // The spaces keep this key out of reach of a client's `Idempotency-Key` (visible
     // ASCII only), so a client cannot claim a webhook id before the network sends it.
@@ -137,10 +152,12 @@ async fn handle(
     }
     let command = match callback.kind {
         CallbackType::DeliveryConfirmed => Command::ConfirmDelivery {
+            channel,
             network_post_id: callback.network_post_id,
             url: callback.url,
         },
         CallbackType::Removed => Command::RecordRemoved {
+            channel,
             network_post_id: callback.network_post_id,
         },
     };

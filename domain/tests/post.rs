@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use domain::post::{
-    Action, Command, Ctx, Event, MAX_BODY_CHARS, PublishTrigger, Rejection, Resolution, State,
-    Status, decide, evolve,
+    Action, Command, Ctx, DeliveryState, Event, MAX_BODY_CHARS, MAX_TARGETS, PublishTrigger,
+    Rejection, Resolution, State, Status, decide, evolve, status_of,
 };
 use domain::{CampaignId, Channel};
 use uuid::Uuid;
@@ -43,9 +43,17 @@ fn campaign() -> CampaignId {
     CampaignId::from_uuid(Uuid::from_u128(7))
 }
 
+fn channel(slug: &str) -> Channel {
+    Channel::new(slug).expect("a valid channel")
+}
+
+fn mastodon() -> Channel {
+    channel("mastodon")
+}
+
 fn create(body: &str) -> Command {
     Command::Create {
-        channel: linkedin(),
+        channels: vec![linkedin()],
         body: body.into(),
         campaign_id: Some(campaign()),
     }
@@ -53,7 +61,7 @@ fn create(body: &str) -> Command {
 
 fn created() -> Event {
     Event::Created {
-        channel: linkedin(),
+        channels: vec![linkedin()],
         body: "Hello".into(),
         campaign_id: Some(campaign()),
     }
@@ -88,18 +96,33 @@ fn publish() -> Command {
 fn publish_requested() -> Event {
     Event::PublishRequested {
         trigger: PublishTrigger::Manual,
+        channel: None,
+    }
+}
+
+/// The event of an operator's retry of one target.
+fn retry_requested(on: Channel) -> Event {
+    Event::PublishRequested {
+        trigger: PublishTrigger::Manual,
+        channel: Some(on),
     }
 }
 
 fn record_published(network_post_id: &str) -> Command {
     Command::RecordPublished {
+        channel: linkedin(),
         network_post_id: network_post_id.into(),
         url: Some("https://example.com/p/1".into()),
     }
 }
 
 fn published(network_post_id: &str) -> Event {
+    published_on(linkedin(), network_post_id)
+}
+
+fn published_on(on: Channel, network_post_id: &str) -> Event {
     Event::Published {
+        channel: Some(on),
         network_post_id: network_post_id.into(),
         url: Some("https://example.com/p/1".into()),
     }
@@ -107,18 +130,33 @@ fn published(network_post_id: &str) -> Event {
 
 fn record_failed(reason: &str) -> Command {
     Command::RecordFailed {
+        channel: linkedin(),
         reason: reason.into(),
     }
 }
 
 fn failed(reason: &str) -> Event {
+    failed_on(linkedin(), reason)
+}
+
+fn failed_on(on: Channel, reason: &str) -> Event {
     Event::PublishFailed {
+        channel: Some(on),
         reason: reason.into(),
     }
 }
 
 fn refused(from: Status, action: Action) -> Result<Vec<Event>, Rejection> {
     Err(Rejection::InvalidTransition { from, action })
+}
+
+/// A delivery command refused by the state of the (only) target's delivery.
+fn refused_delivery(from: DeliveryState, action: Action) -> Result<Vec<Event>, Rejection> {
+    Err(Rejection::InvalidDeliveryTransition {
+        channel: linkedin(),
+        from,
+        action,
+    })
 }
 
 /// A history that leaves a post in `status`.
@@ -148,27 +186,57 @@ fn history(status: Status) -> Vec<Event> {
             publish_requested(),
             published("n-1"),
             Event::Removed {
+                channel: Some(linkedin()),
                 network_post_id: "n-1".into(),
             },
+        ],
+        Status::PartiallyPublished => vec![
+            created_for(&[linkedin(), mastodon()]),
+            publish_requested(),
+            published("n-1"),
+            failed_on(mastodon(), "refused"),
         ],
     }
 }
 
+fn created_for(channels: &[Channel]) -> Event {
+    Event::Created {
+        channels: channels.to_vec(),
+        body: "Hello".into(),
+        campaign_id: None,
+    }
+}
+
 fn start_attempt() -> Command {
+    start_attempt_on(linkedin())
+}
+
+fn start_attempt_on(on: Channel) -> Command {
     Command::StartAttempt {
+        channel: on,
         network: "mastodon".into(),
     }
 }
 
 fn attempt_started(attempt: u32) -> Event {
+    attempt_started_on(linkedin(), attempt)
+}
+
+fn attempt_started_on(on: Channel, attempt: u32) -> Event {
     Event::DeliveryAttemptStarted {
+        channel: Some(on),
         attempt,
         network: "mastodon".into(),
     }
 }
 
 fn attempt_failed(attempt: u32, retry_at: Option<DateTime<Utc>>) -> Event {
+    attempt_failed_on(linkedin(), attempt, retry_at)
+}
+
+fn attempt_failed_on(on: Channel, attempt: u32, retry_at: Option<DateTime<Utc>>) -> Event {
     Event::DeliveryAttemptFailed {
+        channel: Some(on),
         attempt,
         code: "network_unavailable".into(),
         reason: "503".into(),
@@ -177,7 +245,12 @@ fn attempt_failed(attempt: u32, retry_at: Option<DateTime<Utc>>) -> Event {
 }
 
 fn record_attempt_failed(retry_at: Option<DateTime<Utc>>) -> Command {
+    record_attempt_failed_on(linkedin(), retry_at)
+}
+
+fn record_attempt_failed_on(on: Channel, retry_at: Option<DateTime<Utc>>) -> Command {
     Command::RecordAttemptFailed {
+        channel: on,
         code: "network_unavailable".into(),
         reason: "503".into(),
         retry_at,
@@ -185,7 +258,12 @@ fn record_attempt_failed(retry_at: Option<DateTime<Utc>>) -> Command {
 }
 
 fn unconfirmed(attempt: u32) -> Event {
+    unconfirmed_on(linkedin(), attempt)
+}
+
+fn unconfirmed_on(on: Channel, attempt: u32) -> Event {
     Event::DeliveryUnconfirmed {
+        channel: Some(on),
         attempt,
         reason: "timeout".into(),
     }
@@ -212,12 +290,12 @@ fn creating_a_post_records_it_as_a_draft() {
 #[test]
 fn a_post_may_be_created_outside_any_campaign() {
     let command = Command::Create {
-        channel: linkedin(),
+        channels: vec![linkedin()],
         body: "Hello".into(),
         campaign_id: None,
     };
     let event = Event::Created {
-        channel: linkedin(),
+        channels: vec![linkedin()],
         body: "Hello".into(),
         campaign_id: None,
     };
@@ -255,7 +333,7 @@ fn a_body_of_the_maximum_length_in_characters_is_accepted() {
     // 'é' is two bytes: the limit counts characters, not bytes.
     let body = "é".repeat(MAX_BODY_CHARS);
     let event = Event::Created {
-        channel: linkedin(),
+        channels: vec![linkedin()],
         body: body.clone(),
         campaign_id: Some(campaign()),
     };
@@ -434,6 +512,7 @@ fn a_scheduled_post_that_falls_due_starts_publishing() {
         },
         Ok(vec![Event::PublishRequested {
             trigger: PublishTrigger::Schedule,
+            channel: None,
         }]),
     );
 }
@@ -510,10 +589,12 @@ fn a_publication_may_be_recorded_without_a_url() {
     check(
         &history(Status::Publishing),
         Command::RecordPublished {
+            channel: linkedin(),
             network_post_id: "n-1".into(),
             url: None,
         },
         Ok(vec![Event::Published {
+            channel: Some(linkedin()),
             network_post_id: "n-1".into(),
             url: None,
         }]),
@@ -579,7 +660,7 @@ fn recording_an_outcome_twice_is_refused() {
     check(
         &history(Status::Published),
         record_failed("late"),
-        refused(Status::Published, Action::RecordOutcome),
+        refused_delivery(DeliveryState::Published, Action::RecordOutcome),
     );
 }
 
@@ -648,7 +729,25 @@ fn allowed(status: Status, action: Action) -> bool {
         Status::Failed => action == Action::Publish,
         Status::Published | Status::Cancelled | Status::Absent => false,
         // The delivery states take only the delivery commands, tested below.
-        Status::RetryScheduled | Status::Unconfirmed | Status::Removed => false,
+        Status::RetryScheduled
+        | Status::Unconfirmed
+        | Status::Removed
+        | Status::PartiallyPublished => false,
+    }
+}
+
+/// How a state refuses an action: a delivery command on a post whose delivery started
+/// names the target's delivery state, anything else the post's status.
+fn refusal(from: Status, action: Action) -> Result<Vec<Event>, Rejection> {
+    let delivery = match from {
+        Status::Publishing => Some(DeliveryState::Pending),
+        Status::Published => Some(DeliveryState::Published),
+        Status::Failed => Some(DeliveryState::FailedPermanent),
+        _ => None,
+    };
+    match delivery {
+        Some(delivery) if action == Action::RecordOutcome => refused_delivery(delivery, action),
+        _ => refused(from, action),
     }
 }
 
@@ -663,7 +762,7 @@ fn every_state_allows_exactly_its_moves_and_refuses_the_rest_naming_state_and_ac
                 Ok(vec![event])
             } else {
                 illegal += 1;
-                refused(from, action)
+                refusal(from, action)
             };
             check(&history(from), command, then);
         }
@@ -725,6 +824,7 @@ fn every_status_has_its_stable_name() {
         (Status::Scheduled, "scheduled"),
         (Status::Publishing, "publishing"),
         (Status::Published, "published"),
+        (Status::PartiallyPublished, "partially_published"),
         (Status::Failed, "failed"),
         (Status::Cancelled, "cancelled"),
         (Status::RetryScheduled, "failed_retryable"),
@@ -743,6 +843,12 @@ fn every_rejection_has_its_stable_code() {
         (Rejection::AlreadyExists, "post_already_exists"),
         (Rejection::NotFound, "post_not_found"),
         (Rejection::BadBody, "invalid_post_body"),
+        (Rejection::BadChannels, "invalid_post_channels"),
+        (
+            Rejection::UnknownChannel(linkedin()),
+            "unknown_post_channel",
+        ),
+        (Rejection::ChannelRequired, "channel_required"),
         (Rejection::PublishTimeInPast, "publish_time_in_past"),
         (Rejection::EmptyReason, "invalid_failure_reason"),
         (Rejection::EmptyNetworkId, "invalid_network_post_id"),
@@ -750,6 +856,14 @@ fn every_rejection_has_its_stable_code() {
             Rejection::InvalidTransition {
                 from: Status::Draft,
                 action: Action::Edit,
+            },
+            "invalid_post_transition",
+        ),
+        (
+            Rejection::InvalidDeliveryTransition {
+                channel: linkedin(),
+                from: DeliveryState::Unconfirmed,
+                action: Action::Retry,
             },
             "invalid_post_transition",
         ),
@@ -834,7 +948,7 @@ fn a_failure_without_an_attempt_in_flight_is_refused() {
     check(
         &history(Status::Publishing),
         record_attempt_failed(None),
-        refused(Status::Publishing, Action::RecordOutcome),
+        refused_delivery(DeliveryState::Pending, Action::RecordOutcome),
     );
 }
 
@@ -844,6 +958,7 @@ fn an_attempt_with_an_unknown_outcome_is_unconfirmed() {
     check(
         &given,
         Command::RecordUnconfirmed {
+            channel: linkedin(),
             reason: "timeout".into(),
         },
         Ok(vec![unconfirmed(1)]),
@@ -855,12 +970,12 @@ fn an_unconfirmed_delivery_is_never_attempted_again() {
     check(
         &history(Status::Unconfirmed),
         start_attempt(),
-        refused(Status::Unconfirmed, Action::StartAttempt),
+        refused_delivery(DeliveryState::Unconfirmed, Action::StartAttempt),
     );
     check(
         &history(Status::Unconfirmed),
-        Command::RetryDelivery,
-        refused(Status::Unconfirmed, Action::Retry),
+        Command::RetryDelivery { channel: None },
+        refused_delivery(DeliveryState::Unconfirmed, Action::Retry),
     );
 }
 
@@ -869,6 +984,7 @@ fn an_operator_resolves_an_unconfirmed_delivery_as_published() {
     check(
         &history(Status::Unconfirmed),
         Command::ResolveUnconfirmed {
+            channel: None,
             outcome: Resolution::Published {
                 network_post_id: "n-1".into(),
                 url: Some("https://example.com/p/1".into()),
@@ -883,6 +999,7 @@ fn an_operator_resolves_an_unconfirmed_delivery_as_failed() {
     check(
         &history(Status::Unconfirmed),
         Command::ResolveUnconfirmed {
+            channel: Some(linkedin()),
             outcome: Resolution::Failed {
                 reason: "not on the timeline".into(),
             },
@@ -896,9 +1013,10 @@ fn only_an_unconfirmed_delivery_can_be_resolved() {
     check(
         &history(Status::Published),
         Command::ResolveUnconfirmed {
+            channel: None,
             outcome: Resolution::Failed { reason: "x".into() },
         },
-        refused(Status::Published, Action::Resolve),
+        refused_delivery(DeliveryState::Published, Action::Resolve),
     );
 }
 
@@ -907,20 +1025,21 @@ fn an_operator_retries_a_failed_or_waiting_delivery() {
     for status in [Status::Failed, Status::RetryScheduled] {
         check(
             &history(status),
-            Command::RetryDelivery,
-            Ok(vec![publish_requested()]),
+            Command::RetryDelivery { channel: None },
+            Ok(vec![retry_requested(linkedin())]),
         );
     }
     check(
         &history(Status::Published),
-        Command::RetryDelivery,
-        refused(Status::Published, Action::Retry),
+        Command::RetryDelivery { channel: None },
+        refused_delivery(DeliveryState::Published, Action::Retry),
     );
 }
 
 #[test]
 fn a_confirmation_publishes_an_unconfirmed_post_and_is_ignored_once_published() {
     let confirm = || Command::ConfirmDelivery {
+        channel: None,
         network_post_id: "n-1".into(),
         url: Some("https://example.com/p/1".into()),
     };
@@ -945,12 +1064,14 @@ fn a_confirmation_publishes_an_unconfirmed_post_and_is_ignored_once_published() 
 #[test]
 fn a_removal_is_recorded_once_on_a_published_post() {
     let remove = || Command::RecordRemoved {
+        channel: None,
         network_post_id: "n-1".into(),
     };
     check(
         &history(Status::Published),
         remove(),
         Ok(vec![Event::Removed {
+            channel: Some(linkedin()),
             network_post_id: "n-1".into(),
         }]),
     );
@@ -960,4 +1081,425 @@ fn a_removal_is_recorded_once_on_a_published_post() {
         remove(),
         refused(Status::Scheduled, Action::Remove),
     );
+}
+
+// ---------------------------------------------------------------------------
+// Several targets: one delivery per channel, each with its own attempts, and the
+// post's status derived from all of them.
+// ---------------------------------------------------------------------------
+
+fn two_targets() -> Vec<Channel> {
+    vec![linkedin(), mastodon()]
+}
+
+/// A post for LinkedIn and Mastodon whose publishing was requested.
+fn publishing_to_both() -> Vec<Event> {
+    vec![created_for(&two_targets()), publish_requested()]
+}
+
+fn create_for(channels: Vec<Channel>) -> Command {
+    Command::Create {
+        channels,
+        body: "Hello".into(),
+        campaign_id: None,
+    }
+}
+
+fn deliveries(state: &State) -> Vec<Option<DeliveryState>> {
+    state.targets.iter().map(|t| t.delivery).collect()
+}
+
+#[test]
+fn a_post_may_target_several_channels_in_the_order_given() {
+    let channels = vec![mastodon(), linkedin(), channel("newsletter-eu")];
+    check(
+        &[],
+        create_for(channels.clone()),
+        Ok(vec![created_for(&channels)]),
+    );
+    let state = fold(&[created_for(&channels)]);
+    let order: Vec<&Channel> = state.targets.iter().map(|t| &t.channel).collect();
+    assert_eq!(order, channels.iter().collect::<Vec<_>>());
+    assert_eq!(deliveries(&state), [None, None, None]);
+}
+
+#[test]
+fn a_post_without_channels_is_refused() {
+    check(&[], create_for(vec![]), Err(Rejection::BadChannels));
+}
+
+#[test]
+fn a_post_naming_a_channel_twice_is_refused() {
+    check(
+        &[],
+        create_for(vec![linkedin(), mastodon(), linkedin()]),
+        Err(Rejection::BadChannels),
+    );
+}
+
+#[test]
+fn a_post_may_have_the_maximum_number_of_channels_but_not_one_more() {
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| channel(&format!("c{i}")))
+            .collect::<Vec<_>>()
+    };
+    check(
+        &[],
+        create_for(many(MAX_TARGETS)),
+        Ok(vec![created_for(&many(MAX_TARGETS))]),
+    );
+    check(
+        &[],
+        create_for(many(MAX_TARGETS + 1)),
+        Err(Rejection::BadChannels),
+    );
+}
+
+#[test]
+fn publishing_starts_a_delivery_to_every_target() {
+    let state = fold(&publishing_to_both());
+    assert_eq!(state.status, Status::Publishing);
+    assert_eq!(
+        deliveries(&state),
+        [Some(DeliveryState::Pending), Some(DeliveryState::Pending)]
+    );
+}
+
+#[test]
+fn each_target_counts_its_own_attempts() {
+    let given = [
+        publishing_to_both(),
+        vec![
+            attempt_started_on(linkedin(), 1),
+            attempt_failed_on(linkedin(), 1, Some(now())),
+        ],
+    ]
+    .concat();
+    check(
+        &given,
+        start_attempt_on(mastodon()),
+        Ok(vec![attempt_started_on(mastodon(), 1)]),
+    );
+    check(
+        &given,
+        start_attempt_on(linkedin()),
+        Ok(vec![attempt_started_on(linkedin(), 2)]),
+    );
+}
+
+#[test]
+fn an_attempt_in_flight_on_one_target_does_not_hold_up_another() {
+    let given = [
+        publishing_to_both(),
+        vec![attempt_started_on(linkedin(), 1)],
+    ]
+    .concat();
+    check(
+        &given,
+        start_attempt_on(linkedin()),
+        Err(Rejection::AttemptInFlight),
+    );
+    check(
+        &given,
+        start_attempt_on(mastodon()),
+        Ok(vec![attempt_started_on(mastodon(), 1)]),
+    );
+}
+
+#[test]
+fn a_delivery_command_for_a_channel_the_post_does_not_target_is_refused() {
+    check(
+        &publishing_to_both(),
+        start_attempt_on(channel("x")),
+        Err(Rejection::UnknownChannel(channel("x"))),
+    );
+}
+
+#[test]
+fn one_target_failing_for_good_while_the_other_published_makes_the_post_partially_published() {
+    let given = [
+        publishing_to_both(),
+        vec![
+            attempt_started_on(linkedin(), 1),
+            published("n-1"),
+            attempt_started_on(mastodon(), 1),
+        ],
+    ]
+    .concat();
+    check(
+        &given,
+        record_attempt_failed_on(mastodon(), None),
+        Ok(vec![attempt_failed_on(mastodon(), 1, None)]),
+    );
+    let state = fold(&[given, vec![attempt_failed_on(mastodon(), 1, None)]].concat());
+    assert_eq!(state.status, Status::PartiallyPublished);
+    assert_eq!(
+        deliveries(&state),
+        [
+            Some(DeliveryState::Published),
+            Some(DeliveryState::FailedPermanent)
+        ]
+    );
+}
+
+#[test]
+fn every_target_published_makes_the_post_published() {
+    let state = fold(
+        &[
+            publishing_to_both(),
+            vec![published("n-1"), published_on(mastodon(), "m-1")],
+        ]
+        .concat(),
+    );
+    assert_eq!(state.status, Status::Published);
+}
+
+#[test]
+fn the_post_stays_publishing_while_any_target_is_still_in_flight() {
+    let state = fold(&[publishing_to_both(), vec![published("n-1")]].concat());
+    assert_eq!(state.status, Status::Publishing);
+}
+
+#[test]
+fn the_derived_status_follows_its_rules_for_every_mix_of_target_states() {
+    use DeliveryState::*;
+    let table: &[(&[DeliveryState], Status)] = &[
+        (&[Pending], Status::Publishing),
+        (&[Publishing], Status::Publishing),
+        (&[FailedRetryable], Status::RetryScheduled),
+        (&[Unconfirmed], Status::Unconfirmed),
+        (&[Published], Status::Published),
+        (&[FailedPermanent], Status::Failed),
+        (&[Removed], Status::Removed),
+        (&[Published, Pending], Status::Publishing),
+        (&[FailedRetryable, Publishing], Status::Publishing),
+        (&[Unconfirmed, Pending], Status::Publishing),
+        (&[Published, FailedRetryable], Status::RetryScheduled),
+        (&[Unconfirmed, FailedRetryable], Status::RetryScheduled),
+        (&[Published, Unconfirmed], Status::Unconfirmed),
+        (&[FailedPermanent, Unconfirmed], Status::Unconfirmed),
+        (&[Published, Published, Published], Status::Published),
+        (&[Published, FailedPermanent], Status::PartiallyPublished),
+        (
+            &[FailedPermanent, Published, Removed],
+            Status::PartiallyPublished,
+        ),
+        (&[Published, Removed], Status::PartiallyPublished),
+        (&[Removed, FailedPermanent], Status::Removed),
+        (&[Removed, Removed], Status::Removed),
+        (&[FailedPermanent, FailedPermanent], Status::Failed),
+    ];
+    for (states, status) in table {
+        assert_eq!(status_of(states.iter().copied()), *status, "{states:?}");
+    }
+}
+
+#[test]
+fn publishing_a_partially_published_post_again_is_refused() {
+    check(
+        &history(Status::PartiallyPublished),
+        publish(),
+        refused(Status::PartiallyPublished, Action::Publish),
+    );
+}
+
+#[test]
+fn publishing_a_failed_post_again_restarts_every_target() {
+    let given = [
+        publishing_to_both(),
+        vec![failed("refused"), failed_on(mastodon(), "refused")],
+    ]
+    .concat();
+    assert_eq!(fold(&given).status, Status::Failed);
+    check(&given, publish(), Ok(vec![publish_requested()]));
+    let state = fold(&[given, vec![publish_requested()]].concat());
+    assert_eq!(
+        deliveries(&state),
+        [Some(DeliveryState::Pending), Some(DeliveryState::Pending)]
+    );
+}
+
+#[test]
+fn retrying_a_post_with_several_targets_needs_the_channel() {
+    check(
+        &history(Status::PartiallyPublished),
+        Command::RetryDelivery { channel: None },
+        Err(Rejection::ChannelRequired),
+    );
+    check(
+        &history(Status::PartiallyPublished),
+        Command::RetryDelivery {
+            channel: Some(channel("x")),
+        },
+        Err(Rejection::UnknownChannel(channel("x"))),
+    );
+}
+
+#[test]
+fn retrying_one_target_leaves_the_other_untouched() {
+    let given = history(Status::PartiallyPublished);
+    check(
+        &given,
+        Command::RetryDelivery {
+            channel: Some(mastodon()),
+        },
+        Ok(vec![retry_requested(mastodon())]),
+    );
+    check(
+        &given,
+        Command::RetryDelivery {
+            channel: Some(linkedin()),
+        },
+        Err(Rejection::InvalidDeliveryTransition {
+            channel: linkedin(),
+            from: DeliveryState::Published,
+            action: Action::Retry,
+        }),
+    );
+    let state = fold(&[given, vec![retry_requested(mastodon())]].concat());
+    assert_eq!(state.status, Status::Publishing);
+    assert_eq!(
+        deliveries(&state),
+        [Some(DeliveryState::Published), Some(DeliveryState::Pending)]
+    );
+    assert_eq!(state.targets[0].network_post_id.as_deref(), Some("n-1"));
+}
+
+#[test]
+fn resolving_one_unconfirmed_target_leaves_the_other_untouched() {
+    let given = [
+        publishing_to_both(),
+        vec![
+            attempt_started_on(linkedin(), 1),
+            unconfirmed_on(linkedin(), 1),
+            attempt_started_on(mastodon(), 1),
+            unconfirmed_on(mastodon(), 1),
+        ],
+    ]
+    .concat();
+    let resolve = |channel| Command::ResolveUnconfirmed {
+        channel,
+        outcome: Resolution::Failed {
+            reason: "not there".into(),
+        },
+    };
+    check(&given, resolve(None), Err(Rejection::ChannelRequired));
+    check(
+        &given,
+        resolve(Some(mastodon())),
+        Ok(vec![failed_on(mastodon(), "not there")]),
+    );
+    let state = fold(&[given, vec![failed_on(mastodon(), "not there")]].concat());
+    assert_eq!(state.status, Status::Unconfirmed);
+    assert_eq!(
+        deliveries(&state),
+        [
+            Some(DeliveryState::Unconfirmed),
+            Some(DeliveryState::FailedPermanent)
+        ]
+    );
+}
+
+#[test]
+fn an_unnamed_confirmation_lands_on_the_one_target_waiting_for_an_answer() {
+    let confirm = |id: &str| Command::ConfirmDelivery {
+        channel: None,
+        network_post_id: id.into(),
+        url: Some("https://example.com/p/1".into()),
+    };
+    let one_waiting = [
+        publishing_to_both(),
+        vec![
+            published("n-1"),
+            attempt_started_on(mastodon(), 1),
+            unconfirmed_on(mastodon(), 1),
+        ],
+    ]
+    .concat();
+    check(
+        &one_waiting,
+        confirm("m-1"),
+        Ok(vec![published_on(mastodon(), "m-1")]),
+    );
+    // A repeat of the confirmation already recorded changes nothing.
+    check(&one_waiting, confirm("n-1"), Ok(vec![]));
+    // Two deliveries waiting: the callback must name its channel.
+    check(
+        &publishing_to_both(),
+        confirm("m-1"),
+        Err(Rejection::ChannelRequired),
+    );
+    check(
+        &publishing_to_both(),
+        Command::ConfirmDelivery {
+            channel: Some(mastodon()),
+            network_post_id: "m-1".into(),
+            url: None,
+        },
+        Ok(vec![Event::Published {
+            channel: Some(mastodon()),
+            network_post_id: "m-1".into(),
+            url: None,
+        }]),
+    );
+}
+
+#[test]
+fn an_unnamed_removal_lands_on_the_target_holding_the_network_id() {
+    let given = [
+        publishing_to_both(),
+        vec![published("n-1"), published_on(mastodon(), "m-1")],
+    ]
+    .concat();
+    let remove = |id: &str| Command::RecordRemoved {
+        channel: None,
+        network_post_id: id.into(),
+    };
+    let removed = Event::Removed {
+        channel: Some(mastodon()),
+        network_post_id: "m-1".into(),
+    };
+    check(&given, remove("m-1"), Ok(vec![removed.clone()]));
+    check(&given, remove("unknown"), Err(Rejection::ChannelRequired));
+    let state = fold(&[given, vec![removed]].concat());
+    assert_eq!(state.status, Status::PartiallyPublished);
+}
+
+#[test]
+fn delivery_events_without_a_channel_are_about_the_first_target() {
+    // As stored before posts had several targets.
+    let legacy = [
+        created(),
+        publish_requested(),
+        Event::DeliveryAttemptStarted {
+            channel: None,
+            attempt: 1,
+            network: "mastodon".into(),
+        },
+        Event::DeliveryAttemptFailed {
+            channel: None,
+            attempt: 1,
+            code: "network_unavailable".into(),
+            reason: "503".into(),
+            retry_at: Some(now()),
+        },
+    ];
+    let state = fold(&legacy);
+    assert_eq!(state.status, Status::RetryScheduled);
+    assert_eq!(state.targets[0].attempts, 1);
+    assert_eq!(state.targets[0].retry_at, Some(now()));
+    check(&legacy, start_attempt(), Ok(vec![attempt_started(2)]));
+    let published = fold(
+        &[
+            legacy.to_vec(),
+            vec![Event::Published {
+                channel: None,
+                network_post_id: "n-1".into(),
+                url: None,
+            }],
+        ]
+        .concat(),
+    );
+    assert_eq!(published.status, Status::Published);
 }

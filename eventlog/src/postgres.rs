@@ -739,6 +739,10 @@ impl Writer {
         if appends.is_empty() && remembers.is_empty() {
             return;
         }
+        if remembers.is_empty() {
+            self.write_appends(appends).await;
+            return;
+        }
 
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
@@ -816,6 +820,49 @@ impl Writer {
                 tracing::error!(%error, requests = settled.len(), "group commit failed");
                 let cause = Arc::new(error);
                 settled.into_iter().for_each(|s| s.fail(&cause));
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// A batch of appends alone: one call of `tidemark_append_batch`, which is its own
+    /// transaction (autocommit), so the batch costs one round trip instead of three
+    /// (`BEGIN`, the call, `COMMIT`). The function runs each request in its own
+    /// subtransaction, so one request's refusal does not undo the others.
+    async fn write_appends(&mut self, appends: Vec<Job>) {
+        let result = match self.pool.acquire().await {
+            Ok(mut connection) => append_batch(&mut connection, &appends).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(results) => {
+                let settled: Vec<Settled> = appends
+                    .into_iter()
+                    .zip(results)
+                    .map(|(job, result)| match job {
+                        Job::Append { reply, .. } => Settled::Append(reply, result),
+                        // Only appends are routed here.
+                        other => other.unrun(),
+                    })
+                    .collect();
+                if settled.iter().any(|s| s.last_position().is_some()) {
+                    // As in `write_batch`: published before anyone is answered.
+                    if let Err(error) = refresh_head(&self.pool, &self.head).await {
+                        tracing::warn!(%error, "could not re-read the head after a commit");
+                    }
+                }
+                tracing::debug!(
+                    requests = settled.len(),
+                    succeeded = settled.iter().filter(|s| s.is_ok()).count(),
+                    "group commit"
+                );
+                settled.into_iter().for_each(Settled::answer);
+            }
+            Err(error) => {
+                tracing::error!(%error, requests = appends.len(), "group commit failed");
+                let cause = Arc::new(error);
+                appends.into_iter().for_each(|job| job.unrun().fail(&cause));
             }
         }
     }

@@ -7,7 +7,7 @@
 //! too: it could not touch another tenant's rows even through a bug here.
 
 use domain::ids::StreamKind;
-use domain::{StreamName, budget, generation, post};
+use domain::{Channel, StreamName, budget, generation, post};
 use eventlog::RecordedEvent;
 use schemas::DomainEvent;
 use sqlx::AnyConnection;
@@ -89,6 +89,14 @@ async fn apply_budget(
         .bind(tenant.clone())
         .bind(period.to_owned())
     };
+    // A settled reservation no longer needs its expiry timer.
+    let clear_timer = |id: String| {
+        sqlx::query(
+            "DELETE FROM timers WHERE tenant_id = $1 AND kind = 'reservation_expiry' AND timer_key = $2",
+        )
+        .bind(tenant.clone())
+        .bind(format!("{period}/{id}"))
+    };
     let settle = |id: String, status: &'static str, actual: Option<i64>| {
         sqlx::query(
             "UPDATE reservations SET status = $1, actual_micros = $2, settled_at = $3
@@ -143,6 +151,17 @@ async fn apply_budget(
             .bind(&at)
             .execute(&mut *conn)
             .await?;
+            sqlx::query(
+                "INSERT INTO timers (tenant_id, kind, timer_key, subject, due_at, version)
+                 VALUES ($1, 'reservation_expiry', $2, $3, $4, NULL)
+                 ON CONFLICT (tenant_id, kind, timer_key) DO UPDATE SET due_at = excluded.due_at",
+            )
+            .bind(&tenant)
+            .bind(format!("{period}/{reservation_id}"))
+            .bind(period)
+            .bind(ts(expires_at))
+            .execute(&mut *conn)
+            .await?;
         }
         budget::Event::Committed {
             reservation_id,
@@ -153,6 +172,9 @@ async fn apply_budget(
                 .execute(&mut *conn)
                 .await?;
             settle(reservation_id.to_string(), "committed", Some(actual.get()))
+                .execute(&mut *conn)
+                .await?;
+            clear_timer(reservation_id.to_string())
                 .execute(&mut *conn)
                 .await?;
         }
@@ -172,6 +194,9 @@ async fn apply_budget(
             settle(reservation_id.to_string(), "released", None)
                 .execute(&mut *conn)
                 .await?;
+            clear_timer(reservation_id.to_string())
+                .execute(&mut *conn)
+                .await?;
         }
         budget::Event::Expired {
             reservation_id,
@@ -180,6 +205,9 @@ async fn apply_budget(
         } => {
             budget_delta(0, -amount.get()).execute(&mut *conn).await?;
             settle(reservation_id.to_string(), "expired", None)
+                .execute(&mut *conn)
+                .await?;
+            clear_timer(reservation_id.to_string())
                 .execute(&mut *conn)
                 .await?;
         }
@@ -227,19 +255,21 @@ async fn apply_post(
     };
     let at = ts(recorded.occurred_at);
     let version = recorded.version as i64;
-    // One statement shape for every change after creation: bump the version, set the
-    // status (and maybe more columns, bound from `$5` on).
-    let update = |set: &'static str| {
-        format!(
-            "UPDATE posts SET version = $1, updated_at = $2, {set} WHERE tenant_id = $3 AND post_id = $4"
-        )
+    let post = Post {
+        tenant: &tenant,
+        post_id: &post_id,
+        at: &at,
+        version,
     };
     match event {
         post::Event::Created {
-            channel,
+            channels,
             body,
             campaign_id,
         } => {
+            // A post always has a first channel; a stored list cannot be empty, but an
+            // empty one projects as a post without targets rather than stopping here.
+            let first = channels.first().map(|c| c.as_str()).unwrap_or_default();
             sqlx::query(
                 "INSERT INTO posts (tenant_id, post_id, channel, body, campaign_id, status, version,
                                     created_position, created_at, updated_at)
@@ -247,7 +277,7 @@ async fn apply_post(
             )
             .bind(&tenant)
             .bind(&post_id)
-            .bind(channel.as_str())
+            .bind(first)
             .bind(body)
             .bind(campaign_id.map(|c| c.to_string()))
             .bind(version)
@@ -256,183 +286,342 @@ async fn apply_post(
             .bind(&at)
             .execute(&mut *conn)
             .await?;
-            return Ok(());
+            for (position, channel) in channels.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO post_targets (tenant_id, post_id, channel, position)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&tenant)
+                .bind(&post_id)
+                .bind(channel.as_str())
+                .bind(position as i64)
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         post::Event::Edited { body } => {
-            sqlx::query(&update("body = $5"))
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(&post_id)
-                .bind(body)
-                .execute(&mut *conn)
-                .await?;
-        }
-        post::Event::Scheduled { publish_at } => {
-            sqlx::query(&update("status = 'scheduled', publish_at = $5"))
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(&post_id)
-                .bind(ts(publish_at))
-                .execute(&mut *conn)
-                .await?;
-        }
-        post::Event::PublishRequested { trigger: _ } => {
-            sqlx::query(&update(
-                "status = 'publishing', failure_reason = NULL, delivery_state = 'pending',
-                 next_attempt_at = NULL",
-            ))
+            post.touch(conn, "body = $5", Some(body)).await?;
+            // A scheduled post's timer publishes with the post's latest version.
+            sqlx::query(
+                "UPDATE timers SET version = $1
+                 WHERE tenant_id = $2 AND kind = 'post_publish' AND timer_key = $3",
+            )
             .bind(version)
-            .bind(&at)
             .bind(&tenant)
             .bind(&post_id)
             .execute(&mut *conn)
             .await?;
         }
+        post::Event::Scheduled { publish_at } => {
+            let due = ts(publish_at);
+            post.touch(
+                conn,
+                "status = 'scheduled', publish_at = $5",
+                Some(due.clone()),
+            )
+            .await?;
+            sqlx::query(
+                "INSERT INTO timers (tenant_id, kind, timer_key, subject, due_at, version)
+                 VALUES ($1, 'post_publish', $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, kind, timer_key)
+                 DO UPDATE SET due_at = excluded.due_at, version = excluded.version",
+            )
+            .bind(&tenant)
+            .bind(&post_id)
+            .bind(&post_id)
+            .bind(due)
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+        }
+        post::Event::PublishRequested {
+            trigger: _,
+            channel,
+        } => {
+            // One target again (an operator's retry), or every target not delivered.
+            let again = "state = 'pending', next_attempt_at = NULL, failure_reason = NULL";
+            match channel {
+                Some(channel) => {
+                    let sql = Target::update(again);
+                    let target = post.target(conn, Some(&channel)).await?;
+                    target.bound(&sql).execute(&mut *conn).await?;
+                }
+                None => {
+                    sqlx::query(&format!(
+                        "UPDATE post_targets SET {again}
+                         WHERE tenant_id = $1 AND post_id = $2
+                           AND (state IS NULL OR state IN ('failed_permanent', 'failed_retryable'))"
+                    ))
+                    .bind(&tenant)
+                    .bind(&post_id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            post.clear_timer(conn).await?;
+            post.derive_status(conn).await?;
+        }
         post::Event::Published {
+            channel,
             network_post_id,
             url,
         } => {
-            let attempts = end_attempt(conn, &tenant, &post_id, &at, |entry| {
+            let target = post.target(conn, channel.as_ref()).await?;
+            let attempts = end_attempt(conn, &post, &target, |entry| {
                 entry.insert("status".into(), "succeeded".into());
             })
             .await?;
-            sqlx::query(&update(
-                "status = 'published', network_post_id = $5, url = $6,
-                 delivery_state = 'published', next_attempt_at = NULL, delivery_attempts = $7",
-            ))
-            .bind(version)
-            .bind(&at)
-            .bind(&tenant)
-            .bind(&post_id)
-            .bind(network_post_id)
-            .bind(url)
-            .bind(attempts)
-            .execute(&mut *conn)
-            .await?;
-        }
-        post::Event::PublishFailed { reason } => {
-            sqlx::query(&update(
-                "status = 'failed', failure_reason = $5, delivery_state = 'failed_permanent',
-                 next_attempt_at = NULL",
-            ))
-            .bind(version)
-            .bind(&at)
-            .bind(&tenant)
-            .bind(&post_id)
-            .bind(reason)
-            .execute(&mut *conn)
-            .await?;
-        }
-        post::Event::Cancelled => {
-            sqlx::query(&update("status = 'cancelled'"))
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(&post_id)
+            let sql = Target::update(
+                "state = 'published', network_post_id = $4, url = $5, next_attempt_at = NULL,
+                     delivery_attempts = $6",
+            );
+            target
+                .bound(&sql)
+                .bind(network_post_id)
+                .bind(url)
+                .bind(attempts)
                 .execute(&mut *conn)
                 .await?;
+            post.derive_status(conn).await?;
         }
-        post::Event::DeliveryAttemptStarted { attempt, network } => {
-            let mut attempts = load_attempts(conn, &tenant, &post_id).await?;
+        post::Event::PublishFailed { channel, reason } => {
+            let target = post.target(conn, channel.as_ref()).await?;
+            let sql = Target::update(
+                "state = 'failed_permanent', failure_reason = $4, next_attempt_at = NULL",
+            );
+            target.bound(&sql).bind(reason).execute(&mut *conn).await?;
+            post.derive_status(conn).await?;
+        }
+        post::Event::Cancelled => {
+            post.touch(conn, "status = 'cancelled'", None).await?;
+            post.clear_timer(conn).await?;
+        }
+        post::Event::DeliveryAttemptStarted {
+            channel,
+            attempt,
+            network,
+        } => {
+            let target = post.target(conn, channel.as_ref()).await?;
+            let mut attempts = load_attempts(conn, &post, &target).await?;
             attempts.push(serde_json::json!({
                 "attempt": attempt,
                 "network": network,
                 "status": "started",
                 "started_at": at,
             }));
-            sqlx::query(&update(
-                "status = 'publishing', delivery_state = 'publishing', network = $5,
-                 attempts = $6, next_attempt_at = NULL, delivery_attempts = $7",
-            ))
-            .bind(version)
-            .bind(&at)
-            .bind(&tenant)
-            .bind(&post_id)
-            .bind(network)
-            .bind(i64::from(attempt))
-            .bind(serde_json::Value::Array(attempts).to_string())
-            .execute(&mut *conn)
-            .await?;
+            let sql = Target::update(
+                "state = 'publishing', network = $4, attempts = $5, next_attempt_at = NULL,
+                     delivery_attempts = $6",
+            );
+            target
+                .bound(&sql)
+                .bind(network)
+                .bind(i64::from(attempt))
+                .bind(serde_json::Value::Array(attempts).to_string())
+                .execute(&mut *conn)
+                .await?;
+            post.derive_status(conn).await?;
         }
         post::Event::DeliveryAttemptFailed {
+            channel,
             attempt: _,
             code,
             reason,
             retry_at,
         } => {
-            let attempts = end_attempt(conn, &tenant, &post_id, &at, |entry| {
+            let target = post.target(conn, channel.as_ref()).await?;
+            let attempts = end_attempt(conn, &post, &target, |entry| {
                 entry.insert("status".into(), "failed".into());
                 entry.insert("code".into(), code.clone().into());
                 entry.insert("reason".into(), reason.clone().into());
                 entry.insert("retryable".into(), retry_at.is_some().into());
             })
             .await?;
-            let set = match retry_at {
-                Some(_) => {
-                    "status = 'failed_retryable', delivery_state = 'failed_retryable',
-                     next_attempt_at = $5, failure_reason = $6, delivery_attempts = $7"
-                }
-                None => {
-                    "status = 'failed', delivery_state = 'failed_permanent',
-                     next_attempt_at = $5, failure_reason = $6, delivery_attempts = $7"
-                }
+            let state = match retry_at {
+                Some(_) => "failed_retryable",
+                None => "failed_permanent",
             };
-            sqlx::query(&update(set))
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(&post_id)
+            let sql = Target::update(
+                "state = $4, next_attempt_at = $5, failure_reason = $6,
+                     delivery_attempts = $7",
+            );
+            target
+                .bound(&sql)
+                .bind(state)
                 .bind(retry_at.map(ts))
                 .bind(reason)
                 .bind(attempts)
                 .execute(&mut *conn)
                 .await?;
+            post.derive_status(conn).await?;
         }
-        post::Event::DeliveryUnconfirmed { attempt: _, reason } => {
-            let attempts = end_attempt(conn, &tenant, &post_id, &at, |entry| {
+        post::Event::DeliveryUnconfirmed {
+            channel,
+            attempt: _,
+            reason,
+        } => {
+            let target = post.target(conn, channel.as_ref()).await?;
+            let attempts = end_attempt(conn, &post, &target, |entry| {
                 entry.insert("status".into(), "unconfirmed".into());
                 entry.insert("reason".into(), reason.clone().into());
             })
             .await?;
-            sqlx::query(&update(
-                "status = 'unconfirmed', delivery_state = 'unconfirmed', failure_reason = $5,
-                 delivery_attempts = $6",
-            ))
-            .bind(version)
-            .bind(&at)
-            .bind(&tenant)
-            .bind(&post_id)
-            .bind(reason)
-            .bind(attempts)
-            .execute(&mut *conn)
-            .await?;
-        }
-        post::Event::Removed { network_post_id: _ } => {
-            sqlx::query(&update("status = 'removed'"))
-                .bind(version)
-                .bind(&at)
-                .bind(&tenant)
-                .bind(&post_id)
+            let sql = Target::update(
+                "state = 'unconfirmed', failure_reason = $4, delivery_attempts = $5",
+            );
+            target
+                .bound(&sql)
+                .bind(reason)
+                .bind(attempts)
                 .execute(&mut *conn)
                 .await?;
+            post.derive_status(conn).await?;
+        }
+        post::Event::Removed {
+            channel,
+            network_post_id: _,
+        } => {
+            let target = post.target(conn, channel.as_ref()).await?;
+            let sql = Target::update("state = 'removed'");
+            target.bound(&sql).execute(&mut *conn).await?;
+            post.derive_status(conn).await?;
         }
     }
     Ok(())
 }
 
-/// A post's attempts, as stored in its `delivery_attempts` JSON list.
+/// The post an event is applied to.
+struct Post<'a> {
+    tenant: &'a str,
+    post_id: &'a str,
+    at: &'a str,
+    version: i64,
+}
+
+/// One target of the post an event is applied to.
+struct Target {
+    tenant: String,
+    post_id: String,
+    channel: String,
+}
+
+impl Post<'_> {
+    /// Bumps the post's version and time and sets `set` (with `$5` bound to `value`).
+    async fn touch(
+        &self,
+        conn: &mut AnyConnection,
+        set: &str,
+        value: Option<String>,
+    ) -> Result<(), ApplyError> {
+        let sql = format!(
+            "UPDATE posts SET version = $1, updated_at = $2, {set}
+             WHERE tenant_id = $3 AND post_id = $4"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(self.version)
+            .bind(self.at)
+            .bind(self.tenant)
+            .bind(self.post_id);
+        // A statement takes exactly the parameters it names.
+        if let Some(value) = value {
+            query = query.bind(value);
+        }
+        query.execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// The target a delivery event names; without a channel (events stored before a
+    /// post could have several), the post's first one.
+    async fn target(
+        &self,
+        conn: &mut AnyConnection,
+        channel: Option<&Channel>,
+    ) -> Result<Target, ApplyError> {
+        let channel = match channel {
+            Some(channel) => channel.as_str().to_owned(),
+            None => sqlx::query_scalar(
+                "SELECT channel FROM post_targets WHERE tenant_id = $1 AND post_id = $2
+                 ORDER BY position LIMIT 1",
+            )
+            .bind(self.tenant)
+            .bind(self.post_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or_default(),
+        };
+        Ok(Target {
+            tenant: self.tenant.to_owned(),
+            post_id: self.post_id.to_owned(),
+            channel,
+        })
+    }
+
+    /// Sets the post's status from its targets' states (`post::status_of`), and bumps
+    /// its version and time.
+    async fn derive_status(&self, conn: &mut AnyConnection) -> Result<(), ApplyError> {
+        let states: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT state FROM post_targets WHERE tenant_id = $1 AND post_id = $2",
+        )
+        .bind(self.tenant)
+        .bind(self.post_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        // Only this file writes the states, always as `DeliveryState::as_str`.
+        let status = post::status_of(
+            states
+                .iter()
+                .filter_map(|s| s.as_deref().and_then(post::DeliveryState::parse)),
+        );
+        self.touch(conn, "status = $5", Some(status.as_str().to_owned()))
+            .await
+    }
+
+    /// Removes the post's publish timer: it was published or cancelled.
+    async fn clear_timer(&self, conn: &mut AnyConnection) -> Result<(), ApplyError> {
+        sqlx::query(
+            "DELETE FROM timers WHERE tenant_id = $1 AND kind = 'post_publish' AND timer_key = $2",
+        )
+        .bind(self.tenant)
+        .bind(self.post_id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Target {
+    /// `UPDATE post_targets SET {set}` on this target, its key as `$1` to `$3`; the
+    /// values of `set` are bound from `$4` on.
+    fn update(set: &str) -> String {
+        format!(
+            "UPDATE post_targets SET {set} WHERE tenant_id = $1 AND post_id = $2 AND channel = $3"
+        )
+    }
+
+    /// `sql` with this target's key bound as `$1` to `$3`.
+    fn bound<'q>(&'q self, sql: &'q str) -> AnyQuery<'q> {
+        sqlx::query(sql)
+            .bind(self.tenant.as_str())
+            .bind(self.post_id.as_str())
+            .bind(self.channel.as_str())
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// A target's attempts, as stored in its `delivery_attempts` JSON list.
 async fn load_attempts(
     conn: &mut AnyConnection,
-    tenant: &str,
-    post_id: &str,
+    post: &Post<'_>,
+    target: &Target,
 ) -> Result<Vec<serde_json::Value>, ApplyError> {
     let raw: Option<String> = sqlx::query_scalar(
-        "SELECT delivery_attempts FROM posts WHERE tenant_id = $1 AND post_id = $2",
+        "SELECT delivery_attempts FROM post_targets
+         WHERE tenant_id = $1 AND post_id = $2 AND channel = $3",
     )
-    .bind(tenant)
-    .bind(post_id)
+    .bind(post.tenant)
+    .bind(post.post_id)
+    .bind(&target.channel)
     .fetch_optional(&mut *conn)
     .await?;
     // The column is only ever written here, as a JSON list; anything else is treated
@@ -442,21 +631,20 @@ async fn load_attempts(
         .unwrap_or_default())
 }
 
-/// Ends the post's last attempt if it is still `started`: `end` fills in its outcome.
-/// Returns the list to store.
+/// Ends the target's last attempt if it is still `started`: `end` fills in its
+/// outcome. Returns the list to store.
 async fn end_attempt(
     conn: &mut AnyConnection,
-    tenant: &str,
-    post_id: &str,
-    at: &str,
+    post: &Post<'_>,
+    target: &Target,
     end: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> Result<String, ApplyError> {
-    let mut attempts = load_attempts(conn, tenant, post_id).await?;
+    let mut attempts = load_attempts(conn, post, target).await?;
     if let Some(serde_json::Value::Object(entry)) = attempts.last_mut()
         && entry.get("status").and_then(|s| s.as_str()) == Some("started")
     {
         end(entry);
-        entry.insert("ended_at".into(), at.into());
+        entry.insert("ended_at".into(), post.at.into());
     }
     Ok(serde_json::Value::Array(attempts).to_string())
 }

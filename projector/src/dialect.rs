@@ -328,9 +328,10 @@ async fn migrate_postgres(owner: &PgConnectOptions) -> Result<PgPool, sqlx::Erro
 /// GRANT SELECT, INSERT, UPDATE ON read_models.checkpoints TO tidemark_app;
 /// GRANT SELECT, INSERT, UPDATE, DELETE
 ///     ON read_models.budgets, read_models.reservations, read_models.posts,
-///        read_models.generations, read_models.generation_attempts TO tidemark_app;
-/// GRANT SELECT ON read_models.scheduled_posts, read_models.open_reservations,
-///     read_models.open_deliveries, read_models.read_model_tenants, read_models.read_model_row_counts TO tidemark_app;
+///        read_models.post_targets, read_models.generations,
+///        read_models.generation_attempts, read_models.timers TO tidemark_app;
+/// GRANT SELECT ON read_models.timer_schedule, read_models.open_deliveries,
+///     read_models.read_model_tenants, read_models.read_model_row_counts TO tidemark_app;
 /// ```
 async fn grant_app_role(owner: &PgPool, role: &str) -> Result<(), sqlx::Error> {
     let mut tx = owner.begin().await?;
@@ -365,11 +366,11 @@ async fn grant_app_role(owner: &PgPool, role: &str) -> Result<(), sqlx::Error> {
                            app_role);
             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON read_models.budgets, '
                            'read_models.reservations, read_models.posts, '
-                           'read_models.generations, read_models.generation_attempts TO %I',
+                           'read_models.post_targets, read_models.generations, '
+                           'read_models.generation_attempts, read_models.timers TO %I',
                            app_role);
-            EXECUTE format('GRANT SELECT ON read_models.scheduled_posts, '
-                           'read_models.open_reservations, read_models.open_deliveries, '
-                           'read_models.read_model_tenants, '
+            EXECUTE format('GRANT SELECT ON read_models.timer_schedule, '
+                           'read_models.open_deliveries, read_models.read_model_tenants, '
                            'read_models.read_model_row_counts TO %I', app_role);
         END
         $$

@@ -21,15 +21,17 @@ pub use dialect::{Dialect, POSTGRES_SCHEMA};
 pub use generations::{GenerationView, UsageGroup, UsageRow};
 pub use projector::{Outcome, ProjectError, Projector, READ_MODELS};
 pub use readmodel::{
-    BudgetView, DeliveryAttemptView, DeliveryView, OpenDelivery, PostFilter, PostPage, PostView,
-    ReadModels, ReservationStatus, ReservationView,
+    BudgetView, DeliveryAttemptView, DeliveryView, DueTimer, OpenDelivery, PostFilter, PostPage,
+    PostView, ReadModels, ReservationStatus, ReservationView, TargetView, TimerCursor, TimerKind,
 };
 
 /// The tenant tables, in the order `row_counts` reports them.
-pub(crate) const TABLES: [&str; 5] = [
+pub(crate) const TABLES: [&str; 7] = [
     "budgets",
     "reservations",
     "posts",
+    "post_targets",
     "generations",
     "generation_attempts",
+    "timers",
 ];

@@ -4,12 +4,13 @@
 //! because every query here takes the tenant from the caller's verified token. On
 //! PostgreSQL the database enforces it too: each tenant-scoped query runs in a
 //! transaction that first sets `app.tenant`, and row-level security hides every other
-//! tenant's rows. The few scans that must cross tenants (due posts, due reservations,
+//! tenant's rows. The few scans that must cross tenants (due timers, open deliveries,
 //! row counts) read views that expose only what those scans need.
 //!
 //! The same SQL text runs on both backends (see [`crate::dialect`] and
 //! docs/adr/0003-read-models-on-sqlite-and-postgresql.md).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -130,29 +131,59 @@ pub struct ReservationView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PostView {
     pub post_id: Uuid,
+    /// The post's first channel (for a post of one channel, its channel); every
+    /// channel is in `targets`.
     pub channel: String,
     pub body: String,
     pub campaign_id: Option<Uuid>,
-    /// `draft`, `scheduled`, `publishing`, `failed_retryable`, `unconfirmed`,
-    /// `published`, `failed`, `cancelled` or `removed`: derived from the delivery.
+    /// `draft`, `scheduled` or `cancelled`; once publishing was requested, derived
+    /// from the targets' states: `publishing`, `failed_retryable`, `unconfirmed`,
+    /// `published`, `partially_published`, `failed` or `removed` (docs/publishing.md).
     pub status: String,
     pub publish_at: Option<DateTime<Utc>>,
+    /// The first target's network id, once published there.
     pub network_post_id: Option<String>,
+    /// The first target's public address, once published there.
     pub url: Option<String>,
+    /// Why the first target's last attempt failed or is unconfirmed.
     pub failure_reason: Option<String>,
-    /// The delivery to the post's channel, once publishing was requested.
+    /// The delivery to the first target, once publishing was requested (the only
+    /// delivery of a post with one channel); every target's is in `targets`.
     pub delivery: Option<DeliveryView>,
+    /// Every channel of the post, in the order given, with its delivery.
+    pub targets: Vec<TargetView>,
     /// The post stream's version; pass it as `expected_version` to guard an edit.
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// The delivery of a post to its channel (its one target).
+/// One channel of a post and the delivery to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TargetView {
+    pub channel: String,
+    /// `pending`, `publishing`, `published`, `failed_retryable`, `failed_permanent`,
+    /// `unconfirmed` or `removed`; `null` until publishing is requested.
+    pub state: Option<String>,
+    /// The network of the last attempt: `local`, `mastodon` or `webhook`.
+    pub network: Option<String>,
+    /// The network's id of the post, once published.
+    pub network_post_id: Option<String>,
+    /// The post's public address on the network, when it gives one.
+    pub url: Option<String>,
+    /// When the next attempt is due, while `failed_retryable`.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed or is unconfirmed.
+    pub reason: Option<String>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<DeliveryAttemptView>,
+}
+
+/// The delivery of a post to its first channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeliveryView {
-    /// `pending`, `publishing`, `published`, `failed_retryable`, `failed_permanent` or
-    /// `unconfirmed`.
+    /// `pending`, `publishing`, `published`, `failed_retryable`, `failed_permanent`,
+    /// `unconfirmed` or `removed`.
     pub state: String,
     /// The network of the last attempt: `local`, `mastodon` or `webhook`.
     pub network: Option<String>,
@@ -165,7 +196,7 @@ pub struct DeliveryView {
 /// One delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeliveryAttemptView {
-    /// From 1 over the post's life.
+    /// From 1 over the target's life.
     pub attempt: u32,
     pub network: String,
     /// `started`, `succeeded`, `failed` or `unconfirmed`.
@@ -184,15 +215,79 @@ pub struct DeliveryAttemptView {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
-/// A delivery the publisher must act on.
+/// A delivery to one target that the publisher must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenDelivery {
     pub tenant: Uuid,
     pub post: Uuid,
-    pub version: u64,
+    pub channel: String,
     /// `pending`, `publishing` (an attempt in flight) or `failed_retryable`.
     pub state: String,
     pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// What a timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// Publish a scheduled post (`subject`: the post id) with the expected version.
+    PostPublish,
+    /// Expire the due reservations of a month (`subject`: `YYYY-MM`).
+    ReservationExpiry,
+}
+
+impl TimerKind {
+    /// The kind as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::PostPublish => "post_publish",
+            TimerKind::ReservationExpiry => "reservation_expiry",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self, sqlx::Error> {
+        match raw {
+            "post_publish" => Ok(TimerKind::PostPublish),
+            "reservation_expiry" => Ok(TimerKind::ReservationExpiry),
+            other => Err(sqlx::Error::Decode(
+                format!("unknown timer kind {other}").into(),
+            )),
+        }
+    }
+}
+
+/// A timer whose time has come.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DueTimer {
+    pub tenant: Uuid,
+    pub kind: TimerKind,
+    /// Unique per tenant and kind: the post id, or `<month>/<reservation id>`.
+    pub key: String,
+    /// What the command acts on: the post id, or the month `YYYY-MM`.
+    pub subject: String,
+    pub due_at: DateTime<Utc>,
+    /// The post's version the publish command expects; `None` for expiry timers.
+    pub version: Option<u64>,
+}
+
+/// Where a scan of due timers goes on: after this timer, in due order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimerCursor {
+    due_at: String,
+    tenant: String,
+    kind: String,
+    key: String,
+}
+
+impl TimerCursor {
+    /// The position just after `timer`.
+    pub fn after(timer: &DueTimer) -> Self {
+        Self {
+            due_at: ts(timer.due_at),
+            tenant: timer.tenant.to_string(),
+            kind: timer.kind.as_str().to_owned(),
+            key: timer.key.clone(),
+        }
+    }
 }
 
 /// A page of posts, oldest first.
@@ -208,7 +303,7 @@ pub struct PostPage {
 pub struct PostFilter {
     /// Only posts in this status.
     pub status: Option<String>,
-    /// Only posts for this channel.
+    /// Only posts with a target on this channel.
     pub channel: Option<String>,
     /// Only posts of this campaign.
     pub campaign_id: Option<Uuid>,
@@ -476,8 +571,13 @@ impl ReadModels {
         .bind(post_id.to_string())
         .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let mut targets = targets_of(&mut tx, tenant, &[post_id.to_string()]).await?;
         tx.commit().await?;
-        row.as_ref().map(post_view).transpose()
+        post_view(&row, targets.remove(&post_id).unwrap_or_default()).map(Some)
     }
 
     /// A page of a tenant's posts in creation order (keyset pagination).
@@ -487,7 +587,11 @@ impl ReadModels {
         let rows = sqlx::query(&format!(
             "SELECT {POST_COLUMNS}, created_position FROM posts
              WHERE tenant_id = $1 AND created_position > $2
-               AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR channel = $4)
+               AND ($3 IS NULL OR status = $3)
+               AND ($4 IS NULL OR EXISTS (
+                   SELECT 1 FROM post_targets t
+                   WHERE t.tenant_id = posts.tenant_id AND t.post_id = posts.post_id
+                     AND t.channel = $4))
                AND ($5 IS NULL OR campaign_id = $5)
              ORDER BY created_position LIMIT $6"
         ))
@@ -499,10 +603,18 @@ impl ReadModels {
         .bind(i64::from(limit) + 1)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
         let more = rows.len() > limit as usize;
         let rows = &rows[..rows.len().min(limit as usize)];
-        let items = rows.iter().map(post_view).collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get("post_id")).collect();
+        let mut targets = targets_of(&mut tx, tenant, &ids).await?;
+        tx.commit().await?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                let id = parse_uuid(row.get("post_id"))?;
+                post_view(row, targets.remove(&id).unwrap_or_default())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = match (more, rows.last()) {
             (true, Some(last)) => Some(encode_cursor(last.get("created_position"))),
             _ => None,
@@ -511,17 +623,17 @@ impl ReadModels {
     }
 
     /// Deliveries waiting for a first attempt, due for a retry at `now`, or with an
-    /// attempt in flight, across tenants, oldest change first.
+    /// attempt in flight, across tenants, in tenant, post and channel order.
     pub async fn open_deliveries(
         &self,
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OpenDelivery>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT tenant_id, post_id, version, delivery_state, next_attempt_at
+            "SELECT tenant_id, post_id, channel, delivery_state, next_attempt_at
              FROM open_deliveries
              WHERE delivery_state <> 'failed_retryable' OR next_attempt_at <= $1
-             ORDER BY tenant_id, post_id LIMIT $2",
+             ORDER BY tenant_id, post_id, channel LIMIT $2",
         )
         .bind(ts(now))
         .bind(i64::from(limit))
@@ -532,7 +644,7 @@ impl ReadModels {
                 Ok(OpenDelivery {
                     tenant: parse_uuid(r.get("tenant_id"))?,
                     post: parse_uuid(r.get("post_id"))?,
-                    version: r.get::<i64, _>("version") as u64,
+                    channel: r.get("channel"),
                     state: r.get("delivery_state"),
                     next_attempt_at: r
                         .get::<Option<String>, _>("next_attempt_at")
@@ -544,54 +656,39 @@ impl ReadModels {
             .collect()
     }
 
-    /// Scheduled posts whose time has come, across tenants: `(tenant, post, version)`,
-    /// the longest overdue first.
-    pub async fn due_posts(
+    /// Up to `limit` timers due at `now`, across tenants, after `cursor` in due order
+    /// (due time, then tenant, kind and key), however long ago they fell due.
+    pub async fn due_timers(
         &self,
         now: DateTime<Utc>,
+        cursor: &TimerCursor,
         limit: u32,
-    ) -> Result<Vec<(Uuid, Uuid, u64)>, sqlx::Error> {
+    ) -> Result<Vec<DueTimer>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT tenant_id, post_id, version FROM scheduled_posts
-             WHERE publish_at <= $1 ORDER BY publish_at, tenant_id, post_id LIMIT $2",
+            "SELECT tenant_id, kind, timer_key, subject, due_at, version FROM timer_schedule
+             WHERE due_at <= $1
+               AND (due_at > $2 OR (due_at = $2 AND (tenant_id > $3 OR (tenant_id = $3
+                    AND (kind > $4 OR (kind = $4 AND timer_key > $5))))))
+             ORDER BY due_at, tenant_id, kind, timer_key LIMIT $6",
         )
         .bind(ts(now))
+        .bind(&cursor.due_at)
+        .bind(&cursor.tenant)
+        .bind(&cursor.kind)
+        .bind(&cursor.key)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    parse_uuid(r.get("tenant_id"))?,
-                    parse_uuid(r.get("post_id"))?,
-                    r.get::<i64, _>("version") as u64,
-                ))
-            })
-            .collect()
-    }
-
-    /// Months that hold open reservations past their expiry, across tenants, in tenant
-    /// and month order.
-    pub async fn months_with_due_reservations(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<(Uuid, Period)>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT tenant_id, period FROM open_reservations
-             WHERE expires_at <= $1 ORDER BY tenant_id, period LIMIT $2",
-        )
-        .bind(ts(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let period: String = r.get("period");
-                let period = period
-                    .parse()
-                    .map_err(|e: domain::ValueError| sqlx::Error::Decode(Box::new(e)))?;
-                Ok((parse_uuid(r.get("tenant_id"))?, period))
+                Ok(DueTimer {
+                    tenant: parse_uuid(r.get("tenant_id"))?,
+                    kind: TimerKind::parse(r.get("kind"))?,
+                    key: r.get("timer_key"),
+                    subject: r.get("subject"),
+                    due_at: parse_ts(r.get("due_at"))?,
+                    version: r.get::<Option<i64>, _>("version").map(|v| v as u64),
+                })
             })
             .collect()
     }
@@ -615,9 +712,41 @@ impl ReadModels {
 }
 
 const POST_COLUMNS: &str =
-    "post_id, channel, body, campaign_id, status, publish_at, network_post_id, url,
-        failure_reason, delivery_state, network, next_attempt_at, delivery_attempts, version,
-        created_at, updated_at";
+    "post_id, channel, body, campaign_id, status, publish_at, version, created_at, updated_at";
+
+const TARGET_COLUMNS: &str = "post_id, channel, state, network, next_attempt_at, network_post_id,
+        url, failure_reason, delivery_attempts";
+
+/// The targets of the tenant's posts `ids`, each post's in the order its channels were
+/// given.
+async fn targets_of(
+    tx: &mut Transaction<'static, Any>,
+    tenant: Uuid,
+    ids: &[String],
+) -> Result<HashMap<Uuid, Vec<TargetView>>, sqlx::Error> {
+    let mut targets: HashMap<Uuid, Vec<TargetView>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(targets);
+    }
+    let placeholders = (0..ids.len())
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {TARGET_COLUMNS} FROM post_targets
+         WHERE tenant_id = $1 AND post_id IN ({placeholders})
+         ORDER BY post_id, position"
+    );
+    let mut query = sqlx::query(&sql).bind(tenant.to_string());
+    for id in ids {
+        query = query.bind(id.clone());
+    }
+    for row in query.fetch_all(&mut **tx).await? {
+        let post = parse_uuid(row.get("post_id"))?;
+        targets.entry(post).or_default().push(target_view(&row)?);
+    }
+    Ok(targets)
+}
 
 fn status(soft: i64, hard: i64, committed: i64, reserved: i64) -> String {
     let micros = |v: i64| Micros::new(v.max(0)).unwrap_or(Micros::ZERO);
@@ -672,7 +801,16 @@ fn reservation_view(row: &AnyRow) -> Result<ReservationView, sqlx::Error> {
     })
 }
 
-fn post_view(row: &AnyRow) -> Result<PostView, sqlx::Error> {
+fn post_view(row: &AnyRow, targets: Vec<TargetView>) -> Result<PostView, sqlx::Error> {
+    let first = targets.first();
+    let delivery = first.and_then(|target| {
+        target.state.clone().map(|state| DeliveryView {
+            state,
+            network: target.network.clone(),
+            next_attempt_at: target.next_attempt_at,
+            attempts: target.attempts.clone(),
+        })
+    });
     Ok(PostView {
         post_id: parse_uuid(row.get("post_id"))?,
         channel: row.get("channel"),
@@ -688,33 +826,35 @@ fn post_view(row: &AnyRow) -> Result<PostView, sqlx::Error> {
             .as_deref()
             .map(parse_ts)
             .transpose()?,
-        network_post_id: row.get("network_post_id"),
-        url: row.get("url"),
-        failure_reason: row.get("failure_reason"),
-        delivery: delivery_view(row)?,
+        network_post_id: first.and_then(|t| t.network_post_id.clone()),
+        url: first.and_then(|t| t.url.clone()),
+        failure_reason: first.and_then(|t| t.reason.clone()),
+        delivery,
         version: row.get::<i64, _>("version") as u64,
         created_at: parse_ts(row.get("created_at"))?,
         updated_at: parse_ts(row.get("updated_at"))?,
+        targets,
     })
 }
 
-fn delivery_view(row: &AnyRow) -> Result<Option<DeliveryView>, sqlx::Error> {
-    let Some(state) = row.get::<Option<String>, _>("delivery_state") else {
-        return Ok(None);
-    };
+fn target_view(row: &AnyRow) -> Result<TargetView, sqlx::Error> {
     let attempts: String = row.get("delivery_attempts");
     let attempts = serde_json::from_str(&attempts).map_err(|e| sqlx::Error::ColumnDecode {
         index: "delivery_attempts".into(),
         source: Box::new(e),
     })?;
-    Ok(Some(DeliveryView {
-        state,
+    Ok(TargetView {
+        channel: row.get("channel"),
+        state: row.get("state"),
         network: row.get("network"),
+        network_post_id: row.get("network_post_id"),
+        url: row.get("url"),
         next_attempt_at: row
             .get::<Option<String>, _>("next_attempt_at")
             .as_deref()
             .map(parse_ts)
             .transpose()?,
+        reason: row.get("failure_reason"),
         attempts,
-    }))
+    })
 }

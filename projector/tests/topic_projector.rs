@@ -15,7 +15,7 @@ use uuid::Uuid;
 fn created(tenant: TenantId, position: u64) -> RecordedEvent {
     let post = PostId::from_uuid(Uuid::now_v7());
     let encoded = schemas::encode(&schemas::DomainEvent::Post(Event::Created {
-        channel: Channel::new("blog").expect("channel"),
+        channels: vec![Channel::new("blog").expect("channel")],
         body: format!("post at {position}"),
         campaign_id: None,
     }));

@@ -87,6 +87,7 @@ const POST_STATUSES: &[&str] = &[
     "scheduled",
     "publishing",
     "published",
+    "partially_published",
     "failed",
     "cancelled",
     "failed_retryable",

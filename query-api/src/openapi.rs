@@ -102,9 +102,9 @@ pub fn paths() -> Map<String, Value> {
                 param(
                     "status",
                     "Only posts in this state",
-                    json!({"type": "string", "enum": ["draft", "scheduled", "publishing", "failed_retryable", "unconfirmed", "published", "failed", "cancelled", "removed"]}),
+                    json!({"type": "string", "enum": ["draft", "scheduled", "publishing", "failed_retryable", "unconfirmed", "published", "partially_published", "failed", "cancelled", "removed"]}),
                 ),
-                param("channel", "Only posts for this channel", json!({"type": "string"})),
+                param("channel", "Only posts with a target on this channel", json!({"type": "string"})),
                 param("campaign_id", "Only posts of this campaign", json!({"type": "string", "format": "uuid"})),
                 param("limit", "Page size (1-200, default 50)", json!({"type": "integer", "minimum": 1, "maximum": 200})),
                 param("cursor", "The next_cursor of the previous page", json!({"type": "string"})),

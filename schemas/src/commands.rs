@@ -136,7 +136,8 @@ pub struct ReleaseBudget {
     pub reservation_id: Uuid,
 }
 
-/// Creates a draft post for one channel.
+/// Creates a draft post for one channel (`channel`) or several (`channels`): exactly
+/// one of the two must be given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = json!({
@@ -144,11 +145,22 @@ pub struct ReleaseBudget {
     "body": "Our autumn release is out: scheduled posts now respect every time zone.",
     "campaign_id": "0193a4b0-1111-7abc-8def-0123456789ab"
 }))]
+#[schemars(extend("oneOf" = [{"required": ["channel"]}, {"required": ["channels"]}]))]
 pub struct CreatePost {
     /// Where to publish, as a channel slug such as `linkedin` or `newsletter-eu`: 1 to 64
-    /// characters of `a-z`, `0-9`, `-` and `_`.
+    /// characters of `a-z`, `0-9`, `-` and `_`. Give this or `channels`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z0-9_-]{1,64}$"))]
-    pub channel: String,
+    pub channel: Option<String>,
+    /// Several channels to publish to, 1 to 10 distinct slugs; each gets its own
+    /// delivery. Give this or `channel`, not both: both, an empty list, a repeated
+    /// channel or more than 10 are refused with `invalid_post_channels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = domain::post::MAX_TARGETS),
+        inner(pattern(r"^[a-z0-9_-]{1,64}$"))
+    )]
+    pub channels: Option<Vec<String>>,
     /// The post text: 1 to 10000 characters, not only white space.
     #[schemars(length(min = 1, max = domain::post::MAX_BODY_CHARS))]
     pub body: String,
@@ -231,14 +243,19 @@ pub struct CancelPost {
     pub expected_version: Option<u64>,
 }
 
-/// Delivers a failed post again now, or brings forward the next attempt of a post
-/// waiting after a transient failure. An operator command.
+/// Delivers a failed target of a post again now, or brings forward the next attempt of
+/// a target waiting after a transient failure. An operator command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = json!({ "post_id": "0193a4b3-0000-7000-8000-000000000001" }))]
 pub struct RetryDelivery {
     /// The post to deliver again.
     pub post_id: Uuid,
+    /// The target to deliver again. Required when the post has several channels
+    /// (`channel_required` otherwise); the other targets are left as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9_-]{1,64}$"))]
+    pub channel: Option<String>,
     /// The post version this request is based on; see `edit-post`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
@@ -267,6 +284,11 @@ pub enum DeliveryOutcome {
 pub struct ResolveUnconfirmed {
     /// The unconfirmed post.
     pub post_id: Uuid,
+    /// The unconfirmed target. Required when the post has several channels
+    /// (`channel_required` otherwise); the other targets are left as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9_-]{1,64}$"))]
+    pub channel: Option<String>,
     /// What the operator found on the network.
     pub outcome: DeliveryOutcome,
     /// The network's id of the post; required when the outcome is `published`.

@@ -3,8 +3,9 @@
 //!
 //! - [`publisher::Publisher`] delivers posts whose publishing was requested and
 //!   records the outcome as events.
-//! - [`scheduler::Scheduler`] starts publishing scheduled posts when they fall due.
-//! - [`expiry::ReservationExpiry`] expires budget reservations past their ttl.
+//! - [`timers::Timers`] fires what falls due at a time — scheduled posts and expiring
+//!   budget reservations — from the `timers` read model, once per tenant, with a
+//!   missed-timer sweep at start.
 //! - [`generation::Generator`] calls AI providers for requested generations, records
 //!   every attempt and settles the budget reservation.
 //! - [`networks`] holds the adapters that deliver posts to real networks, with
@@ -13,13 +14,12 @@
 //! They never append events themselves: every effect goes through the command side's
 //! [`command_api::CommandService`], so the same rules and concurrency checks apply.
 
-pub mod expiry;
 pub mod generation;
 pub mod network;
 pub mod networks;
 pub mod providers;
 pub mod publisher;
-pub mod scheduler;
+pub mod timers;
 
 use std::time::Duration;
 

@@ -1,14 +1,19 @@
-//! Delivers posts whose publishing was requested, one recorded attempt at a time.
+//! Delivers posts whose publishing was requested, one recorded attempt at a time, to
+//! each of a post's targets (channels) on its own.
 //!
-//! Each round asks the read models for open deliveries: waiting for a first attempt,
-//! or failed transiently with the next attempt due. For each, the publisher first
-//! records `post.delivery_attempt_started` with the version the read model saw —
-//! the attempt's lease: a post that moved on, or an attempt already in flight, is
-//! refused by the post itself and skipped — and only then calls the channel's
-//! network. The outcome is recorded with the version after the start: published,
-//! failed (retryable with the time of the next attempt, from exponential back-off
-//! with full jitter and never before the network's `Retry-After`; or permanent),
-//! or unconfirmed when the request may have landed.
+//! Each round asks the read models for open deliveries, one per target: waiting for a
+//! first attempt, or failed transiently with the next attempt due. For each, the
+//! publisher first records `post.delivery_attempt_started` on that target — the
+//! attempt's lease: the post itself refuses a target whose attempt is already in
+//! flight, that is not due, or that moved on (published, settled by an operator), so
+//! a stale read model or a second round changes nothing — and only then calls the
+//! channel's network. The outcome is recorded on the same target: published, failed
+//! (retryable with the time of the next attempt, from exponential back-off with full
+//! jitter and never before the network's `Retry-After`; or permanent), or
+//! unconfirmed when the request may have landed. The command side decides each on
+//! the post's latest state, so deliveries to two targets of one post run side by side
+//! and neither's outcome is lost to the other's; one target failing for good does
+//! not stop another.
 //!
 //! An unconfirmed delivery is never attempted again. The publisher asks the network
 //! once (`reconcile`); if the network cannot tell, an operator settles it with
@@ -24,7 +29,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use command_api::{CommandError, CommandService, Envelope};
-use domain::post::{Command, Resolution};
+use domain::post::{Command, DeliveryState, Resolution};
 use domain::{Channel, PostId, TenantId};
 use projector::{OpenDelivery, ReadModels};
 use tokio::sync::{Semaphore, watch};
@@ -54,9 +59,10 @@ pub struct Publisher {
     pub concurrency: usize,
 }
 
-/// Posts with an attempt running in this process, so a round does not start a
-/// second task for a post whose read model has not caught up with the first.
-type Running = Arc<Mutex<HashSet<Uuid>>>;
+/// Targets (post, channel) with an attempt running in this process, so a round does
+/// not start a second task for a target whose read model has not caught up with the
+/// first.
+type Running = Arc<Mutex<HashSet<(Uuid, String)>>>;
 
 impl Publisher {
     /// Starts an attempt for every open delivery that is due; returns how many
@@ -69,9 +75,10 @@ impl Publisher {
         let due = self.models.open_deliveries(self.service.now(), 500).await?;
         let mut started = 0;
         for delivery in due {
-            // A post whose attempt runs in this process is not touched; every other
+            // A target whose attempt runs in this process is not touched; every other
             // attempt in flight was cut off when the process that ran it stopped.
-            if !lock(running).insert(delivery.post) {
+            let key = (delivery.post, delivery.channel.clone());
+            if !lock(running).insert(key.clone()) {
                 continue;
             }
             let permit = permits.clone().acquire_owned().await?;
@@ -79,15 +86,15 @@ impl Publisher {
             let running = running.clone();
             started += 1;
             tokio::spawn(async move {
-                let done = if delivery.state == "publishing" {
+                let done = if delivery.state == DeliveryState::Publishing.as_str() {
                     worker.interrupted(&delivery).await
                 } else {
                     worker.attempt(&delivery).await
                 };
                 if let Err(error) = done {
-                    tracing::error!(tenant = %delivery.tenant, post = %delivery.post, error = ?error, "delivery attempt failed to run");
+                    tracing::error!(tenant = %delivery.tenant, post = %delivery.post, channel = %delivery.channel, error = ?error, "delivery attempt failed to run");
                 }
-                lock(&running).remove(&delivery.post);
+                lock(&running).remove(&key);
                 drop(permit);
             });
         }
@@ -122,7 +129,7 @@ impl Publisher {
     }
 }
 
-fn lock(running: &Running) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+fn lock(running: &Running) -> std::sync::MutexGuard<'_, HashSet<(Uuid, String)>> {
     running.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -134,127 +141,134 @@ struct Worker {
     retry: RetryPolicy,
 }
 
-impl Worker {
-    /// The post's channel and body, and the adapter its channel delivers through.
-    async fn target(
-        &self,
-        tenant: TenantId,
-        post: PostId,
-    ) -> anyhow::Result<Option<(Channel, String, Arc<dyn NetworkAdapter>)>> {
-        let Some(view) = self.models.post(tenant.as_uuid(), post.as_uuid()).await? else {
-            return Ok(None);
-        };
-        let channel = Channel::new(&view.channel)?;
-        let adapter = self.networks.for_channel(tenant, &channel);
-        Ok(Some((channel, view.body, adapter)))
-    }
+/// One target of a post, ready to deliver.
+struct Target {
+    tenant: TenantId,
+    post: PostId,
+    channel: Channel,
+    body: String,
+    adapter: Arc<dyn NetworkAdapter>,
+    /// Every attempt to this target carries it, so the network (or the webhook
+    /// receiver) recognises a repeat.
+    idempotency_key: String,
+}
 
-    #[tracing::instrument(name = "publisher.attempt", skip_all, fields(tenant = %open.tenant, post = %open.post))]
-    async fn attempt(&self, open: &OpenDelivery) -> anyhow::Result<()> {
+impl Target {
+    fn delivery(&self) -> Delivery<'_> {
+        Delivery {
+            tenant: self.tenant,
+            post: self.post,
+            channel: &self.channel,
+            body: &self.body,
+            idempotency_key: &self.idempotency_key,
+        }
+    }
+}
+
+impl Worker {
+    /// The open delivery's target: its channel, the post's body, and the adapter its
+    /// channel delivers through.
+    async fn target(&self, open: &OpenDelivery) -> anyhow::Result<Option<Target>> {
         let tenant = TenantId::from_uuid(open.tenant);
         let post = PostId::from_uuid(open.post);
-        let Some((channel, body, adapter)) = self.target(tenant, post).await? else {
+        let Some(view) = self.models.post(open.tenant, open.post).await? else {
+            return Ok(None);
+        };
+        let channel = Channel::new(&open.channel)?;
+        let adapter = self.networks.for_channel(tenant, &channel);
+        Ok(Some(Target {
+            tenant,
+            post,
+            idempotency_key: idempotency_key(post, &channel, view.targets.len()),
+            channel,
+            body: view.body,
+            adapter,
+        }))
+    }
+
+    #[tracing::instrument(name = "publisher.attempt", skip_all, fields(tenant = %open.tenant, post = %open.post, channel = %open.channel))]
+    async fn attempt(&self, open: &OpenDelivery) -> anyhow::Result<()> {
+        let Some(target) = self.target(open).await? else {
             return Ok(());
         };
         let start = Command::StartAttempt {
-            network: adapter.name().to_owned(),
+            channel: target.channel.clone(),
+            network: target.adapter.name().to_owned(),
         };
-        let Some(version) = record(&self.service, tenant, post, Some(open.version), start).await?
-        else {
+        if !record(&self.service, &target, start).await? {
             return Ok(());
-        };
-        let attempt = self.service.post_state(tenant, post).await?.attempts;
-        let key = idempotency_key(post);
-        let delivery = Delivery {
-            tenant,
-            post,
-            channel: &channel,
-            body: &body,
-            idempotency_key: &key,
-        };
-        let outcome = adapter.deliver(&delivery).await;
+        }
+        let attempt = self
+            .service
+            .post_state(target.tenant, target.post)
+            .await?
+            .target(&target.channel)
+            .map_or(1, |t| t.attempts);
+        let outcome = target.adapter.deliver(&target.delivery()).await;
         let command = match outcome {
-            Ok(delivered) => published(delivered),
+            Ok(delivered) => published(&target.channel, delivered),
             Err(DeliveryError::Unknown(reason)) => {
                 let unconfirmed = Command::RecordUnconfirmed {
+                    channel: target.channel.clone(),
                     reason: DeliveryError::Unknown(reason).to_string(),
                 };
-                if let Some(version) =
-                    record(&self.service, tenant, post, Some(version), unconfirmed).await?
-                {
-                    self.reconcile(tenant, post, version).await?;
+                if record(&self.service, &target, unconfirmed).await? {
+                    self.reconcile(&target).await?;
                 }
                 return Ok(());
             }
-            Err(error) => self.failed(attempt, &error),
+            Err(error) => self.failed(&target.channel, attempt, &error),
         };
-        record(&self.service, tenant, post, Some(version), command).await?;
+        record(&self.service, &target, command).await?;
         Ok(())
     }
 
     /// Records an attempt cut off by a stopped process as unconfirmed, and reconciles
-    /// it. The read model may lag: if the attempt did end, the post's version has
-    /// moved and the command loses, changing nothing.
-    #[tracing::instrument(name = "publisher.interrupted", skip_all, fields(tenant = %open.tenant, post = %open.post))]
+    /// it. The read model may lag: if the attempt did end, the target is no longer in
+    /// flight and the command is refused, changing nothing.
+    #[tracing::instrument(name = "publisher.interrupted", skip_all, fields(tenant = %open.tenant, post = %open.post, channel = %open.channel))]
     async fn interrupted(&self, open: &OpenDelivery) -> anyhow::Result<()> {
-        let tenant = TenantId::from_uuid(open.tenant);
-        let post = PostId::from_uuid(open.post);
+        let Some(target) = self.target(open).await? else {
+            return Ok(());
+        };
         let command = Command::RecordUnconfirmed {
+            channel: target.channel.clone(),
             reason: "the publisher stopped during the attempt; it may have reached the network"
                 .into(),
         };
-        if let Some(version) =
-            record(&self.service, tenant, post, Some(open.version), command).await?
-        {
-            self.reconcile(tenant, post, version).await?;
+        if record(&self.service, &target, command).await? {
+            self.reconcile(&target).await?;
         }
         Ok(())
     }
 
     /// The failure to record: retryable with the next attempt's time, or permanent.
-    fn failed(&self, attempt: u32, error: &DeliveryError) -> Command {
+    fn failed(&self, channel: &Channel, attempt: u32, error: &DeliveryError) -> Command {
+        let failed = |reason: String, retry_at| Command::RecordAttemptFailed {
+            channel: channel.clone(),
+            code: error.code().into(),
+            reason,
+            retry_at,
+        };
         if !error.is_retryable() {
-            return Command::RecordAttemptFailed {
-                code: error.code().into(),
-                reason: error.to_string(),
-                retry_at: None,
-            };
+            return failed(error.to_string(), None);
         }
         if attempt >= self.retry.max_attempts {
-            return Command::RecordAttemptFailed {
-                code: error.code().into(),
-                reason: format!("{error} (gave up after {attempt} attempts)"),
-                retry_at: None,
-            };
+            return failed(format!("{error} (gave up after {attempt} attempts)"), None);
         }
         let retry_after = match error {
             DeliveryError::RateLimited { retry_after } => *retry_after,
             _ => None,
         };
         let wait = next_wait(&self.retry, attempt, retry_after, &mut rand::rng());
-        Command::RecordAttemptFailed {
-            code: error.code().into(),
-            reason: error.to_string(),
-            retry_at: Some(at_after(self.service.now(), wait)),
-        }
+        failed(error.to_string(), Some(at_after(self.service.now(), wait)))
     }
 
     /// Asks the network once whether an unconfirmed delivery landed, and records the
     /// answer; leaves it unconfirmed (for an operator) when the network cannot tell.
-    #[tracing::instrument(name = "publisher.reconcile", skip(self))]
-    async fn reconcile(&self, tenant: TenantId, post: PostId, version: u64) -> anyhow::Result<()> {
-        let Some((channel, body, adapter)) = self.target(tenant, post).await? else {
-            return Ok(());
-        };
-        let key = idempotency_key(post);
-        let delivery = Delivery {
-            tenant,
-            post,
-            channel: &channel,
-            body: &body,
-            idempotency_key: &key,
-        };
-        let outcome = match adapter.reconcile(&delivery).await {
+    #[tracing::instrument(name = "publisher.reconcile", skip_all, fields(tenant = %target.tenant, post = %target.post, channel = %target.channel))]
+    async fn reconcile(&self, target: &Target) -> anyhow::Result<()> {
+        let outcome = match target.adapter.reconcile(&target.delivery()).await {
             Ok(Some(delivered)) => Resolution::Published {
                 network_post_id: delivered.network_post_id,
                 url: delivered.url,
@@ -263,27 +277,37 @@ impl Worker {
                 reason: "the network has no such post: it was not delivered".into(),
             },
             Err(error) => {
-                tracing::warn!(network = adapter.name(), error = %error, "unconfirmed delivery left for an operator");
+                tracing::warn!(network = target.adapter.name(), error = %error, "unconfirmed delivery left for an operator");
                 return Ok(());
             }
         };
-        let command = Command::ResolveUnconfirmed { outcome };
-        record(&self.service, tenant, post, Some(version), command).await?;
+        let command = Command::ResolveUnconfirmed {
+            channel: Some(target.channel.clone()),
+            outcome,
+        };
+        record(&self.service, target, command).await?;
         Ok(())
     }
 }
 
-fn published(delivered: Delivered) -> Command {
+fn published(channel: &Channel, delivered: Delivered) -> Command {
     Command::RecordPublished {
+        channel: channel.clone(),
         network_post_id: delivered.network_post_id,
         url: delivered.url,
     }
 }
 
-/// The key every attempt of a post's delivery carries, so the network (or the
-/// webhook receiver) recognises a repeat.
-fn idempotency_key(post: PostId) -> String {
-    format!("tidemark-post-{post}")
+/// The key every attempt of one target's delivery carries, so the network (or the
+/// webhook receiver) recognises a repeat. A post of one channel keeps the key its
+/// deliveries always had (an unconfirmed one is reconciled with the key it was sent
+/// with); a post of several channels has one key per channel.
+fn idempotency_key(post: PostId, channel: &Channel, targets: usize) -> String {
+    if targets > 1 {
+        format!("tidemark-post-{post}-{channel}")
+    } else {
+        format!("tidemark-post-{post}")
+    }
 }
 
 /// How long to wait before the next attempt: the back-off with full jitter, but
@@ -302,23 +326,21 @@ fn at_after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
     now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX)
 }
 
-/// Runs one command on a post as the publisher; `Some(version after)` when it was
-/// carried out, `None` when the post moved on meanwhile (another attempt, an
-/// operator, a webhook) and the newer state decides.
+/// Runs one command on a target as the publisher; `true` when it was carried out,
+/// `false` when the post refused it because the target moved on meanwhile (another
+/// attempt, an operator, a webhook) and the newer state decides.
 async fn record(
     service: &CommandService,
-    tenant: TenantId,
-    post: PostId,
-    expected_version: Option<u64>,
+    target: &Target,
     command: Command,
-) -> anyhow::Result<Option<u64>> {
-    let envelope = Envelope::system(tenant, ACTOR, None);
-    match service
-        .post(&envelope, post, expected_version, command)
-        .await
-    {
-        Ok(done) => Ok(Some(done.version)),
-        Err(CommandError::VersionConflict { .. } | CommandError::Post(_)) => Ok(None),
+) -> anyhow::Result<bool> {
+    let envelope = Envelope::system(target.tenant, ACTOR, None);
+    match service.post(&envelope, target.post, None, command).await {
+        Ok(_) => Ok(true),
+        Err(CommandError::Post(rejection)) => {
+            tracing::debug!(%rejection, "the target moved on; nothing recorded");
+            Ok(false)
+        }
         Err(other) => Err(other.into()),
     }
 }

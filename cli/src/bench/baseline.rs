@@ -138,7 +138,7 @@ impl Operation for InsertRow {
 /// The event every baseline writes: a `post.created`, encoded as the command side does.
 fn post_created() -> anyhow::Result<schemas::Encoded> {
     Ok(schemas::encode(&DomainEvent::Post(post::Event::Created {
-        channel: Channel::new("linkedin").map_err(|e| anyhow::anyhow!(e))?,
+        channels: vec![Channel::new("linkedin").map_err(|e| anyhow::anyhow!(e))?],
         body: "A benchmark post: the same body every time.".to_owned(),
         campaign_id: None,
     })))

@@ -439,7 +439,7 @@ impl Events {
 
     fn post_created(&self, n: u64) -> DomainEvent {
         DomainEvent::Post(post::Event::Created {
-            channel: self.channel.clone(),
+            channels: vec![self.channel.clone()],
             body: format!("Fixture post number {n}."),
             campaign_id: None,
         })

@@ -238,12 +238,15 @@ impl Relay {
         let mut producer = self.producer.lock().await;
         let after = self.checkpoint();
         tracing::Span::current().record("after", after);
+        let started = Instant::now();
         let events = self.store.read_all(after, self.config.batch_size).await?;
         let Some(last) = events.last().map(|e| e.global_position) else {
             return Ok(RelayOutcome::CaughtUp);
         };
+        let read = started.elapsed();
 
         let produced = produce_all(&producer, &self.config.topic, &events).await;
+        let acknowledged = started.elapsed();
         if let Err(error) = produced {
             if let Some((code, reason)) = producer.client().fatal_error() {
                 tracing::warn!(%code, %reason, "producer failed fatally; building a new one");
@@ -260,7 +263,14 @@ impl Relay {
             .save(&self.config.checkpoint_name, last)
             .await?;
         self.progress.send_replace(last);
-        tracing::debug!(events = events.len(), checkpoint = last, "relayed");
+        tracing::debug!(
+            events = events.len(),
+            checkpoint = last,
+            read_ms = read.as_millis(),
+            produce_ms = (acknowledged - read).as_millis(),
+            save_ms = (started.elapsed() - acknowledged).as_millis(),
+            "relayed"
+        );
         Ok(RelayOutcome::Relayed(events.len()))
     }
 

@@ -8,12 +8,14 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::support::{Log, TestDatabase, assert_same, bounded, snapshot};
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 7] = [
     "budgets",
     "reservations",
     "posts",
+    "post_targets",
     "generations",
     "generation_attempts",
+    "timers",
 ];
 
 /// `true` when `error` is PostgreSQL's "insufficient privilege" (42501), which is how
@@ -123,6 +125,14 @@ async fn the_runtime_role_sees_and_touches_only_the_tenant_it_sets() {
                          '2030-01-01T00:00:00.000000Z')"
             ),
             format!(
+                "INSERT INTO read_models.post_targets (tenant_id, post_id, channel, position)
+                 VALUES ('{a}', 'p', 'x', 0)"
+            ),
+            format!(
+                "INSERT INTO read_models.timers (tenant_id, kind, timer_key, subject, due_at)
+                 VALUES ('{a}', 'post_publish', 'p', 'p', '2030-01-01T00:00:00.000000Z')"
+            ),
+            format!(
                 "INSERT INTO read_models.generations (tenant_id, generation_id, status, brief, channel,
                      priority, provider, model, reservation_id, period, reserved_micros, version,
                      created_at, updated_at)
@@ -194,8 +204,10 @@ async fn setting_up_the_app_role_is_idempotent_and_refuses_roles_that_bypass_sec
                 ("budgets", 0),
                 ("reservations", 0),
                 ("posts", 0),
+                ("post_targets", 0),
                 ("generations", 0),
-                ("generation_attempts", 0)
+                ("generation_attempts", 0),
+                ("timers", 0)
             ]
         );
 

@@ -25,8 +25,8 @@ use domain::{CampaignId, Channel, GenerationId, Micros, Period, PostId, Reservat
 use eventlog::sqlite::SqliteStore;
 use eventlog::{EventStore, Position};
 use projector::{
-    BudgetView, GenerationView, OpenDelivery, PostFilter, PostPage, PostView, READ_MODELS,
-    ReadModels, ReservationStatus, ReservationView, UsageGroup, UsageRow,
+    BudgetView, DueTimer, GenerationView, OpenDelivery, PostFilter, PostPage, PostView,
+    READ_MODELS, ReadModels, ReservationStatus, ReservationView, TimerCursor, UsageGroup, UsageRow,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -405,6 +405,7 @@ impl Log {
             a,
             p2,
             post::Command::RecordPublished {
+                channel: newsletter.clone(),
                 network_post_id: "nl-42".into(),
                 url: Some("https://example.test/nl-42".into()),
             },
@@ -425,6 +426,7 @@ impl Log {
             a,
             p3,
             post::Command::RecordFailed {
+                channel: linkedin.clone(),
                 reason: "token expired".into(),
             },
         )
@@ -473,6 +475,7 @@ impl Log {
             trigger: PublishTrigger::Manual,
         };
         let start = || post::Command::StartAttempt {
+            channel: channel.clone(),
             network: "mastodon".into(),
         };
         let retrying = self.create_post(tenant, channel, "retrying", None).await;
@@ -482,6 +485,7 @@ impl Log {
             tenant,
             retrying,
             post::Command::RecordAttemptFailed {
+                channel: channel.clone(),
                 code: "network_rate_limited".into(),
                 reason: "429 Too Many Requests".into(),
                 retry_at: Some(at(2026, 2, 20, 9, 5)),
@@ -495,6 +499,7 @@ impl Log {
             tenant,
             unconfirmed,
             post::Command::RecordUnconfirmed {
+                channel: channel.clone(),
                 reason: "timeout".into(),
             },
         )
@@ -509,6 +514,7 @@ impl Log {
             tenant,
             removed,
             post::Command::RecordPublished {
+                channel: channel.clone(),
                 network_post_id: "m-7".into(),
                 url: None,
             },
@@ -518,7 +524,95 @@ impl Log {
             tenant,
             removed,
             post::Command::RecordRemoved {
+                channel: None,
                 network_post_id: "m-7".into(),
+            },
+        )
+        .await;
+        self.several_targets(tenant, channel).await;
+    }
+
+    /// Posts of several channels: one partially published (a target published, one
+    /// failed for good, one removed) and one still going out on one of its two.
+    async fn several_targets(&mut self, tenant: TenantId, channel: &Channel) {
+        let mastodon = Channel::new("mastodon").expect("channel");
+        let crm = Channel::new("crm").expect("channel");
+        let publish = || post::Command::Publish {
+            trigger: PublishTrigger::Manual,
+        };
+        let start = |channel: &Channel| post::Command::StartAttempt {
+            channel: channel.clone(),
+            network: "mastodon".into(),
+        };
+        let partial = self
+            .create_post_for(
+                tenant,
+                vec![mastodon.clone(), channel.clone(), crm.clone()],
+                "everywhere",
+                Some(self.campaign_y),
+            )
+            .await;
+        self.post(tenant, partial, publish()).await;
+        for target in [&mastodon, channel, &crm] {
+            self.post(tenant, partial, start(target)).await;
+        }
+        self.post(
+            tenant,
+            partial,
+            post::Command::RecordPublished {
+                channel: mastodon.clone(),
+                network_post_id: "m-8".into(),
+                url: Some("https://mastodon.example/@t/m-8".into()),
+            },
+        )
+        .await;
+        self.post(
+            tenant,
+            partial,
+            post::Command::RecordAttemptFailed {
+                channel: channel.clone(),
+                code: "network_refused_content".into(),
+                reason: "422 too long".into(),
+                retry_at: None,
+            },
+        )
+        .await;
+        self.post(
+            tenant,
+            partial,
+            post::Command::RecordPublished {
+                channel: crm.clone(),
+                network_post_id: "crm-1".into(),
+                url: None,
+            },
+        )
+        .await;
+        self.post(
+            tenant,
+            partial,
+            post::Command::RecordRemoved {
+                channel: None,
+                network_post_id: "crm-1".into(),
+            },
+        )
+        .await;
+        let going = self
+            .create_post_for(
+                tenant,
+                vec![channel.clone(), mastodon.clone()],
+                "half way",
+                None,
+            )
+            .await;
+        self.post(tenant, going, publish()).await;
+        self.post(tenant, going, start(&mastodon)).await;
+        self.post(
+            tenant,
+            going,
+            post::Command::RecordPublished {
+                channel: mastodon,
+                network_post_id: "m-9".into(),
+                url: None,
             },
         )
         .await;
@@ -594,6 +688,30 @@ impl Log {
         )
         .await;
         self.create_post(b, &linkedin, "tenant b draft", None).await;
+        let pb3 = self
+            .create_post_for(
+                b,
+                vec![linkedin.clone(), Channel::new("x").expect("channel")],
+                "tenant b, two channels",
+                None,
+            )
+            .await;
+        self.post(
+            b,
+            pb3,
+            post::Command::Schedule {
+                publish_at: at(2026, 3, 2, 9, 30),
+            },
+        )
+        .await;
+        self.post(
+            b,
+            pb3,
+            post::Command::Edit {
+                body: "tenant b, two channels, edited".into(),
+            },
+        )
+        .await;
         let pc = self
             .create_post(
                 c,
@@ -754,12 +872,23 @@ impl Log {
         body: &str,
         campaign_id: Option<CampaignId>,
     ) -> PostId {
+        self.create_post_for(tenant, vec![channel.clone()], body, campaign_id)
+            .await
+    }
+
+    async fn create_post_for(
+        &mut self,
+        tenant: TenantId,
+        channels: Vec<Channel>,
+        body: &str,
+        campaign_id: Option<CampaignId>,
+    ) -> PostId {
         let id = PostId::from_uuid(Uuid::new_v4());
         self.post(
             tenant,
             id,
             post::Command::Create {
-                channel: channel.clone(),
+                channels,
                 body: body.into(),
                 campaign_id,
             },
@@ -786,10 +915,8 @@ pub type ReservationsAnswer = (
     u32,
     Vec<ReservationView>,
 );
-/// `due_posts(now, limit)` and its answer.
-pub type DuePostsAnswer = (DateTime<Utc>, u32, Vec<(Uuid, Uuid, u64)>);
-/// `months_with_due_reservations(now, limit)` and its answer.
-pub type DueMonthsAnswer = (DateTime<Utc>, u32, Vec<(Uuid, Period)>);
+/// `due_timers(now, …, page)` paged to the end, and its pages.
+pub type DueTimersAnswer = (DateTime<Utc>, u32, Vec<Vec<DueTimer>>);
 
 /// Every query's answer over one read-model database, for one log. Compare two with
 /// [`assert_same`], which names the first answer that differs.
@@ -800,8 +927,7 @@ pub struct Snapshot {
     pub reservations: Vec<ReservationsAnswer>,
     pub posts: Vec<(Uuid, Uuid, Option<PostView>)>,
     pub pages: Vec<(String, Vec<PostPage>)>,
-    pub due_posts: Vec<DuePostsAnswer>,
-    pub due_months: Vec<DueMonthsAnswer>,
+    pub due_timers: Vec<DueTimersAnswer>,
     pub open_deliveries: Vec<(DateTime<Utc>, Vec<OpenDelivery>)>,
     pub row_counts: Vec<(&'static str, i64)>,
     pub generations: Vec<(Uuid, Uuid, Option<GenerationView>)>,
@@ -877,6 +1003,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         "failed_retryable",
         "unconfirmed",
         "removed",
+        "partially_published",
     ] {
         filters.push((
             format!("status={status}"),
@@ -886,7 +1013,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
             },
         ));
     }
-    for channel in ["linkedin", "newsletter-eu", "x", "none"] {
+    for channel in ["linkedin", "newsletter-eu", "x", "mastodon", "crm", "none"] {
         filters.push((
             format!("channel={channel}"),
             PostFilter {
@@ -969,8 +1096,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         }
     }
 
-    let mut due_posts = Vec::new();
-    let mut due_months = Vec::new();
+    let mut due_timers = Vec::new();
     let mut open_deliveries = Vec::new();
     for now in scan_times() {
         open_deliveries.push((
@@ -980,20 +1106,21 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
                 .await
                 .expect("open deliveries"),
         ));
+        // A page of one walks the keyset cursor through every timer.
         for limit in [500, 1] {
-            due_posts.push((
-                now,
-                limit,
-                models.due_posts(now, limit).await.expect("due posts"),
-            ));
-            due_months.push((
-                now,
-                limit,
-                models
-                    .months_with_due_reservations(now, limit)
+            let mut pages = Vec::new();
+            let mut cursor = TimerCursor::default();
+            loop {
+                let page = models
+                    .due_timers(now, &cursor, limit)
                     .await
-                    .expect("due months"),
-            ));
+                    .expect("due timers");
+                let Some(last) = page.last() else { break };
+                cursor = TimerCursor::after(last);
+                pages.push(page);
+                assert!(pages.len() < 1_000, "paging does not end");
+            }
+            due_timers.push((now, limit, pages));
         }
     }
 
@@ -1003,8 +1130,7 @@ pub async fn snapshot(models: &ReadModels, log: &Log) -> Snapshot {
         reservations,
         posts,
         pages,
-        due_posts,
-        due_months,
+        due_timers,
         open_deliveries,
         row_counts: models.row_counts().await.expect("row counts"),
         generations,
@@ -1045,8 +1171,7 @@ pub fn assert_same(actual: &Snapshot, expected: &Snapshot) {
     first_difference("reservations", &actual.reservations, &expected.reservations);
     first_difference("posts", &actual.posts, &expected.posts);
     first_difference("pages", &actual.pages, &expected.pages);
-    first_difference("due_posts", &actual.due_posts, &expected.due_posts);
-    first_difference("due_months", &actual.due_months, &expected.due_months);
+    first_difference("due_timers", &actual.due_timers, &expected.due_timers);
     first_difference(
         "open_deliveries",
         &actual.open_deliveries,

@@ -111,7 +111,8 @@ fn the_required_fields_are_exactly_the_ones_the_api_promises() {
         ),
         ("commit-budget", &["reservation_id", "actual_micros"]),
         ("release-budget", &["reservation_id"]),
-        ("create-post", &["channel", "body"]),
+        // And exactly one of `channel` and `channels`, which the schema says with `oneOf`.
+        ("create-post", &["body"]),
         ("edit-post", &["post_id", "body"]),
         ("schedule-post", &["post_id", "publish_at"]),
         ("publish-post", &["post_id"]),

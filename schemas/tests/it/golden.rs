@@ -69,3 +69,73 @@ fn every_golden_example_decodes_and_the_latest_ones_re_encode_unchanged() {
         }
     }
 }
+
+/// Decodes a golden example into its domain event.
+fn golden_event(event_type: &str, version: u32) -> schemas::DomainEvent {
+    let name = golden_name(event_type, version);
+    let data = read_golden(&name).unwrap_or_else(|| panic!("golden/{name} is missing"));
+    decode(event_type, version, &data)
+        .unwrap_or_else(|e| panic!("golden/{name} no longer decodes: {e}"))
+}
+
+#[test]
+fn a_post_of_one_channel_stored_in_the_first_version_upcasts_to_a_list_of_one() {
+    use domain::Channel;
+    use domain::post::Event;
+    let schemas::DomainEvent::Post(Event::Created { channels, .. }) =
+        golden_event("post.created", 1)
+    else {
+        panic!("post.created decodes to another event");
+    };
+    assert_eq!(
+        channels,
+        vec![Channel::new("linkedin").expect("a valid slug")]
+    );
+}
+
+#[test]
+fn delivery_events_of_the_first_version_upcast_to_the_posts_first_channel() {
+    use domain::post::Event;
+    for event_type in [
+        "post.publish_requested",
+        "post.published",
+        "post.publish_failed",
+        "post.delivery_attempt_started",
+        "post.delivery_attempt_failed",
+        "post.delivery_unconfirmed",
+        "post.removed",
+    ] {
+        let schemas::DomainEvent::Post(event) = golden_event(event_type, 1) else {
+            panic!("{event_type} decodes to another aggregate's event");
+        };
+        let channel = match event {
+            Event::PublishRequested { channel, .. }
+            | Event::Published { channel, .. }
+            | Event::PublishFailed { channel, .. }
+            | Event::DeliveryAttemptStarted { channel, .. }
+            | Event::DeliveryAttemptFailed { channel, .. }
+            | Event::DeliveryUnconfirmed { channel, .. }
+            | Event::Removed { channel, .. } => channel,
+            other => panic!("{event_type} decodes to {other:?}"),
+        };
+        assert_eq!(channel, None, "{event_type} v1 names no channel");
+        // Its second version names the target.
+        let schemas::DomainEvent::Post(event) = golden_event(event_type, 2) else {
+            panic!("{event_type} decodes to another aggregate's event");
+        };
+        let named = match event {
+            Event::PublishRequested { channel, .. }
+            | Event::Published { channel, .. }
+            | Event::PublishFailed { channel, .. }
+            | Event::DeliveryAttemptStarted { channel, .. }
+            | Event::DeliveryAttemptFailed { channel, .. }
+            | Event::DeliveryUnconfirmed { channel, .. }
+            | Event::Removed { channel, .. } => channel,
+            other => panic!("{event_type} decodes to {other:?}"),
+        };
+        assert!(
+            named.is_some(),
+            "golden/{event_type}.v2.json names its target"
+        );
+    }
+}

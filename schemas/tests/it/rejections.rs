@@ -19,13 +19,25 @@ fn malformed(event_type: &str, data: Value) -> String {
 
 /// Decodes v1 data that must hold an invalid value, and returns the field and reason.
 fn invalid(event_type: &str, data: Value) -> (&'static str, ValueError) {
-    match decode(event_type, 1, &data) {
+    invalid_at(event_type, 1, 1, data)
+}
+
+/// Decodes data stored at version `stored` that must hold an invalid value, found at
+/// version `version` (older data is checked once upcast to the version that meets the
+/// domain), and returns the field and reason.
+fn invalid_at(
+    event_type: &str,
+    stored: u32,
+    version: u32,
+    data: Value,
+) -> (&'static str, ValueError) {
+    match decode(event_type, stored, &data) {
         Err(DecodeError::InvalidValue {
             event_type: t,
-            schema_version: 1,
+            schema_version,
             field,
             source,
-        }) if t == event_type => (field, source),
+        }) if t == event_type && schema_version == version => (field, source),
         other => panic!("{event_type} {data} should hold an invalid value, got {other:?}"),
     }
 }
@@ -126,16 +138,46 @@ fn a_negative_hard_limit_is_an_invalid_value_named_by_its_wire_field() {
 
 #[test]
 fn a_channel_with_capitals_is_an_invalid_value() {
-    let got = invalid(
+    let got = invalid_at(
         "post.created",
-        json!({ "channel": "LinkedIn", "body": "Hello" }),
+        2,
+        2,
+        json!({ "channels": ["linkedin", "LinkedIn"], "body": "Hello" }),
     );
-    assert_eq!(got, ("channel", ValueError::BadChannel));
+    assert_eq!(got, ("channels", ValueError::BadChannel));
 }
 
 #[test]
 fn an_empty_channel_is_an_invalid_value() {
-    let got = invalid("post.created", json!({ "channel": "", "body": "Hello" }));
+    let got = invalid_at(
+        "post.created",
+        2,
+        2,
+        json!({ "channels": [""], "body": "Hello" }),
+    );
+    assert_eq!(got, ("channels", ValueError::BadChannel));
+}
+
+#[test]
+fn a_bad_channel_of_the_first_version_is_refused_once_upcast() {
+    // The upcaster cannot fail, so the value is checked where v2 meets the domain.
+    let got = invalid_at(
+        "post.created",
+        1,
+        2,
+        json!({ "channel": "LinkedIn", "body": "Hello" }),
+    );
+    assert_eq!(got, ("channels", ValueError::BadChannel));
+}
+
+#[test]
+fn a_bad_target_channel_on_a_delivery_event_is_an_invalid_value() {
+    let got = invalid_at(
+        "post.delivery_attempt_started",
+        2,
+        2,
+        json!({ "channel": "Mastodon", "attempt": 1, "network": "mastodon" }),
+    );
     assert_eq!(got, ("channel", ValueError::BadChannel));
 }
 

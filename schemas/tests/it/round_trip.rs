@@ -102,49 +102,71 @@ fn budget_event() -> impl Strategy<Value = budget::Event> {
 
 fn post_event() -> impl Strategy<Value = post::Event> {
     use post::Event::*;
+    let target = || prop::option::of(channel());
     prop_oneof![
         (
-            channel(),
+            prop::collection::vec(channel(), 0..12),
             any::<String>(),
             prop::option::of(uuid().prop_map(CampaignId::from_uuid))
         )
-            .prop_map(|(channel, body, campaign_id)| Created {
-                channel,
+            .prop_map(|(channels, body, campaign_id)| Created {
+                channels,
                 body,
                 campaign_id,
             }),
         any::<String>().prop_map(|body| Edited { body }),
         timestamp().prop_map(|publish_at| Scheduled { publish_at }),
-        prop_oneof![
-            Just(post::PublishTrigger::Manual),
-            Just(post::PublishTrigger::Schedule)
-        ]
-        .prop_map(|trigger| PublishRequested { trigger }),
-        (any::<String>(), prop::option::of(any::<String>())).prop_map(|(network_post_id, url)| {
-            Published {
+        (
+            prop_oneof![
+                Just(post::PublishTrigger::Manual),
+                Just(post::PublishTrigger::Schedule)
+            ],
+            target()
+        )
+            .prop_map(|(trigger, channel)| PublishRequested { trigger, channel }),
+        (target(), any::<String>(), prop::option::of(any::<String>())).prop_map(
+            |(channel, network_post_id, url)| Published {
+                channel,
                 network_post_id,
                 url,
             }
-        }),
-        any::<String>().prop_map(|reason| PublishFailed { reason }),
+        ),
+        (target(), any::<String>()).prop_map(|(channel, reason)| PublishFailed { channel, reason }),
         Just(Cancelled),
-        (any::<u32>(), any::<String>())
-            .prop_map(|(attempt, network)| DeliveryAttemptStarted { attempt, network }),
+        (target(), any::<u32>(), any::<String>()).prop_map(|(channel, attempt, network)| {
+            DeliveryAttemptStarted {
+                channel,
+                attempt,
+                network,
+            }
+        }),
         (
+            target(),
             any::<u32>(),
             any::<String>(),
             any::<String>(),
             prop::option::of(timestamp())
         )
-            .prop_map(|(attempt, code, reason, retry_at)| DeliveryAttemptFailed {
+            .prop_map(
+                |(channel, attempt, code, reason, retry_at)| DeliveryAttemptFailed {
+                    channel,
+                    attempt,
+                    code,
+                    reason,
+                    retry_at,
+                }
+            ),
+        (target(), any::<u32>(), any::<String>()).prop_map(|(channel, attempt, reason)| {
+            DeliveryUnconfirmed {
+                channel,
                 attempt,
-                code,
                 reason,
-                retry_at,
-            }),
-        (any::<u32>(), any::<String>())
-            .prop_map(|(attempt, reason)| DeliveryUnconfirmed { attempt, reason }),
-        any::<String>().prop_map(|network_post_id| Removed { network_post_id }),
+            }
+        }),
+        (target(), any::<String>()).prop_map(|(channel, network_post_id)| Removed {
+            channel,
+            network_post_id
+        }),
     ]
 }
 
@@ -376,7 +398,7 @@ fn one_of_each() -> Vec<DomainEvent> {
         }
         .into(),
         post::Event::Created {
-            channel: Channel::new("linkedin").expect("a valid slug"),
+            channels: vec![linkedin(), Channel::new("mastodon").expect("a valid slug")],
             body: "Hello".into(),
             campaign_id: None,
         }
@@ -388,24 +410,29 @@ fn one_of_each() -> Vec<DomainEvent> {
         post::Event::Scheduled { publish_at: at }.into(),
         post::Event::PublishRequested {
             trigger: post::PublishTrigger::Schedule,
+            channel: None,
         }
         .into(),
         post::Event::Published {
+            channel: Some(linkedin()),
             network_post_id: "urn:li:share:1".into(),
             url: None,
         }
         .into(),
         post::Event::PublishFailed {
+            channel: Some(linkedin()),
             reason: "token expired".into(),
         }
         .into(),
         post::Event::Cancelled.into(),
         post::Event::DeliveryAttemptStarted {
+            channel: Some(linkedin()),
             attempt: 1,
             network: "mastodon".into(),
         }
         .into(),
         post::Event::DeliveryAttemptFailed {
+            channel: Some(linkedin()),
             attempt: 1,
             code: "network_unavailable".into(),
             reason: "503 Service Unavailable".into(),
@@ -413,11 +440,13 @@ fn one_of_each() -> Vec<DomainEvent> {
         }
         .into(),
         post::Event::DeliveryUnconfirmed {
+            channel: Some(linkedin()),
             attempt: 2,
             reason: "timeout".into(),
         }
         .into(),
         post::Event::Removed {
+            channel: Some(linkedin()),
             network_post_id: "n-1".into(),
         }
         .into(),
@@ -475,6 +504,10 @@ fn one_of_each() -> Vec<DomainEvent> {
     ]
 }
 
+fn linkedin() -> Channel {
+    Channel::new("linkedin").expect("a valid slug")
+}
+
 fn gpt() -> ModelRef {
     ModelRef::new("openai", "gpt-4o")
 }
@@ -516,6 +549,7 @@ fn every_listed_event_type_is_written_by_some_domain_event() {
 #[test]
 fn optional_fields_are_left_out_when_absent_and_null_is_read_as_absent() {
     let event: DomainEvent = post::Event::Published {
+        channel: None,
         network_post_id: "urn:li:share:1".into(),
         url: None,
     }
@@ -526,5 +560,12 @@ fn optional_fields_are_left_out_when_absent_and_null_is_read_as_absent() {
         serde_json::json!({ "network_post_id": "urn:li:share:1" })
     );
     let with_null = serde_json::json!({ "network_post_id": "urn:li:share:1", "url": null });
-    assert_eq!(decode("post.published", 1, &with_null).ok(), Some(event));
+    assert_eq!(
+        decode("post.published", 1, &with_null).ok(),
+        Some(event.clone())
+    );
+    let with_nulls = serde_json::json!({
+        "channel": null, "network_post_id": "urn:li:share:1", "url": null
+    });
+    assert_eq!(decode("post.published", 2, &with_nulls).ok(), Some(event));
 }

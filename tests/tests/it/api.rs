@@ -1256,11 +1256,21 @@ async fn events_read_models_and_idempotency_keys_survive_a_restart() {
     let edited = app
         .ok_command(&editor, "edit-post", &json!({"post_id": id(&draft, "post_id"), "body": "after restart", "expected_version": 1}))
         .await;
-    assert_eq!(
-        position(&edited),
-        head + 1,
-        "positions continue where they stopped"
-    );
+    if crate::support::production() {
+        // PostgreSQL positions are unique and increasing but not dense: a refused
+        // append (the create-post above lost its version check) leaves its reserved
+        // position unused (see eventlog/src/postgres.rs).
+        assert!(
+            position(&edited) > head,
+            "positions continue after where they stopped"
+        );
+    } else {
+        assert_eq!(
+            position(&edited),
+            head + 1,
+            "positions continue where they stopped"
+        );
+    }
     let released = app
         .ok_command(
             &editor,

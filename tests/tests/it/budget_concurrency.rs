@@ -233,7 +233,7 @@ async fn two_projectors_racing_over_the_same_read_models_apply_each_event_once()
     for i in 0..5 {
         let post_id = PostId::from_uuid(Uuid::now_v7());
         let create = post::Command::Create {
-            channel: Channel::new("linkedin").expect("channel"),
+            channels: vec![Channel::new("linkedin").expect("channel")],
             body: format!("post {i}"),
             campaign_id: None,
         };
@@ -486,6 +486,67 @@ fn tolerated(outcome: Result<(), CommandError>) -> Result<(), String> {
         Ok(()) | Err(CommandError::Budget(budget::Rejection::AlreadySettled { .. })) => Ok(()),
         Err(other) => Err(format!("{other:?}")),
     }
+}
+
+// ---------------------------------------------------------------------------------
+// A service whose cached state another process moved on
+// ---------------------------------------------------------------------------------
+
+/// A service decides on its cached state without reading the stream first. When
+/// another process appended meanwhile, a refusal on that stale state must not be
+/// answered: the service reads what it missed and decides again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_decided_on_a_stale_cached_state_is_decided_again_on_the_stream() {
+    const HARD: i64 = 100_000;
+    let ledger = Ledger::open(HARD).await;
+    let other = CommandService::new(ledger.dyn_store(), Arc::new(ledger.clock.clone()));
+    // This service fills the budget, so its cache says it is full.
+    let held = ledger
+        .reserve(&ledger.service, HARD, 600)
+        .await
+        .expect("the whole budget is reserved");
+    // Another process frees it.
+    ledger
+        .release(&other, held)
+        .await
+        .expect("the other process releases it");
+    // Decided on the cache alone, this would be refused as over budget.
+    ledger
+        .reserve(&ledger.service, HARD, 600)
+        .await
+        .expect("admitted once the service has read the release");
+    ledger.assert_read_model_equals_fold().await;
+}
+
+/// A success decided on a stale cached state is caught by the append's expected
+/// version: the service reads what it missed and decides again, so the other
+/// process's change is never overwritten or ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_decided_on_a_stale_cached_state_loses_its_append_race_and_is_decided_again() {
+    const HARD: i64 = 100_000;
+    let ledger = Ledger::open(HARD).await;
+    let other = CommandService::new(ledger.dyn_store(), Arc::new(ledger.clock.clone()));
+    ledger
+        .reserve(&ledger.service, HARD / 2, 600)
+        .await
+        .expect("half the budget is reserved");
+    // Another process takes the other half; this service's cache does not know.
+    ledger
+        .reserve(&other, HARD / 2, 600)
+        .await
+        .expect("the other process reserves the rest");
+    // On the stale cache a quarter fits; on the stream nothing does.
+    let refused = ledger.reserve(&ledger.service, HARD / 4, 600).await;
+    assert!(
+        matches!(
+            refused,
+            Err(CommandError::Budget(
+                budget::Rejection::BudgetExceeded { .. }
+            ))
+        ),
+        "the stale decision must not be appended: {refused:?}"
+    );
+    ledger.assert_read_model_equals_fold().await;
 }
 
 // ---------------------------------------------------------------------------------

@@ -1295,3 +1295,114 @@ async fn what_does_not_exist_answers_404() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_post_with_a_bad_list_of_channels_is_refused_with_422_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let editor = app.token(Uuid::now_v7(), Role::Editor);
+    let stored = app.event_count().await;
+    let eleven: Vec<String> = (0..11).map(|i| format!("channel-{i}")).collect();
+    let cases = [
+        (
+            "channel and channels",
+            json!({"channel": "linkedin", "channels": ["mastodon"], "body": "x"}),
+            "invalid_post_channels",
+            "not both",
+        ),
+        (
+            "no channels",
+            json!({"channels": [], "body": "x"}),
+            "invalid_post_channels",
+            "1 to 10 distinct channels",
+        ),
+        (
+            "a channel twice",
+            json!({"channels": ["linkedin", "mastodon", "linkedin"], "body": "x"}),
+            "invalid_post_channels",
+            "1 to 10 distinct channels",
+        ),
+        (
+            "eleven channels",
+            json!({"channels": eleven, "body": "x"}),
+            "invalid_post_channels",
+            "1 to 10 distinct channels",
+        ),
+        (
+            "a channel that is no slug",
+            json!({"channels": ["linkedin", "Mastodon"], "body": "x"}),
+            "invalid_channel",
+            "Mastodon",
+        ),
+    ];
+    for (what, mut body, code, detail) in cases {
+        let post_id = Uuid::now_v7();
+        body["post_id"] = json!(post_id);
+        let problem = refused(
+            &app,
+            stored,
+            app.command(&editor, "create-post", &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+        )
+        .await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(detail)),
+            "{what}: {problem}"
+        );
+        let missing = app.get(&editor, &format!("/v1/posts/{post_id}")).await;
+        assert_problem(missing, StatusCode::NOT_FOUND, "post_not_found").await;
+    }
+    // Neither is a body without a required field, like any other.
+    let problem = refused(
+        &app,
+        stored,
+        app.command(&editor, "create-post", &json!({"body": "x"}))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("channels")),
+        "{problem}"
+    );
+
+    // Ten distinct channels are fine.
+    let ten: Vec<String> = (0..10).map(|i| format!("channel-{i}")).collect();
+    let created = app
+        .ok_command(
+            &editor,
+            "create-post",
+            &json!({"channels": ten, "body": "everywhere"}),
+        )
+        .await;
+    let position = created["position"].as_u64().expect("position");
+    let post_id = created["post_id"].as_str().expect("id");
+    let view = app
+        .ok_get(
+            &editor,
+            &format!("/v1/posts/{post_id}?min_position={position}"),
+        )
+        .await;
+    let targets: Vec<&Value> = view["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| &t["channel"])
+        .collect();
+    assert_eq!(targets.len(), 10, "{view}");
+    assert_eq!(view["channel"], "channel-0");
+    assert!(
+        view["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .all(|t| t["state"].is_null()),
+        "a draft's targets have no delivery yet: {view}"
+    );
+    app.stop().await;
+}

@@ -1,20 +1,26 @@
 //! Crash tests of the production deployment, always run against separate processes
 //! on PostgreSQL and Kafka: a component killed with SIGKILL mid-stream, a projector
-//! taking over a killed one's partitions, the broker restarted. Each ends by checking
+//! taking over a killed one's partitions, the broker restarted, the workflows killed
+//! while scheduled posts fire and go out to a mock Mastodon. Each ends by checking
 //! that the live read models equal a fresh rebuild from the event log — so no event
 //! is missing from them and none was applied twice.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use auth::Role;
 use chrono::Utc;
 use domain::Period;
+use futures::future::join_all;
 use projector::{PostFilter, Projector, ReadModels};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use uuid::Uuid;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
+use workflows::networks::{ChannelCredentials, MastodonConfig};
 
 use crate::production_support::Process;
 use crate::support::{TestApp, spawn_production_app, test_settings};
@@ -299,6 +305,17 @@ async fn a_second_projector_in_the_group_takes_over_when_the_first_is_killed() {
             "each of two projectors reads half the partitions: session {holder} holds {held:?} of {shared:?}"
         );
     }
+    // What an operator sees: both projectors, and no partition left unread.
+    let status = app
+        .production
+        .as_ref()
+        .expect("production deployment")
+        .run_cli(&["projections", "status"]);
+    assert!(status.contains("projectors (sessions):  2"), "{status}");
+    assert!(!status.contains("partitions nobody reads"), "{status}");
+    for holder in shared.keys() {
+        assert!(status.contains(&format!("session {holder} ")), "{status}");
+    }
     workload.round(&app, 1).await;
     app.production
         .as_mut()
@@ -474,6 +491,192 @@ async fn generations_by_status(
         *counts.entry(status).or_default() += 1;
     }
     counts
+}
+
+/// A Mastodon that, like the real one, answers a repeated `Idempotency-Key` with the
+/// status it already created; it counts the requests per key.
+#[derive(Clone, Default)]
+struct IdempotentMastodon(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Respond for IdempotentMastodon {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let key = request
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default() += 1;
+        ResponseTemplate::new(200).set_body_json(
+            json!({"id": key, "url": format!("https://mastodon.example/@tidemark/{key}")}),
+        )
+    }
+}
+
+impl IdempotentMastodon {
+    fn requests(&self) -> HashMap<String, usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// 1,000 posts of 10 tenants scheduled a few seconds apart, delivered by a workflows
+/// process that is killed with SIGKILL while the timers fire and the deliveries go
+/// out, then started again: every post is started once (one timer firing), attempted
+/// once and published once. A delivery the kill cut off is reconciled with the same
+/// idempotency key, never attempted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_scheduled_posts_are_each_delivered_once_across_a_workflows_kill() {
+    const TENANTS: usize = 10;
+    const PER_TENANT: usize = 100;
+    let mastodon = IdempotentMastodon::default();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/statuses"))
+        .respond_with(mastodon.clone())
+        .mount(&server)
+        .await;
+    let tenants: Vec<Uuid> = (0..TENANTS).map(|_| Uuid::now_v7()).collect();
+    let dir = TempDir::new().expect("temp dir");
+    let mut settings = test_settings(dir.path().to_path_buf());
+    settings.query.consistency_wait_ms = 10_000;
+    for tenant in &tenants {
+        settings.publishing.channels.insert(
+            format!("{tenant}/mastodon"),
+            ChannelCredentials::Mastodon(MastodonConfig {
+                base_url: server.uri(),
+                access_token: SecretString::from("test-token"),
+            }),
+        );
+    }
+    let mut app = spawn_production_app(settings, dir).await;
+
+    let mut posts = Vec::new();
+    for tenant in &tenants {
+        let token = app.token(*tenant, Role::Editor);
+        for n in 0..PER_TENANT {
+            posts.push((*tenant, token.clone(), Uuid::now_v7(), n));
+        }
+    }
+    for chunk in posts.chunks(50) {
+        join_all(chunk.iter().map(|(_, token, post, n)| {
+            let body = json!({"post_id": post, "channel": "mastodon", "body": format!("Post {n}")});
+            let app = &app;
+            async move { app.ok_command(token, "create-post", &body).await }
+        }))
+        .await;
+    }
+    // Due within a few seconds of each other, soon after the last is scheduled.
+    let due = Utc::now() + chrono::TimeDelta::seconds(12);
+    for chunk in posts.chunks(50) {
+        join_all(chunk.iter().map(|(_, token, post, n)| {
+            let at = due + chrono::TimeDelta::milliseconds(500 * (*n as i64 % 10));
+            let body = json!({"post_id": post, "publish_at": at});
+            let app = &app;
+            async move { app.ok_command(token, "schedule-post", &body).await }
+        }))
+        .await;
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while mastodon.requests().len() < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deployment = app.production.as_mut().expect("production deployment");
+    deployment.kill(Process::Workflows);
+    let before_restart = mastodon.requests().len();
+    deployment.start_process(Process::Workflows);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while mastodon.requests().len() < posts.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} posts were delivered",
+            mastodon.requests().len(),
+            posts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        before_restart < posts.len(),
+        "the kill came after all the work"
+    );
+
+    // Wait for every post to be recorded published, then read the log.
+    for tenant in &tenants {
+        let token = app.token(*tenant, Role::Viewer);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let head = app.event_count().await;
+            let page = app
+                .ok_get(
+                    &token,
+                    &format!("/v1/posts?status=published&limit=200&min_position={head}"),
+                )
+                .await;
+            if page["items"].as_array().map(Vec::len) == Some(PER_TENANT) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tenant {tenant}: not every post was recorded published: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut per_post: HashMap<String, BTreeMap<String, usize>> = HashMap::new();
+    for event in app
+        .stores
+        .store
+        .read_all(0, 1_000_000)
+        .await
+        .expect("read the log")
+    {
+        if let Some(post) = event.stream_id.rsplit('/').next()
+            && event.stream_id.contains("/post/")
+        {
+            *per_post
+                .entry(post.to_owned())
+                .or_default()
+                .entry(event.event_type)
+                .or_default() += 1;
+        }
+    }
+    let requests = mastodon.requests();
+    let mut reconciled = 0;
+    for (_, _, post, _) in &posts {
+        let events = &per_post[&post.to_string()];
+        let count = |t: &str| events.get(t).copied().unwrap_or(0);
+        assert_eq!(count("post.publish_requested"), 1, "{post}: {events:?}");
+        assert_eq!(
+            count("post.delivery_attempt_started"),
+            1,
+            "{post}: {events:?}"
+        );
+        assert_eq!(count("post.published"), 1, "{post}: {events:?}");
+        let sent = requests[&format!("tidemark-post-{post}")];
+        // A second request with the same key is the reconciliation of an attempt the
+        // kill cut off, which Mastodon answers with the status it already created.
+        if count("post.delivery_unconfirmed") == 1 {
+            reconciled += 1;
+            assert!(sent <= 2, "{post}: {sent} requests");
+        } else {
+            assert_eq!(sent, 1, "{post}: {events:?}");
+        }
+    }
+    eprintln!("{before_restart} posts delivered before the kill, {reconciled} reconciled after it");
+    app.stop().await;
 }
 
 /// Polls `path` until `done` holds, for at most `within`.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use cli::settings::Settings;
 use eventlog::postgres::testing::TestDatabase;
+use secrecy::ExposeSecret;
 use uuid::Uuid;
+use workflows::networks::ChannelCredentials;
 
 const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 
@@ -171,6 +173,35 @@ impl Deployment {
         ] {
             env.insert(format!("TIDEMARK_AI__{key}"), value);
         }
+        // Publishing: the scalar settings as variables; channels and webhook secrets,
+        // which are keyed by tenant and channel, in a settings file the processes read
+        // through TIDEMARK_CONFIG (the variables still override it).
+        let publishing = &settings.publishing;
+        for (key, value) in [
+            ("MAX_ATTEMPTS", publishing.max_attempts.to_string()),
+            ("RETRY_BASE_MS", publishing.retry_base_ms.to_string()),
+            ("RETRY_MAX_MS", publishing.retry_max_ms.to_string()),
+            ("CONCURRENCY", publishing.concurrency.to_string()),
+            (
+                "CONNECT_TIMEOUT_MS",
+                publishing.connect_timeout_ms.to_string(),
+            ),
+            (
+                "REQUEST_TIMEOUT_MS",
+                publishing.request_timeout_ms.to_string(),
+            ),
+        ] {
+            env.insert(format!("TIDEMARK_PUBLISHING__{key}"), value);
+        }
+        if !publishing.channels.is_empty() || !publishing.webhook_secrets.is_empty() {
+            let file = dir.join("publishing.toml");
+            std::fs::write(&file, publishing_toml(settings)).expect("write publishing.toml");
+            env.insert("TIDEMARK_CONFIG".into(), file.display().to_string());
+        }
+        env.insert(
+            "TIDEMARK_WORKFLOWS__TIMER_CONCURRENCY".into(),
+            settings.workflows.timer_concurrency.to_string(),
+        );
         env.insert(
             "RUST_LOG".into(),
             std::env::var("TIDEMARK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -272,6 +303,23 @@ impl Deployment {
         }
     }
 
+    /// Runs `tidemark <args>` with this deployment's settings, as an operator on the
+    /// same machine would; returns its standard output (and fails on an error exit).
+    pub fn run_cli(&self, args: &[&str]) -> String {
+        let output = Command::new(tidemark_binary())
+            .args(args)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tidemark runs");
+        assert!(
+            output.status.success(),
+            "tidemark {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
     /// Kills every process with SIGKILL, as a machine losing power would, and starts
     /// them all again on the same database and broker (the API on the same port).
     pub fn restart_all(&mut self) {
@@ -327,6 +375,40 @@ impl Drop for Deployment {
             child.wait().ok();
         }
     }
+}
+
+/// The `[publishing]` channels and webhook secrets of `settings` as a TOML settings
+/// file (see docs/publishing.md). Strings are written as JSON strings, which TOML
+/// reads as the same basic strings.
+fn publishing_toml(settings: &Settings) -> String {
+    let quote = |text: &str| serde_json::to_string(text).expect("a string serializes");
+    let mut toml = String::new();
+    for (key, credentials) in &settings.publishing.channels {
+        toml.push_str(&format!("[publishing.channels.{}]\n", quote(key)));
+        match credentials {
+            ChannelCredentials::Mastodon(config) => {
+                toml.push_str("network = \"mastodon\"\n");
+                toml.push_str(&format!("base_url = {}\n", quote(&config.base_url)));
+                let token = config.access_token.expose_secret();
+                toml.push_str(&format!("access_token = {}\n", quote(token)));
+            }
+            ChannelCredentials::Webhook(config) => {
+                toml.push_str("network = \"webhook\"\n");
+                toml.push_str(&format!("url = {}\n", quote(&config.url)));
+                let secret = config.secret.expose_secret();
+                toml.push_str(&format!("secret = {}\n", quote(secret)));
+            }
+        }
+        toml.push('\n');
+    }
+    if !settings.publishing.webhook_secrets.is_empty() {
+        toml.push_str("[publishing.webhook_secrets]\n");
+        for (network, secrets) in &settings.publishing.webhook_secrets {
+            let secrets: Vec<String> = secrets.iter().map(|s| quote(s.expose_secret())).collect();
+            toml.push_str(&format!("{} = [{}]\n", quote(network), secrets.join(", ")));
+        }
+    }
+    toml
 }
 
 /// The `tidemark` binary next to the test binary (`target/<profile>/tidemark`).

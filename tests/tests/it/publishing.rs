@@ -739,6 +739,430 @@ async fn a_verified_confirmation_settles_an_unconfirmed_delivery() {
 }
 
 // ---------------------------------------------------------------------------------
+// Several targets: one delivery per channel
+// ---------------------------------------------------------------------------------
+
+/// An app whose tenant posts on its `mastodon` channel to a mock Mastodon and on its
+/// `crm` channel through signed webhooks to a mock receiver.
+async fn app_with_mastodon_and_crm(
+    tenant: Uuid,
+    mastodon: &MockServer,
+    crm: &MockServer,
+) -> TestApp {
+    let base_url = mastodon.uri();
+    let url = format!("{}/hooks/tidemark", crm.uri());
+    spawn_app_with(move |settings| {
+        base(settings);
+        settings.publishing.channels.insert(
+            format!("{tenant}/mastodon"),
+            ChannelCredentials::Mastodon(MastodonConfig {
+                base_url,
+                access_token: SecretString::from("test-token"),
+            }),
+        );
+        settings.publishing.channels.insert(
+            format!("{tenant}/crm"),
+            ChannelCredentials::Webhook(WebhookConfig {
+                url,
+                secret: SecretString::from("whsec_b3V0Z29pbmctc2VjcmV0"),
+            }),
+        );
+    })
+    .await
+}
+
+/// Creates a post for `channels` and publishes it.
+async fn publish_to(app: &TestApp, token: &str, channels: &[&str]) -> Uuid {
+    let answer = app
+        .ok_command(
+            token,
+            "create-post",
+            &json!({"channels": channels, "body": "Winter release notes"}),
+        )
+        .await;
+    let post: Uuid = answer["post_id"]
+        .as_str()
+        .expect("post id")
+        .parse()
+        .expect("uuid");
+    app.ok_command(token, "publish-post", &json!({"post_id": post}))
+        .await;
+    post
+}
+
+/// The target of `view` on `channel`.
+fn target<'a>(view: &'a Value, channel: &str) -> &'a Value {
+    view["targets"]
+        .as_array()
+        .and_then(|targets| targets.iter().find(|t| t["channel"] == channel))
+        .unwrap_or_else(|| panic!("no {channel} target in {view}"))
+}
+
+fn attempts(target: &Value) -> usize {
+    target["attempts"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_second_network_refuses_it_is_partially_published_and_the_first_called_once() {
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
+    let tenant = Uuid::now_v7();
+    let mastodon = network("/api/v1/statuses", vec![status_created("2001")]).await;
+    let crm = network(
+        "/hooks/tidemark",
+        vec![ResponseTemplate::new(422).set_body_string("unknown contact list")],
+    )
+    .await;
+    let app = app_with_mastodon_and_crm(tenant, &mastodon, &crm).await;
+    let token = app.token(tenant, Role::Editor);
+    let post = publish_to(&app, &token, &["mastodon", "crm"]).await;
+
+    let view = wait_for(&app, &token, post, status_is("partially_published")).await;
+    let published = target(&view, "mastodon");
+    assert_eq!(published["state"], "published", "{view}");
+    assert_eq!(published["network_post_id"], "2001");
+    assert_eq!(published["url"], "https://mastodon.example/@tidemark/2001");
+    assert_eq!(attempts(published), 1);
+    assert_eq!(published["attempts"][0]["status"], "succeeded");
+    let refused = target(&view, "crm");
+    assert_eq!(refused["state"], "failed_permanent", "{view}");
+    assert_eq!(attempts(refused), 1);
+    assert_eq!(refused["attempts"][0]["code"], "network_refused_content");
+    assert_eq!(refused["attempts"][0]["retryable"], false);
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("422")),
+        "{view}"
+    );
+    // The first channel is what `channel` and `delivery` describe.
+    assert_eq!(view["channel"], "mastodon");
+    assert_eq!(view["delivery"]["state"], "published");
+    assert_eq!(view["network_post_id"], "2001");
+
+    let listed = app
+        .ok_get(&token, "/v1/posts?status=partially_published")
+        .await;
+    let ids: Vec<&Value> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| &p["post_id"])
+        .collect();
+    assert_eq!(ids, [&json!(post.to_string())], "{listed}");
+    let by_channel = app.ok_get(&token, "/v1/posts?channel=crm").await;
+    assert_eq!(by_channel["items"][0]["post_id"], post.to_string());
+
+    // However much time passes, nothing is sent again to either network.
+    app.clock.advance(TimeDelta::hours(2));
+    let head = app.event_count().await;
+    app.ok_get(&token, &format!("/v1/posts/{post}?min_position={head}"))
+        .await;
+    let sent = requests(&mastodon).await;
+    assert_eq!(sent.len(), 1, "the successful network was called again");
+    assert_eq!(
+        header(&sent[0], "idempotency-key"),
+        format!("tidemark-post-{post}-mastodon"),
+        "each target of a post of several channels has its own key"
+    );
+    assert_eq!(requests(&crm).await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_both_networks_take_is_published_with_one_attempt_each() {
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
+    let tenant = Uuid::now_v7();
+    let mastodon = network("/api/v1/statuses", vec![status_created("2002")]).await;
+    let crm = network("/hooks/tidemark", vec![ResponseTemplate::new(200)]).await;
+    let app = app_with_mastodon_and_crm(tenant, &mastodon, &crm).await;
+    let token = app.token(tenant, Role::Editor);
+    let post = publish_to(&app, &token, &["crm", "mastodon"]).await;
+
+    let view = wait_for(&app, &token, post, status_is("published")).await;
+    for channel in ["crm", "mastodon"] {
+        let target = target(&view, channel);
+        assert_eq!(target["state"], "published", "{view}");
+        assert_eq!(attempts(target), 1, "{view}");
+    }
+    assert_eq!(target(&view, "mastodon")["network_post_id"], "2002");
+    assert_eq!(view["channel"], "crm", "channels keep the order given");
+    assert_eq!(requests(&mastodon).await.len(), 1);
+    assert_eq!(requests(&crm).await.len(), 1);
+    let events = app
+        .stores
+        .store
+        .read_all(0, 10_000)
+        .await
+        .expect("log")
+        .into_iter()
+        .filter(|e| e.stream_id.ends_with(&post.to_string()))
+        .map(|e| (e.event_type, e.data["channel"].as_str().map(str::to_owned)))
+        .collect::<Vec<_>>();
+    let started: Vec<_> = events
+        .iter()
+        .filter(|(t, _)| t == "post.delivery_attempt_started")
+        .map(|(_, channel)| channel.clone())
+        .collect();
+    assert_eq!(started.len(), 2, "{events:?}");
+    assert!(started.contains(&Some("crm".into())) && started.contains(&Some("mastodon".into())));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_one_target_of_a_post_leaves_the_other_untouched() {
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
+    let tenant = Uuid::now_v7();
+    let mastodon = network("/api/v1/statuses", vec![status_created("2003")]).await;
+    let crm = network(
+        "/hooks/tidemark",
+        vec![ResponseTemplate::new(401), ResponseTemplate::new(200)],
+    )
+    .await;
+    let app = app_with_mastodon_and_crm(tenant, &mastodon, &crm).await;
+    let token = app.token(tenant, Role::Editor);
+    let admin = app.token(tenant, Role::Admin);
+    let post = publish_to(&app, &token, &["mastodon", "crm"]).await;
+    let before = wait_for(&app, &token, post, status_is("partially_published")).await;
+    assert_eq!(
+        target(&before, "crm")["attempts"][0]["code"],
+        "network_auth_failed"
+    );
+
+    // Which target to retry must be said, and be one the post has; nothing is stored.
+    let stored = app.event_count().await;
+    let refused = app
+        .command(&admin, "retry-delivery", &json!({"post_id": post}))
+        .await;
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "channel_required",
+    )
+    .await;
+    let refused = app
+        .command(
+            &admin,
+            "retry-delivery",
+            &json!({"post_id": post, "channel": "x"}),
+        )
+        .await;
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_post_channel",
+    )
+    .await;
+    let refused = app
+        .command(
+            &admin,
+            "retry-delivery",
+            &json!({"post_id": post, "channel": "mastodon"}),
+        )
+        .await;
+    assert_problem(refused, StatusCode::CONFLICT, "invalid_post_transition").await;
+    assert_eq!(
+        app.event_count().await,
+        stored,
+        "a refused retry stored something"
+    );
+
+    app.ok_command(
+        &admin,
+        "retry-delivery",
+        &json!({"post_id": post, "channel": "crm"}),
+    )
+    .await;
+    let view = wait_for(&app, &token, post, status_is("published")).await;
+    assert_eq!(attempts(target(&view, "crm")), 2);
+    assert_eq!(
+        target(&view, "mastodon"),
+        target(&before, "mastodon"),
+        "the other target changed"
+    );
+    assert_eq!(requests(&mastodon).await.len(), 1);
+    assert_eq!(requests(&crm).await.len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_one_unconfirmed_target_leaves_the_other_untouched() {
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
+    let tenant = Uuid::now_v7();
+    let mastodon = network("/api/v1/statuses", vec![status_created("2004")]).await;
+    // The receiver takes the post but answers after the client gave up.
+    let crm = network(
+        "/hooks/tidemark",
+        vec![ResponseTemplate::new(200).set_delay(Duration::from_secs(3))],
+    )
+    .await;
+    let app = app_with_mastodon_and_crm(tenant, &mastodon, &crm).await;
+    let token = app.token(tenant, Role::Editor);
+    let admin = app.token(tenant, Role::Admin);
+    let post = publish_to(&app, &token, &["mastodon", "crm"]).await;
+    let before = wait_for(&app, &token, post, |v| {
+        v["status"] == "unconfirmed" && target(v, "mastodon")["state"] == "published"
+    })
+    .await;
+    assert_eq!(target(&before, "crm")["state"], "unconfirmed");
+
+    let stored = app.event_count().await;
+    let resolve = |channel: Option<&str>| {
+        let mut body = json!({"post_id": post, "outcome": "published", "network_post_id": "crm-7"});
+        if let Some(channel) = channel {
+            body["channel"] = json!(channel);
+        }
+        body
+    };
+    let refused = app
+        .command(&admin, "resolve-unconfirmed", &resolve(None))
+        .await;
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "channel_required",
+    )
+    .await;
+    let refused = app
+        .command(&admin, "resolve-unconfirmed", &resolve(Some("mastodon")))
+        .await;
+    assert_problem(refused, StatusCode::CONFLICT, "invalid_post_transition").await;
+    assert_eq!(
+        app.event_count().await,
+        stored,
+        "a refused resolution stored something"
+    );
+
+    app.ok_command(&admin, "resolve-unconfirmed", &resolve(Some("crm")))
+        .await;
+    let view = wait_for(&app, &token, post, status_is("published")).await;
+    assert_eq!(target(&view, "crm")["network_post_id"], "crm-7");
+    assert_eq!(
+        target(&view, "mastodon"),
+        target(&before, "mastodon"),
+        "the other target changed"
+    );
+    assert_eq!(requests(&mastodon).await.len(), 1);
+    assert_eq!(requests(&crm).await.len(), 1, "posted twice");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_callback_lands_on_the_target_it_is_about() {
+    assert!(
+        !production(),
+        "channels, mock networks and the clock are configured in-process: an embedded-only test"
+    );
+    let tenant = Uuid::now_v7();
+    // Both channels go through slow webhook receivers: both deliveries stay unconfirmed.
+    let slow = network(
+        "/hooks/tidemark",
+        vec![ResponseTemplate::new(200).set_delay(Duration::from_secs(3))],
+    )
+    .await;
+    let url = format!("{}/hooks/tidemark", slow.uri());
+    let app = spawn_app_with(move |settings| {
+        base(settings);
+        for channel in ["mastodon", "crm"] {
+            settings.publishing.channels.insert(
+                format!("{tenant}/{channel}"),
+                ChannelCredentials::Webhook(WebhookConfig {
+                    url: url.clone(),
+                    secret: SecretString::from("whsec_b3V0Z29pbmctc2VjcmV0"),
+                }),
+            );
+        }
+    })
+    .await;
+    let token = app.token(tenant, Role::Editor);
+    let post = publish_to(&app, &token, &["mastodon", "crm"]).await;
+    wait_for(&app, &token, post, |v| {
+        target(v, "mastodon")["state"] == "unconfirmed"
+            && target(v, "crm")["state"] == "unconfirmed"
+    })
+    .await;
+
+    let confirmed = |channel: Option<&str>, id: &str| {
+        let mut body = json!({
+            "type": "post.delivery_confirmed",
+            "tenant_id": tenant,
+            "post_id": post,
+            "network_post_id": id,
+        });
+        if let Some(channel) = channel {
+            body["channel"] = json!(channel);
+        }
+        body
+    };
+    // Two deliveries wait for an answer: an unnamed confirmation is refused.
+    let stored = app.event_count().await;
+    let signed = callback(NEW_SECRET, app.clock.now(), &confirmed(None, "hook-a"));
+    assert_problem(
+        deliver(&app, "mastodon", &signed).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "channel_required",
+    )
+    .await;
+    assert_eq!(app.event_count().await, stored);
+
+    let signed = callback(
+        NEW_SECRET,
+        app.clock.now(),
+        &confirmed(Some("crm"), "hook-c"),
+    );
+    assert_eq!(
+        deliver(&app, "mastodon", &signed).await.status(),
+        StatusCode::OK
+    );
+    let view = wait_for(&app, &token, post, |v| {
+        target(v, "crm")["state"] == "published"
+    })
+    .await;
+    assert_eq!(target(&view, "crm")["network_post_id"], "hook-c");
+    assert_eq!(target(&view, "mastodon")["state"], "unconfirmed");
+    assert_eq!(view["status"], "unconfirmed");
+
+    // Now one delivery waits: an unnamed confirmation lands on it.
+    let signed = callback(NEW_SECRET, app.clock.now(), &confirmed(None, "hook-m"));
+    assert_eq!(
+        deliver(&app, "mastodon", &signed).await.status(),
+        StatusCode::OK
+    );
+    let view = wait_for(&app, &token, post, status_is("published")).await;
+    assert_eq!(target(&view, "mastodon")["network_post_id"], "hook-m");
+    assert_eq!(target(&view, "crm")["network_post_id"], "hook-c");
+
+    // A removal names its post by the network's id.
+    let removed = json!({
+        "type": "post.removed",
+        "tenant_id": tenant,
+        "post_id": post,
+        "network_post_id": "hook-c",
+    });
+    let signed = callback(NEW_SECRET, app.clock.now(), &removed);
+    assert_eq!(
+        deliver(&app, "mastodon", &signed).await.status(),
+        StatusCode::OK
+    );
+    let view = wait_for(&app, &token, post, status_is("partially_published")).await;
+    assert_eq!(target(&view, "crm")["state"], "removed");
+    assert_eq!(target(&view, "mastodon")["state"], "published");
+    assert_eq!(requests(&slow).await.len(), 2, "posted twice");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------
 // Exactly once across a restart
 // ---------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 //! The background workflows of the embedded deployment, driven over HTTP: the
-//! publisher, the scheduler (on the command side's manual clock) and the reservation
-//! expiry sweeper, including a restart on the same data directory.
+//! publisher and the timers (scheduled posts and reservation expiry, on the command
+//! side's manual clock), including restarts on the same data directory and the
+//! missed-timer sweep at start.
 
 use std::time::Duration;
 
@@ -57,7 +58,56 @@ async fn a_published_post_is_delivered_by_the_in_process_publisher() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scheduler_publishes_a_due_post_but_not_a_rescheduled_or_cancelled_one() {
+async fn a_post_to_several_channels_is_delivered_to_each_of_them() {
+    let app = spawn_app().await;
+    let tenant = Uuid::now_v7();
+    let token = app.token(tenant, Role::Editor);
+    let answer = app
+        .ok_command(
+            &token,
+            "create-post",
+            &json!({"channels": ["newsletter-eu", "linkedin"], "body": "Winter release"}),
+        )
+        .await;
+    let post_id: Uuid = answer["post_id"]
+        .as_str()
+        .expect("post id")
+        .parse()
+        .expect("uuid");
+    app.ok_command(&token, "publish-post", &json!({"post_id": post_id}))
+        .await;
+    let post = wait_for_post(&app, &token, post_id, |p| p["status"] == "published").await;
+
+    let targets = post["targets"].as_array().expect("targets");
+    let channels: Vec<&Value> = targets.iter().map(|t| &t["channel"]).collect();
+    assert_eq!(channels, [&json!("newsletter-eu"), &json!("linkedin")]);
+    for target in targets {
+        assert_eq!(target["state"], "published", "{post}");
+        assert_eq!(target["network"], "local", "{post}");
+        assert_eq!(
+            target["attempts"].as_array().map(Vec::len),
+            Some(1),
+            "{post}"
+        );
+        let channel = target["channel"].as_str().expect("channel");
+        assert_eq!(
+            target["url"],
+            format!("local://{channel}/{post_id}"),
+            "{post}"
+        );
+    }
+    assert_eq!(post["channel"], "newsletter-eu");
+    assert_eq!(post["delivery"]["state"], "published");
+    let types = event_types(&post_stream(&app, tenant, post_id).await);
+    let count = |t: &str| types.iter().filter(|e| *e == t).count();
+    assert_eq!(count("post.publish_requested"), 1, "{types:?}");
+    assert_eq!(count("post.delivery_attempt_started"), 2, "{types:?}");
+    assert_eq!(count("post.published"), 2, "{types:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timers_publish_a_due_post_but_not_a_rescheduled_or_cancelled_one() {
     let app = spawn_app().await;
     let tenant = Uuid::now_v7();
     let token = app.token(tenant, Role::Editor);
@@ -70,7 +120,7 @@ async fn the_scheduler_publishes_a_due_post_but_not_a_rescheduled_or_cancelled_o
         &json!({"post_id": due, "publish_at": now + TimeDelta::minutes(2)}),
     )
     .await;
-    // First scheduled before the due post, then moved past it: a scheduler that used the
+    // First scheduled before the due post, then moved past it: a timer that kept the
     // old time would start it first.
     let moved = create_post(&app, &token, "linkedin").await;
     app.ok_command(
@@ -95,7 +145,7 @@ async fn the_scheduler_publishes_a_due_post_but_not_a_rescheduled_or_cancelled_o
     let last = app
         .ok_command(&token, "cancel-post", &json!({"post_id": cancelled}))
         .await;
-    // The read models the scheduler queries include every change before time moves.
+    // The timers the workflow reads include every change before time moves.
     let position = last["position"].as_u64().expect("position");
     app.ok_get(&token, &format!("/v1/posts?min_position={position}"))
         .await;
@@ -146,7 +196,7 @@ async fn the_scheduler_publishes_a_due_post_but_not_a_rescheduled_or_cancelled_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sweeper_expires_a_reservation_past_its_ttl_and_frees_its_amount() {
+async fn the_timers_expire_a_reservation_past_its_ttl_and_free_its_amount() {
     const HARD: i64 = 100_000;
     let app = spawn_app().await;
     let tenant = Uuid::now_v7();
@@ -176,7 +226,7 @@ async fn the_sweeper_expires_a_reservation_past_its_ttl_and_frees_its_amount() {
         .await;
     assert_eq!(budget["available_micros"], 0, "{budget}");
 
-    // Not yet due: the sweeper leaves it alone.
+    // Not yet due: the timer leaves it alone.
     app.clock.advance(TimeDelta::seconds(59));
     let refused = app
         .command(
@@ -216,7 +266,7 @@ async fn the_sweeper_expires_a_reservation_past_its_ttl_and_frees_its_amount() {
     assert_eq!(budget["available_micros"], HARD, "{budget}");
     assert_eq!(budget["status"], "ok", "{budget}");
 
-    // The sweeper did it, not a later command.
+    // The timer did it, not a later command.
     let stream = StreamName::budget(
         TenantId::from_uuid(tenant),
         domain::Period::containing(app.clock.now()),
@@ -232,7 +282,7 @@ async fn the_sweeper_expires_a_reservation_past_its_ttl_and_frees_its_amount() {
         .filter(|e| e.event_type == "budget.expired")
         .collect();
     assert_eq!(expired.len(), 1);
-    assert_eq!(expired[0].actor, "reservation-expiry");
+    assert_eq!(expired[0].actor, workflows::timers::ACTOR);
 
     // The freed amount can be held again.
     app.ok_command(
@@ -268,6 +318,7 @@ async fn an_attempt_cut_off_by_a_restart_is_reconciled_and_never_delivered_blind
             trigger: PublishTrigger::Manual,
         },
         Command::StartAttempt {
+            channel: domain::Channel::new("linkedin").expect("channel"),
             network: "local".into(),
         },
     ] {
@@ -301,6 +352,107 @@ async fn an_attempt_cut_off_by_a_restart_is_reconciled_and_never_delivered_blind
     app.ok_command(&token, "publish-post", &json!({"post_id": other}))
         .await;
     wait_for_post(&app, &token, other, |p| p["status"] == "published").await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_due_long_before_the_process_started_fire_in_the_sweep_at_start() {
+    let dir = TempDir::new().expect("temp dir");
+    let clock = ManualClock::new(Utc::now());
+    let tenant = Uuid::now_v7();
+
+    let app = spawn_app_in(dir.path().to_path_buf(), clock.clone()).await;
+    let admin = app.token(tenant, Role::Admin);
+    let editor = app.token(tenant, Role::Editor);
+    let now = clock.now();
+    let period = domain::Period::containing(now);
+    app.ok_command(
+        &admin,
+        "set-budget-limits",
+        &json!({"soft_limit_micros": 1_000, "hard_limit_micros": 1_000}),
+    )
+    .await;
+    let held = app
+        .ok_command(
+            &editor,
+            "reserve-budget",
+            &json!({"amount_micros": 400, "purpose": "held", "ttl_seconds": 60}),
+        )
+        .await;
+    let reservation_id = held["reservation_id"].as_str().expect("id").to_owned();
+    let post_id = create_post(&app, &editor, "linkedin").await;
+    let last = app
+        .ok_command(
+            &editor,
+            "schedule-post",
+            &json!({"post_id": post_id, "publish_at": now + TimeDelta::minutes(1)}),
+        )
+        .await;
+    let position = last["position"].as_u64().expect("position");
+    app.ok_get(&editor, &format!("/v1/posts?min_position={position}"))
+        .await;
+    app.stop().await;
+
+    // Down for three days: both timers fell due long ago. The restarted process looks
+    // for due work only once an hour, so what fires now is the sweep at start.
+    clock.advance(TimeDelta::days(3));
+    let app = crate::support::spawn_app_in_with(dir.path().to_path_buf(), clock.clone(), |s| {
+        s.workflows.tick_ms = 3_600_000;
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (post_events, budget_events) = loop {
+        let post_events = post_stream(&app, tenant, post_id).await;
+        let stream = StreamName::budget(TenantId::from_uuid(tenant), period);
+        let budget_events = app
+            .stores
+            .store
+            .read_stream(tenant, stream.as_str(), 0)
+            .await
+            .expect("budget stream");
+        let fired = post_events
+            .iter()
+            .any(|e| e.event_type == "post.publish_requested")
+            && budget_events
+                .iter()
+                .any(|e| e.event_type == "budget.expired");
+        if fired {
+            break (post_events, budget_events);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the missed timers did not fire at start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let requested: Vec<&RecordedEvent> = post_events
+        .iter()
+        .filter(|e| e.event_type == "post.publish_requested")
+        .collect();
+    assert_eq!(requested.len(), 1, "the post was started more than once");
+    assert_eq!(requested[0].actor, workflows::timers::ACTOR);
+    let expired: Vec<&RecordedEvent> = budget_events
+        .iter()
+        .filter(|e| e.event_type == "budget.expired")
+        .collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].actor, workflows::timers::ACTOR);
+    assert_eq!(expired[0].data["reservation_id"], reservation_id.as_str());
+
+    // The events that fired them clear both timers: nothing is due any more.
+    let head = app.event_count().await;
+    app.ok_get(&editor, &format!("/v1/posts?min_position={head}"))
+        .await;
+    let due = app
+        .stores
+        .models
+        .due_timers(clock.now(), &projector::TimerCursor::default(), 100)
+        .await
+        .expect("due timers");
+    assert!(
+        due.iter().all(|t| t.tenant != tenant),
+        "timers left after firing: {due:?}"
+    );
     app.stop().await;
 }
 
