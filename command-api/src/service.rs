@@ -871,6 +871,9 @@ impl CommandService {
                         slot.state = A::evolve(std::mem::take(&mut slot.state), event);
                     }
                     slot.version = appended.version;
+                    // The append at the slot's version proves the slot holds the whole
+                    // stream, even one it never read (a new stream).
+                    slot.loaded = true;
                     self.maybe_snapshot::<A>(envelope.tenant, stream, &mut slot);
                     return Ok(Done {
                         appended: Some(appended),

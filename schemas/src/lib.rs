@@ -50,9 +50,9 @@
 //! # States
 //!
 //! [`states`] holds the stored form of an aggregate's folded state, which snapshots
-//! keep (`budget.state`, `post.state`): versioned, with JSON Schemas under
-//! `json/states/` and golden files under `golden/states/`, but without upcasters,
-//! because a snapshot is a cache that a reader of another version simply ignores.
+//! keep (`budget.state`, `post.state`): versioned, with JSON Schemas under `json/states/` and golden files under
+//! `golden/states/`, but without upcasters, because a snapshot is a cache that a
+//! reader of another version simply ignores.
 
 pub mod commands;
 mod error;

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use domain::budget::{self, Limits, OpenReservation, Parts, ReservationOutcome};
-use domain::{Micros, ReservationId, ValueError, post};
+use domain::{Channel, Micros, ReservationId, ValueError, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,10 +41,11 @@ pub const BUDGET_STATE: StateFormat = StateFormat {
     version: 1,
 };
 
-/// A post's state, as [`encode_post_state`] writes it.
+/// A post's state, as [`encode_post_state`] writes it. Version 2: a post has several
+/// targets (version 1, from before that, held one delivery and is no longer read).
 pub const POST_STATE: StateFormat = StateFormat {
     name: "post.state",
-    version: 1,
+    version: 2,
 };
 
 /// Every state format this build writes and reads. A snapshot of any other version is
@@ -85,7 +86,7 @@ pub enum StateDecodeError {
 pub fn state_schema(format: StateFormat) -> Option<Value> {
     let schema = match format {
         BUDGET_STATE => schemars::schema_for!(BudgetStateV1),
-        POST_STATE => schemars::schema_for!(PostStateV1),
+        POST_STATE => schemars::schema_for!(PostStateV2),
         _ => return None,
     };
     Some(schema.to_value())
@@ -240,97 +241,161 @@ pub fn decode_budget_state(data: &str) -> Result<budget::State, StateDecodeError
     })
 }
 
-/// `post.state` v1: a post folded up to some version of its stream.
+/// `post.state` v2: a post folded up to some version of its stream.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PostStateV1 {
-    /// Where the post stands.
-    status: PostStatusV1,
+struct PostStateV2 {
+    /// Where the post stands, derived from its targets once publishing started.
+    status: PostStatusV2,
     /// When a scheduled post is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     publish_at: Option<DateTime<Utc>>,
-    /// Delivery attempts started over the post's life.
+    /// The post's channels, in the order they were given.
+    targets: Vec<PostTargetV2>,
+}
+
+/// One channel of a post and its delivery.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PostTargetV2 {
+    /// The channel slug.
+    channel: String,
+    /// Absent until publishing is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivery: Option<DeliveryStateV2>,
+    /// Delivery attempts started over the target's life.
     attempts: u32,
-    /// An attempt was started and its outcome is not recorded yet.
-    in_flight: bool,
-    /// When the next attempt is due, while the status is `failed_retryable`.
+    /// When the next attempt is due, while the delivery is `failed_retryable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry_at: Option<DateTime<Utc>>,
+    /// The network's id of the post, once published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    network_post_id: Option<String>,
 }
 
 /// A post's status, as stored: the names the API shows.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-enum PostStatusV1 {
-    /// The post does not exist.
+enum PostStatusV2 {
     Absent,
-    /// Created, not scheduled.
     Draft,
-    /// Waiting for its publish time.
     Scheduled,
-    /// Waiting for (or running) a delivery attempt.
     Publishing,
-    /// The last attempt failed transiently; another is due at `retry_at`.
     #[serde(rename = "failed_retryable")]
     RetryScheduled,
-    /// The last attempt may have landed.
     Unconfirmed,
-    /// Delivered.
     Published,
-    /// Failed for good.
+    PartiallyPublished,
     Failed,
-    /// Cancelled before it was published.
     Cancelled,
-    /// Published, then removed by the network.
+    Removed,
+}
+
+/// A target's delivery state, as stored: the names the API shows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum DeliveryStateV2 {
+    Pending,
+    Publishing,
+    FailedRetryable,
+    Unconfirmed,
+    Published,
+    FailedPermanent,
     Removed,
 }
 
 /// Writes a post state in the latest format, [`POST_STATE`].
 pub fn encode_post_state(state: &post::State) -> String {
-    use post::Status;
+    use post::{DeliveryState as D, Status as S};
     let status = match state.status {
-        Status::Absent => PostStatusV1::Absent,
-        Status::Draft => PostStatusV1::Draft,
-        Status::Scheduled => PostStatusV1::Scheduled,
-        Status::Publishing => PostStatusV1::Publishing,
-        Status::RetryScheduled => PostStatusV1::RetryScheduled,
-        Status::Unconfirmed => PostStatusV1::Unconfirmed,
-        Status::Published => PostStatusV1::Published,
-        Status::Failed => PostStatusV1::Failed,
-        Status::Cancelled => PostStatusV1::Cancelled,
-        Status::Removed => PostStatusV1::Removed,
+        S::Absent => PostStatusV2::Absent,
+        S::Draft => PostStatusV2::Draft,
+        S::Scheduled => PostStatusV2::Scheduled,
+        S::Publishing => PostStatusV2::Publishing,
+        S::RetryScheduled => PostStatusV2::RetryScheduled,
+        S::Unconfirmed => PostStatusV2::Unconfirmed,
+        S::Published => PostStatusV2::Published,
+        S::PartiallyPublished => PostStatusV2::PartiallyPublished,
+        S::Failed => PostStatusV2::Failed,
+        S::Cancelled => PostStatusV2::Cancelled,
+        S::Removed => PostStatusV2::Removed,
     };
-    to_text(&PostStateV1 {
+    let targets = state
+        .targets
+        .iter()
+        .map(|t| PostTargetV2 {
+            channel: t.channel.as_str().to_owned(),
+            delivery: t.delivery.map(|d| match d {
+                D::Pending => DeliveryStateV2::Pending,
+                D::Publishing => DeliveryStateV2::Publishing,
+                D::FailedRetryable => DeliveryStateV2::FailedRetryable,
+                D::Unconfirmed => DeliveryStateV2::Unconfirmed,
+                D::Published => DeliveryStateV2::Published,
+                D::FailedPermanent => DeliveryStateV2::FailedPermanent,
+                D::Removed => DeliveryStateV2::Removed,
+            }),
+            attempts: t.attempts,
+            retry_at: t.retry_at,
+            network_post_id: t.network_post_id.clone(),
+        })
+        .collect();
+    to_text(&PostStateV2 {
         status,
         publish_at: state.publish_at,
-        attempts: state.attempts,
-        in_flight: state.in_flight,
-        retry_at: state.retry_at,
+        targets,
     })
 }
 
 /// Reads a post state written in format [`POST_STATE`].
 pub fn decode_post_state(data: &str) -> Result<post::State, StateDecodeError> {
-    use post::Status;
-    let dto: PostStateV1 = parse(POST_STATE, data)?;
+    use post::{DeliveryState as D, Status as S};
+    let format = POST_STATE;
+    let dto: PostStateV2 = parse(format, data)?;
     let status = match dto.status {
-        PostStatusV1::Absent => Status::Absent,
-        PostStatusV1::Draft => Status::Draft,
-        PostStatusV1::Scheduled => Status::Scheduled,
-        PostStatusV1::Publishing => Status::Publishing,
-        PostStatusV1::RetryScheduled => Status::RetryScheduled,
-        PostStatusV1::Unconfirmed => Status::Unconfirmed,
-        PostStatusV1::Published => Status::Published,
-        PostStatusV1::Failed => Status::Failed,
-        PostStatusV1::Cancelled => Status::Cancelled,
-        PostStatusV1::Removed => Status::Removed,
+        PostStatusV2::Absent => S::Absent,
+        PostStatusV2::Draft => S::Draft,
+        PostStatusV2::Scheduled => S::Scheduled,
+        PostStatusV2::Publishing => S::Publishing,
+        PostStatusV2::RetryScheduled => S::RetryScheduled,
+        PostStatusV2::Unconfirmed => S::Unconfirmed,
+        PostStatusV2::Published => S::Published,
+        PostStatusV2::PartiallyPublished => S::PartiallyPublished,
+        PostStatusV2::Failed => S::Failed,
+        PostStatusV2::Cancelled => S::Cancelled,
+        PostStatusV2::Removed => S::Removed,
     };
+    let targets = dto
+        .targets
+        .into_iter()
+        .map(|t| -> Result<post::Target, StateDecodeError> {
+            let channel =
+                Channel::new(&t.channel).map_err(|source| StateDecodeError::InvalidValue {
+                    name: format.name,
+                    version: format.version,
+                    field: "targets.channel",
+                    source,
+                })?;
+            Ok(post::Target {
+                channel,
+                delivery: t.delivery.map(|d| match d {
+                    DeliveryStateV2::Pending => D::Pending,
+                    DeliveryStateV2::Publishing => D::Publishing,
+                    DeliveryStateV2::FailedRetryable => D::FailedRetryable,
+                    DeliveryStateV2::Unconfirmed => D::Unconfirmed,
+                    DeliveryStateV2::Published => D::Published,
+                    DeliveryStateV2::FailedPermanent => D::FailedPermanent,
+                    DeliveryStateV2::Removed => D::Removed,
+                }),
+                attempts: t.attempts,
+                retry_at: t.retry_at,
+                network_post_id: t.network_post_id,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(post::State {
         status,
         publish_at: dto.publish_at,
-        attempts: dto.attempts,
-        in_flight: dto.in_flight,
-        retry_at: dto.retry_at,
+        targets,
     })
 }
 

@@ -147,11 +147,12 @@ pub async fn run(
     Ok(rows)
 }
 
-/// The snapshot format the command side stores for this kind of stream.
-fn snapshot_format(stream: &LongStream) -> u32 {
+/// The snapshot format the command side stores for this kind of stream, if it
+/// snapshots it at all.
+fn snapshot_format(stream: &LongStream) -> Option<u32> {
     match stream.aggregate {
-        Aggregate::Budget(_) => schemas::states::BUDGET_STATE.version,
-        Aggregate::Post(_) => schemas::states::POST_STATE.version,
+        Aggregate::Budget(_) => Some(schemas::states::BUDGET_STATE.version),
+        Aggregate::Post(_) => Some(schemas::states::POST_STATE.version),
     }
 }
 
@@ -209,9 +210,14 @@ async fn measure(
     let fold = started.elapsed();
 
     // One cold load through the snapshot, as a fresh service does it.
-    let snapshot: Option<Snapshot> = store
-        .load_snapshot(tenant.as_uuid(), name.as_str(), snapshot_format(stream))
-        .await?;
+    let snapshot: Option<Snapshot> = match snapshot_format(stream) {
+        Some(format) => {
+            store
+                .load_snapshot(tenant.as_uuid(), name.as_str(), format)
+                .await?
+        }
+        None => None,
+    };
     let started = Instant::now();
     let load = CommandService::new(store.clone(), Arc::new(SystemClock))
         .cold_load(tenant, &name)

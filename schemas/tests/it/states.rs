@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use domain::budget::{self, Command, Ctx};
-use domain::{Micros, Period, ReservationId, post};
+use domain::{Channel, Micros, Period, ReservationId, post};
 use proptest::prelude::*;
 use schemas::states::{
     BUDGET_STATE, POST_STATE, STATE_FORMATS, StateDecodeError, StateFormat, decode_budget_state,
@@ -98,7 +98,21 @@ fn a_budget_state_with_a_negative_amount_or_an_unknown_field_is_refused() {
         Err(StateDecodeError::Malformed { .. })
     ));
     assert!(matches!(
-        decode_post_state("[\"draft\", null, 0, false, null]"),
+        decode_budget_state("[null, 0, 0]"),
+        Err(StateDecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        decode_post_state(
+            r#"{"status": "draft", "targets": [{"channel": "Not A Slug", "attempts": 0}]}"#
+        ),
+        Err(StateDecodeError::InvalidValue {
+            field: "targets.channel",
+            ..
+        })
+    ));
+    // A v1 post state (one delivery, before several targets) is not a v2 one.
+    assert!(matches!(
+        decode_post_state(r#"{"status": "draft", "attempts": 0, "in_flight": false}"#),
         Err(StateDecodeError::Malformed { .. })
     ));
 }
@@ -200,16 +214,49 @@ fn post_status() -> impl Strategy<Value = post::Status> {
         RetryScheduled,
         Unconfirmed,
         Published,
+        PartiallyPublished,
         Failed,
         Cancelled,
         Removed,
     ])
 }
 
+fn delivery_state() -> impl Strategy<Value = Option<post::DeliveryState>> {
+    use post::DeliveryState::*;
+    prop::option::of(prop::sample::select(vec![
+        Pending,
+        Publishing,
+        FailedRetryable,
+        Unconfirmed,
+        Published,
+        FailedPermanent,
+        Removed,
+    ]))
+}
+
 fn timestamp() -> impl Strategy<Value = DateTime<Utc>> {
     (0_i64..=253_402_300_799, 0_u32..1_000_000_000).prop_map(|(secs, nanos)| {
         DateTime::from_timestamp(secs, nanos).expect("the strategy stays in chrono's range")
     })
+}
+
+fn target() -> impl Strategy<Value = post::Target> {
+    (
+        "[a-z0-9_-]{1,64}",
+        delivery_state(),
+        any::<u32>(),
+        prop::option::of(timestamp()),
+        prop::option::of("[0-9]{1,20}"),
+    )
+        .prop_map(
+            |(channel, delivery, attempts, retry_at, network_post_id)| post::Target {
+                channel: Channel::new(&channel).expect("the strategy makes valid slugs"),
+                delivery,
+                attempts,
+                retry_at,
+                network_post_id,
+            },
+        )
 }
 
 proptest! {
@@ -236,11 +283,9 @@ proptest! {
     fn a_post_state_survives_its_stored_form(
         status in post_status(),
         publish_at in prop::option::of(timestamp()),
-        attempts in any::<u32>(),
-        in_flight in any::<bool>(),
-        retry_at in prop::option::of(timestamp()),
+        targets in prop::collection::vec(target(), 0..=10),
     ) {
-        let state = post::State { status, publish_at, attempts, in_flight, retry_at };
+        let state = post::State { status, publish_at, targets };
         let decoded = decode_post_state(&encode_post_state(&state));
         prop_assert_eq!(decoded.ok(), Some(state));
     }

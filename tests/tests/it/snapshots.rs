@@ -232,7 +232,7 @@ async fn run(service: &CommandService, tenant: TenantId, post_id: PostId, step: 
         Step::ExpireDue => budget(budget::Command::ExpireDue).await,
         Step::CreatePost => {
             let command = post::Command::Create {
-                channel: Channel::new("linkedin").expect("a valid channel"),
+                channels: vec![Channel::new("linkedin").expect("a valid channel")],
                 body: "A post that is edited again and again.".to_owned(),
                 campaign_id: None,
             };
