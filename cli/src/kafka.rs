@@ -88,7 +88,6 @@ pub async fn run_projector(
                 continue;
             }
         };
-        let mut partitions = 0;
         let mut next_round = Instant::now();
         loop {
             if *shutdown.borrow() {
@@ -97,31 +96,7 @@ pub async fn run_projector(
             }
             if Instant::now() >= next_round {
                 next_round = Instant::now() + LEASE_ROUND;
-                if partitions == 0 {
-                    // Until the relay created the topic there is nothing to share.
-                    partitions = match source.partition_count(Duration::from_secs(5)).await {
-                        Ok(count) => count,
-                        Err(error) => {
-                            tracing::warn!(error = ?error, "reading the topic's partition count failed");
-                            0
-                        }
-                    };
-                }
-                let owned: Vec<i32> = match leases.as_mut() {
-                    Some(leases) => match leases.rebalance(partitions).await {
-                        Ok(owned) => owned.iter().copied().collect(),
-                        Err(error) => {
-                            // The connection and every lease are gone: read nothing
-                            // until a later round holds leases again.
-                            tracing::error!(error = ?error, "the partition-lease round failed; reading nothing until it succeeds");
-                            Vec::new()
-                        }
-                    },
-                    None => (0..partitions).collect(),
-                };
-                if owned != source.assignment()
-                    && let Err(error) = source.assign(&owned).await
-                {
+                if let Err(error) = source.follow_leases(leases.as_mut()).await {
                     tracing::error!(error = ?error, "assigning partitions failed; starting over");
                     source.close().await;
                     if wait_or_stop(&mut shutdown, backoff).await {

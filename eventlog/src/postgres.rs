@@ -785,8 +785,6 @@ impl Writer {
             settled.push(done);
             fatal = error;
         }
-        let last = settled.iter().filter_map(Settled::last_position).max();
-
         let committed = match fatal {
             None => tx.commit().await,
             Some(error) => {
@@ -798,24 +796,7 @@ impl Writer {
         };
 
         match committed {
-            Ok(()) => {
-                if last.is_some() {
-                    // Published before anyone is answered, so a caller that appended and
-                    // then looks at the watch sees its own events once they are visible.
-                    // On the write pool: the connection this batch just returned is free, so
-                    // answering never waits behind a busy read pool.
-                    if let Err(error) = refresh_head(&self.pool, &self.head).await {
-                        tracing::warn!(%error, "could not re-read the head after a commit");
-                    }
-                }
-                tracing::debug!(
-                    requests = settled.len(),
-                    succeeded = settled.iter().filter(|s| s.is_ok()).count(),
-                    last_position = last,
-                    "group commit"
-                );
-                settled.into_iter().for_each(Settled::answer);
-            }
+            Ok(()) => self.answer_committed(settled).await,
             Err(error) => {
                 tracing::error!(%error, requests = settled.len(), "group commit failed");
                 let cause = Arc::new(error);
@@ -826,6 +807,27 @@ impl Writer {
 }
 
 impl Writer {
+    /// Answers the requests of a committed batch, after publishing the new head.
+    async fn answer_committed(&self, settled: Vec<Settled>) {
+        let last = settled.iter().filter_map(Settled::last_position).max();
+        if last.is_some() {
+            // Published before anyone is answered, so a caller that appended and then
+            // looks at the watch sees its own events once they are visible. On the
+            // write pool: the connection this batch just returned is free, so answering
+            // never waits behind a busy read pool.
+            if let Err(error) = refresh_head(&self.pool, &self.head).await {
+                tracing::warn!(%error, "could not re-read the head after a commit");
+            }
+        }
+        tracing::debug!(
+            requests = settled.len(),
+            succeeded = settled.iter().filter(|s| s.is_ok()).count(),
+            last_position = last,
+            "group commit"
+        );
+        settled.into_iter().for_each(Settled::answer);
+    }
+
     /// A batch of appends alone: one call of `tidemark_append_batch`, which is its own
     /// transaction (autocommit), so the batch costs one round trip instead of three
     /// (`BEGIN`, the call, `COMMIT`). The function runs each request in its own
@@ -837,7 +839,7 @@ impl Writer {
         };
         match result {
             Ok(results) => {
-                let settled: Vec<Settled> = appends
+                let settled = appends
                     .into_iter()
                     .zip(results)
                     .map(|(job, result)| match job {
@@ -846,18 +848,7 @@ impl Writer {
                         other => other.unrun(),
                     })
                     .collect();
-                if settled.iter().any(|s| s.last_position().is_some()) {
-                    // As in `write_batch`: published before anyone is answered.
-                    if let Err(error) = refresh_head(&self.pool, &self.head).await {
-                        tracing::warn!(%error, "could not re-read the head after a commit");
-                    }
-                }
-                tracing::debug!(
-                    requests = settled.len(),
-                    succeeded = settled.iter().filter(|s| s.is_ok()).count(),
-                    "group commit"
-                );
-                settled.into_iter().for_each(Settled::answer);
+                self.answer_committed(settled).await;
             }
             Err(error) => {
                 tracing::error!(%error, requests = appends.len(), "group commit failed");

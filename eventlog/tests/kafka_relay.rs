@@ -392,28 +392,11 @@ fn spawn_member(
     let task = tokio::spawn(async move {
         let offsets: Arc<dyn OffsetStore> = Arc::clone(&ledger) as Arc<dyn OffsetStore>;
         let mut source = KafkaSource::new(config, offsets).expect("source starts");
-        let mut partitions = 0;
         loop {
-            if partitions == 0 {
-                // 0 until the relay created the topic.
-                partitions = source
-                    .partition_count(Duration::from_secs(5))
-                    .await
-                    .expect("metadata");
-            }
-            let owned: Vec<i32> = match leases.as_mut() {
-                Some(leases) => leases
-                    .rebalance(partitions)
-                    .await
-                    .expect("lease round")
-                    .iter()
-                    .copied()
-                    .collect(),
-                None => (0..partitions).collect(),
-            };
-            if owned != source.assignment() {
-                source.assign(&owned).await.expect("assign");
-            }
+            source
+                .follow_leases(leases.as_mut())
+                .await
+                .expect("partitions assigned");
             assigned.send_replace(source.assignment());
             let batch = tokio::select! {
                 _ = stopped.wait_for(|s| *s) => break,

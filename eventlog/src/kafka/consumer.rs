@@ -28,7 +28,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use tokio::time::Instant;
 
-use super::{DEFAULT_TOPIC, DecodeError, decode_value};
+use super::{DEFAULT_TOPIC, DecodeError, PartitionLeases, decode_value};
 use crate::RecordedEvent;
 
 /// An error from the caller's offset storage, whatever its database.
@@ -143,6 +143,8 @@ pub struct KafkaSource {
     config: SourceConfig,
     /// Partitions this member reads, with the offset each was started at.
     assigned: BTreeMap<i32, i64>,
+    /// The topic's partition count once known (0 until the topic exists).
+    partitions: i32,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -167,6 +169,7 @@ impl KafkaSource {
             offsets,
             config,
             assigned: BTreeMap::new(),
+            partitions: 0,
         })
     }
 
@@ -196,6 +199,46 @@ impl KafkaSource {
         })
         .await
         .map_err(|e| SourceError::Fatal(format!("the metadata request panicked: {e}")))?
+    }
+
+    /// One round of partition ownership: reads the partitions `leases` hold after a
+    /// [`PartitionLeases::rebalance`], or every partition without leases (a single
+    /// member). Call it between batches, after committing the last one.
+    ///
+    /// A failed lease round leaves this member reading nothing until a later round
+    /// succeeds (its connection, and every lease, are gone); only a failed assignment
+    /// is returned.
+    pub async fn follow_leases(
+        &mut self,
+        leases: Option<&mut PartitionLeases>,
+    ) -> Result<(), SourceError> {
+        if self.partitions == 0 {
+            // Until the relay created the topic there is nothing to share.
+            match self.partition_count(Duration::from_secs(5)).await {
+                Ok(count) => self.partitions = count,
+                Err(error) => tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "reading the topic's partition count failed"
+                ),
+            }
+        }
+        let owned: Vec<i32> = match leases {
+            Some(leases) => match leases.rebalance(self.partitions).await {
+                Ok(owned) => owned.iter().copied().collect(),
+                Err(error) => {
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        "the partition-lease round failed; reading nothing until it succeeds"
+                    );
+                    Vec::new()
+                }
+            },
+            None => (0..self.partitions).collect(),
+        };
+        if owned != self.assignment() {
+            self.assign(&owned).await?;
+        }
+        Ok(())
     }
 
     /// Reads exactly `partitions` from now on: a partition kept goes on from its stored

@@ -43,6 +43,13 @@ use sqlx::{Connection, PgConnection};
 /// reads no partition.
 const MAX_MEMBERS: i32 = 256;
 
+/// The `pg_locks` rows of the granted two-key advisory locks whose first key is `$1`,
+/// in this database. A two-key advisory lock shows there as classid = first key,
+/// objid = second key, objsubid = 2.
+const HELD_IN_FAMILY: &str = "locktype = 'advisory' AND granted AND objsubid = 2 \
+     AND classid::bigint = $1 \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
 /// A member's leases on the partitions of one topic.
 pub struct PartitionLeases {
     url: String,
@@ -190,13 +197,9 @@ pub async fn lease_holders(
     topic: &str,
 ) -> Result<BTreeMap<i32, Vec<i32>>, sqlx::Error> {
     let mut connection = PgConnection::connect(database_url).await?;
-    let rows: Vec<(i32, i64)> = sqlx::query_as(
-        "SELECT pid, objid::bigint FROM pg_locks \
-         WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
-           AND classid::bigint = $1 \
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         ORDER BY pid, objid::bigint",
-    )
+    let rows: Vec<(i32, i64)> = sqlx::query_as(&format!(
+        "SELECT pid, objid::bigint FROM pg_locks WHERE {HELD_IN_FAMILY} ORDER BY pid, objid::bigint"
+    ))
     .bind(i64::from(lock_key("partition", group, topic)))
     .fetch_all(&mut connection)
     .await?;
@@ -255,14 +258,9 @@ async fn unlock(connection: &mut PgConnection, key: i32, id: i32) -> Result<(), 
 
 /// Sessions holding a member slot of the group, in this database.
 async fn live_members(connection: &mut PgConnection, member_key: i32) -> Result<i64, sqlx::Error> {
-    // A two-key advisory lock shows in pg_locks as classid = first key,
-    // objid = second key, objsubid = 2.
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks \
-         WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
-           AND classid::bigint = $1 \
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM pg_locks WHERE {HELD_IN_FAMILY}"
+    ))
     .bind(i64::from(member_key))
     .fetch_one(connection)
     .await
