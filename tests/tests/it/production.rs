@@ -679,28 +679,6 @@ async fn a_thousand_scheduled_posts_are_each_delivered_once_across_a_workflows_k
     app.stop().await;
 }
 
-/// Polls `path` until `done` holds, for at most `within`.
-async fn poll_until(
-    app: &TestApp,
-    token: &str,
-    path: &str,
-    within: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let value = app.ok_get(token, path).await;
-        if done(&value) {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "GET {path} never got there: {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Timers on the system clock, in the workflows process: a post scheduled a moment
 /// ahead and a reservation with a short ttl both fall due while the workflows process
 /// is down; once it starts again, its missed-timer sweep publishes the post (once) and
@@ -754,37 +732,37 @@ async fn timers_missed_while_the_workflows_process_was_down_fire_when_it_starts(
         .as_mut()
         .expect("production deployment")
         .start_process(Process::Workflows);
-    let published = poll_until(
-        &app,
-        &admin,
-        &format!("/v1/posts/{post_id}"),
-        Duration::from_secs(30),
-        |p| p["status"] == "published",
-    )
-    .await;
+    let published = app
+        .poll_get(
+            &admin,
+            &format!("/v1/posts/{post_id}"),
+            Duration::from_secs(30),
+            |p| p["status"] == "published",
+        )
+        .await;
     assert_eq!(
         published["delivery"]["attempts"].as_array().map(Vec::len),
         Some(1),
         "delivered exactly once: {published}"
     );
     let reservation_id = reserved["reservation_id"].as_str().expect("id");
-    let listed = poll_until(
-        &app,
-        &admin,
-        &format!("/v1/budget/reservations?period={period}&status=all"),
-        Duration::from_secs(30),
-        |v| v["items"][0]["status"] == "expired",
-    )
-    .await;
+    let listed = app
+        .poll_get(
+            &admin,
+            &format!("/v1/budget/reservations?period={period}&status=all"),
+            Duration::from_secs(30),
+            |v| v["items"][0]["status"] == "expired",
+        )
+        .await;
     assert_eq!(listed["items"][0]["reservation_id"], reservation_id);
-    let budget = poll_until(
-        &app,
-        &admin,
-        &format!("/v1/budget?period={period}"),
-        Duration::from_secs(30),
-        |b| b["available_micros"] == HARD,
-    )
-    .await;
+    let budget = app
+        .poll_get(
+            &admin,
+            &format!("/v1/budget?period={period}"),
+            Duration::from_secs(30),
+            |b| b["available_micros"] == HARD,
+        )
+        .await;
     assert_eq!(budget["reserved_micros"], 0, "{budget}");
     app.stop().await;
 }

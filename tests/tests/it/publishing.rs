@@ -134,21 +134,13 @@ async fn publish(app: &TestApp, token: &str, channel: &str) -> Uuid {
 
 /// Polls `GET /v1/posts/{id}` until `done` holds (bounded).
 async fn wait_for(app: &TestApp, token: &str, post: Uuid, done: impl Fn(&Value) -> bool) -> Value {
-    let path = format!("/v1/posts/{post}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut last = Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        let response = app.get(token, &path).await;
-        if response.status() == StatusCode::OK {
-            let body: Value = response.json().await.expect("json");
-            if done(&body) {
-                return body;
-            }
-            last = body;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("post {post} did not reach the expected state; last answer: {last}");
+    app.poll_get(
+        token,
+        &format!("/v1/posts/{post}"),
+        Duration::from_secs(30),
+        done,
+    )
+    .await
 }
 
 fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
@@ -515,18 +507,29 @@ async fn published_post() -> (TestApp, Uuid, String, Uuid) {
     (app, tenant, token, post)
 }
 
-/// Sends a refused callback and checks its problem and that nothing changed.
-async fn check_refused(callback: Callback, network: &str, status: StatusCode, code: &str) {
-    let (app, tenant, token, post) = published_post().await;
-    let _ = tenant;
+/// Sends `callback` to `app`, expects it refused with `status` and `code`, and checks
+/// that no event was stored.
+async fn assert_refused(
+    app: &TestApp,
+    network: &str,
+    callback: &Callback,
+    status: StatusCode,
+    code: &str,
+) {
     let events = app.event_count().await;
-    let response = deliver(&app, network, &callback).await;
+    let response = deliver(app, network, callback).await;
     assert_problem(response, status, code).await;
     assert_eq!(
         app.event_count().await,
         events,
         "a refused callback changed something"
     );
+}
+
+/// Sends a refused callback and checks its problem and that nothing changed.
+async fn check_refused(callback: Callback, network: &str, status: StatusCode, code: &str) {
+    let (app, _, token, post) = published_post().await;
+    assert_refused(&app, network, &callback, status, code).await;
     let view = app.ok_get(&token, &format!("/v1/posts/{post}")).await;
     assert_eq!(view["status"], "published");
     app.stop().await;
@@ -633,27 +636,26 @@ async fn a_callback_whose_body_was_altered_is_refused() {
     );
     let (app, tenant, _, post) = published_post().await;
     let mut signed = callback(NEW_SECRET, app.clock.now(), &removed(tenant, post));
-    let events = app.event_count().await;
     signed.body = serde_json::to_vec(&removed(tenant, Uuid::now_v7())).expect("json");
-    let response = deliver(&app, "mastodon", &signed).await;
-    assert_problem(
-        response,
+    assert_refused(
+        &app,
+        "mastodon",
+        &signed,
         StatusCode::UNAUTHORIZED,
         "invalid_webhook_signature",
     )
     .await;
-    assert_eq!(app.event_count().await, events);
     // One byte of white space is an alteration too.
     signed = callback(NEW_SECRET, app.clock.now(), &removed(tenant, post));
     signed.body.push(b' ');
-    let response = deliver(&app, "mastodon", &signed).await;
-    assert_problem(
-        response,
+    assert_refused(
+        &app,
+        "mastodon",
+        &signed,
         StatusCode::UNAUTHORIZED,
         "invalid_webhook_signature",
     )
     .await;
-    assert_eq!(app.event_count().await, events);
     app.stop().await;
 }
 
@@ -664,17 +666,16 @@ async fn a_callback_with_a_stale_timestamp_is_refused() {
         "channels, mock networks and the clock are configured in-process: an embedded-only test"
     );
     let (app, tenant, _, post) = published_post().await;
-    let events = app.event_count().await;
     let stale = app.clock.now() - TimeDelta::minutes(6);
     let signed = callback(NEW_SECRET, stale, &removed(tenant, post));
-    let response = deliver(&app, "mastodon", &signed).await;
-    assert_problem(
-        response,
+    assert_refused(
+        &app,
+        "mastodon",
+        &signed,
         StatusCode::UNAUTHORIZED,
         "stale_webhook_timestamp",
     )
     .await;
-    assert_eq!(app.event_count().await, events);
     app.stop().await;
 }
 

@@ -257,6 +257,32 @@ impl TestApp {
         serde_json::from_str(&text).expect("json body")
     }
 
+    /// GETs `path` every 20 ms until a 200 answer satisfies `done`, for at most
+    /// `within` (another status, such as 404 before the read model has a row, keeps
+    /// polling); panics with the last answer.
+    pub async fn poll_get(
+        &self,
+        token: &str,
+        path: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let response = self.get(token, path).await;
+            let ok = response.status() == StatusCode::OK;
+            let answer: Value = response.json().await.unwrap_or_default();
+            if ok && done(&answer) {
+                return answer;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GET {path} did not reach the expected state within {within:?}; last answer: {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The number of events in the store (to show a refused request stored nothing).
     ///
     /// On PostgreSQL the store's head is gap-safe: it stops below any write

@@ -487,26 +487,7 @@ async fn wait_for_post(
 
 /// Polls a GET until its answer satisfies `done`, up to [`DEADLINE`].
 async fn poll(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let polled = tokio::time::timeout(DEADLINE, async {
-        loop {
-            tick.tick().await;
-            let response = app.get(token, path).await;
-            let answer: Value = response.json().await.expect("json body");
-            if done(&answer) {
-                return answer;
-            }
-            last = answer;
-        }
-    })
-    .await;
-    match polled {
-        Ok(answer) => answer,
-        Err(_) => panic!(
-            "GET {path} did not reach the expected state within {DEADLINE:?}; last answer: {last}"
-        ),
-    }
+    app.poll_get(token, path, DEADLINE, done).await
 }
 
 async fn post_stream(app: &TestApp, tenant: Uuid, post_id: Uuid) -> Vec<RecordedEvent> {
