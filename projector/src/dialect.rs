@@ -20,7 +20,6 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
-use uuid::Uuid;
 
 /// The PostgreSQL schema that holds the read models (and their migration history), so
 /// they can share a database with the event store, whose objects are in `public`.
@@ -142,7 +141,7 @@ impl Dialect {
 /// one tenant sets it once rather than once per event.
 pub(crate) struct TenantScope {
     dialect: Dialect,
-    current: Option<Uuid>,
+    current: Option<String>,
 }
 
 impl TenantScope {
@@ -158,13 +157,11 @@ impl TenantScope {
     pub(crate) async fn enter(
         &mut self,
         conn: &mut AnyConnection,
-        tenant: Uuid,
+        tenant: &str,
     ) -> Result<(), sqlx::Error> {
-        if self.current != Some(tenant) {
-            self.dialect
-                .scope_to_tenant(conn, &tenant.to_string())
-                .await?;
-            self.current = Some(tenant);
+        if self.current.as_deref() != Some(tenant) {
+            self.dialect.scope_to_tenant(conn, tenant).await?;
+            self.current = Some(tenant.to_owned());
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use eventlog::kafka::{BoxError, OffsetStore, RelayCheckpoint, SourcedEvent};
 use eventlog::{Position, StoreError};
 
 use crate::apply::apply;
-use crate::dialect::TenantScope;
+use crate::batch::Batch;
 use crate::projector::ProjectError;
 use crate::projector::READ_MODELS;
 use crate::readmodel::ReadModels;
@@ -87,7 +87,7 @@ impl TopicProjector {
                 .await?;
             applied_up_to.insert(partition, mark);
         }
-        let mut scope = TenantScope::new(dialect);
+        let mut rows = Batch::new(dialect);
         let mut applied = 0;
         let mut highest: Position = 0;
         let mut tenants: BTreeMap<Uuid, Position> = BTreeMap::new();
@@ -103,13 +103,13 @@ impl TopicProjector {
                 continue;
             }
             *mark = sourced.event.global_position;
-            scope.enter(&mut tx, sourced.event.tenant_id).await?;
-            apply(&mut tx, &sourced.event).await?;
+            apply(&mut rows, &mut tx, &sourced.event).await?;
             highest = highest.max(sourced.event.global_position);
             let tenant = tenants.entry(sourced.event.tenant_id).or_default();
             *tenant = (*tenant).max(sourced.event.global_position);
             applied += 1;
         }
+        rows.flush(&mut tx).await?;
         for (tenant, position) in &tenants {
             upsert_checkpoint(&mut tx, &tenant_checkpoint(*tenant), *position as i64, true).await?;
         }

@@ -11,6 +11,7 @@
 //! few differences are in [`Dialect`].
 
 mod apply;
+mod batch;
 mod dialect;
 pub mod generations;
 pub mod kafka;
@@ -24,6 +25,17 @@ pub use readmodel::{
     BudgetView, DeliveryAttemptView, DeliveryView, DueTimer, OpenDelivery, PostFilter, PostPage,
     PostView, ReadModels, ReservationStatus, ReservationView, TargetView, TimerCursor, TimerKind,
 };
+
+/// The columns the projector writes in each read-model table, in order, as
+/// `batch.rs` describes them: for the tests that check them against the migrated
+/// tables of both databases.
+#[doc(hidden)]
+pub fn described_tables() -> Vec<(&'static str, Vec<&'static str>)> {
+    batch::ALL
+        .iter()
+        .map(|t| (t.name, t.columns.iter().map(|c| c.name).collect()))
+        .collect()
+}
 
 /// The tenant tables, in the order `row_counts` reports them.
 pub(crate) const TABLES: [&str; 7] = [

@@ -15,11 +15,15 @@ use tokio::sync::watch;
 
 use crate::TABLES;
 use crate::apply::{ApplyError, apply};
-use crate::dialect::TenantScope;
+use crate::batch::Batch;
 use crate::readmodel::ReadModels;
 
 /// Checkpoint name of the read-model projector.
 pub const READ_MODELS: &str = "read_models";
+
+/// How many read-model rows a rebuild holds in memory before it writes them: about
+/// 40 MiB, and enough to span tens of thousands of events.
+const REBUILD_ROWS_HELD: usize = 50_000;
 
 /// What one call to [`Projector::project_batch`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +79,13 @@ impl Projector {
             tx.rollback().await?;
             return Ok(Outcome::CaughtUp);
         };
-        let mut scope = TenantScope::new(dialect);
+        let mut batch = Batch::new(dialect);
         for event in &events {
-            scope.enter(&mut tx, event.tenant_id).await?;
-            apply(&mut tx, event).await?;
+            apply(&mut batch, &mut tx, event).await?;
         }
+        let reads = batch.reads();
+        let writes = batch.flush(&mut tx).await?;
+        tracing::debug!(events = events.len(), reads, writes, "applied a batch");
         save_checkpoint(&mut tx, last).await?;
         tx.commit().await?;
         self.models.publish_progress(last);
@@ -156,7 +162,10 @@ impl Projector {
                     .await?;
             }
         }
-        let mut scope = TenantScope::new(dialect);
+        // One batch across many reads of the log: the longer it runs, the fewer
+        // statements per event (every tenant's rows of a table in one upsert), up to
+        // a bound on the rows it holds in memory.
+        let mut batch = Batch::new(dialect);
         let mut from: Position = 0;
         let mut total = 0;
         loop {
@@ -165,13 +174,16 @@ impl Projector {
                 break;
             };
             for event in &events {
-                scope.enter(&mut tx, event.tenant_id).await?;
-                apply(&mut tx, event).await?;
+                apply(&mut batch, &mut tx, event).await?;
+            }
+            if batch.held() >= REBUILD_ROWS_HELD {
+                batch.flush(&mut tx).await?;
             }
             total += events.len();
             from = last;
             progress(from, head.max(from));
         }
+        batch.flush(&mut tx).await?;
         save_checkpoint(&mut tx, from).await?;
         tx.commit().await?;
         self.models.publish_progress(from);

@@ -1,6 +1,7 @@
 //! The same log, projected into SQLite and into PostgreSQL, answers every query the same.
 
-use projector::{Dialect, Projector, ReservationStatus, TimerKind};
+use projector::{Dialect, Projector, ReadModels, ReservationStatus, TimerKind};
+use tempfile::TempDir;
 
 use crate::support::{
     Log, TestDatabase, assert_same, bounded, scan_times, snapshot, sqlite_reference,
@@ -92,6 +93,75 @@ async fn postgres_and_sqlite_read_models_answer_every_query_identically() {
         assert_eq!(reference.checkpoint, log.head().await);
 
         assert_same(&postgres, &reference);
+        db.drop_database().await;
+    })
+    .await;
+}
+
+/// With one event per batch, every event reads the rows it changes from the database;
+/// with the whole log in one batch, it finds them in memory, written back only at the
+/// end. Both, and a rebuild over them, must give the same read models, on both
+/// databases.
+#[tokio::test]
+async fn one_event_per_batch_and_the_whole_log_in_one_batch_give_the_same_read_models() {
+    bounded(async {
+        let log = Log::full().await;
+        let events = log.len().await;
+        assert!(
+            events < 1_000,
+            "the reference projects the log in one batch"
+        );
+        let reference = sqlite_reference(&log).await;
+
+        let dir = TempDir::new().expect("temp dir");
+        let sqlite = ReadModels::open(&dir.path().join("read_models.db"))
+            .await
+            .expect("open SQLite read models");
+        let applied = Projector::new(log.store.clone(), sqlite.clone())
+            .with_batch_size(1)
+            .catch_up()
+            .await
+            .expect("project into SQLite one event at a time");
+        assert_eq!(applied, events);
+        assert_same(&snapshot(&sqlite, &log).await, &reference);
+
+        let db = TestDatabase::create().await;
+        let postgres = db.models().await;
+        let projector = Projector::new(log.store.clone(), postgres.clone()).with_batch_size(1);
+        assert_eq!(projector.catch_up().await.expect("project"), events);
+        assert_same(&snapshot(&postgres, &log).await, &reference);
+        let rebuilt = projector.rebuild(|_, _| {}).await.expect("rebuild");
+        assert_eq!(rebuilt, events);
+        assert_same(&snapshot(&postgres, &log).await, &reference);
+        db.drop_database().await;
+    })
+    .await;
+}
+
+/// The projector writes whole rows, so its description of each table must name every
+/// column the migrations made.
+#[tokio::test]
+async fn the_projector_knows_every_column_of_every_postgres_read_model_table() {
+    bounded(async {
+        let db = TestDatabase::create().await;
+        let models = db.models().await;
+        let mut conn = db.connect_as(db.app_role()).await;
+        for (table, columns) in projector::described_tables() {
+            let found: Vec<String> = sqlx::query_scalar(
+                "SELECT column_name::text FROM information_schema.columns
+                 WHERE table_schema = 'read_models' AND table_name = $1 ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(&mut conn)
+            .await
+            .expect("list columns");
+            let mut found = found;
+            let mut columns: Vec<String> = columns.into_iter().map(String::from).collect();
+            found.sort();
+            columns.sort();
+            assert_eq!(found, columns, "columns of {table}");
+        }
+        drop(models);
         db.drop_database().await;
     })
     .await;

@@ -1,0 +1,971 @@
+//! The read-model rows a batch of events changes, held in memory and written back
+//! with a few multi-row statements (DESIGN: batched projection).
+//!
+//! Applying an event used to cost two or three SQL statements, each a round trip to
+//! SQLite's worker thread or to the PostgreSQL server; a rebuild of a million events
+//! spent nearly all its time in those round trips (docs/benchmarks.md). Now `apply`
+//! works on a [`Batch`]: the first time an event needs a row, the batch reads it (one
+//! `SELECT` by key); a row that an event creates needs no read at all. Every later
+//! event of the batch finds the row in memory. [`Batch::flush`] then writes every
+//! changed row with one `INSERT … ON CONFLICT DO UPDATE` and one `DELETE` per table,
+//! many rows each — per tenant on PostgreSQL, whose row-level security takes one
+//! tenant per statement, and for every tenant at once on SQLite.
+//!
+//! The batch lives inside one writer transaction, whose lock (see `projector.rs`)
+//! shuts every other read-model writer out, so a row held here is never stale: every
+//! change to it since it was read is the batch's own. The flush happens before the
+//! checkpoint is saved, in the same transaction, so the batch and its checkpoint still
+//! commit together.
+//!
+//! Rows are described by [`Table`]s, one per read-model table, column for column; a
+//! test checks them against the migrated tables of both databases.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row as _};
+
+use crate::dialect::{Dialect, TenantScope};
+
+/// A column's SQL type, as the read models use them: BIGINT or TEXT (see
+/// `migrations/postgres/0001`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Int,
+    Text,
+}
+
+/// One stored value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Self {
+        Value::Int(value)
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Self {
+        Value::Text(value)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Value::Text(value.to_owned())
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Value::Null, Into::into)
+    }
+}
+
+/// A column: its name, type, and the value a new row starts with (the table's
+/// `DEFAULT`, or NULL).
+pub(crate) struct Column {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub initial: Initial,
+}
+
+/// The value a new row's column starts with.
+#[derive(Clone, Copy)]
+pub(crate) enum Initial {
+    Null,
+    Int(i64),
+    Text(&'static str),
+}
+
+const fn col(name: &'static str, kind: Kind) -> Column {
+    Column {
+        name,
+        kind,
+        initial: Initial::Null,
+    }
+}
+
+const fn int0(name: &'static str) -> Column {
+    Column {
+        name,
+        kind: Kind::Int,
+        initial: Initial::Int(0),
+    }
+}
+
+const fn text(name: &'static str, initial: &'static str) -> Column {
+    Column {
+        name,
+        kind: Kind::Text,
+        initial: Initial::Text(initial),
+    }
+}
+
+/// A read-model table: its columns, the first `key` of which are its primary key
+/// (always starting with `tenant_id`).
+pub(crate) struct Table {
+    pub name: &'static str,
+    pub key: usize,
+    pub columns: &'static [Column],
+}
+
+use Kind::{Int, Text};
+
+pub(crate) const BUDGETS: Table = Table {
+    name: "budgets",
+    key: 2,
+    columns: &[
+        col("tenant_id", Text),
+        col("period", Text),
+        int0("soft_limit_micros"),
+        int0("hard_limit_micros"),
+        text("alert_thresholds_pct", "[]"),
+        int0("committed_micros"),
+        int0("reserved_micros"),
+        int0("overrun_micros"),
+        text("thresholds_crossed", "[]"),
+        col("inherited_from", Text),
+        int0("limits_set"),
+        col("version", Int),
+        col("updated_at", Text),
+    ],
+};
+
+pub(crate) const RESERVATIONS: Table = Table {
+    name: "reservations",
+    key: 3,
+    columns: &[
+        col("tenant_id", Text),
+        col("period", Text),
+        col("reservation_id", Text),
+        col("amount_micros", Int),
+        col("purpose", Text),
+        col("status", Text),
+        col("expires_at", Text),
+        col("actual_micros", Int),
+        col("created_at", Text),
+        col("settled_at", Text),
+    ],
+};
+
+pub(crate) const POSTS: Table = Table {
+    name: "posts",
+    key: 2,
+    columns: &[
+        col("tenant_id", Text),
+        col("post_id", Text),
+        col("channel", Text),
+        col("body", Text),
+        col("campaign_id", Text),
+        col("status", Text),
+        col("publish_at", Text),
+        col("version", Int),
+        col("created_position", Int),
+        col("created_at", Text),
+        col("updated_at", Text),
+    ],
+};
+
+pub(crate) const POST_TARGETS: Table = Table {
+    name: "post_targets",
+    key: 3,
+    columns: &[
+        col("tenant_id", Text),
+        col("post_id", Text),
+        col("channel", Text),
+        col("position", Int),
+        col("state", Text),
+        col("network", Text),
+        int0("attempts"),
+        col("next_attempt_at", Text),
+        col("network_post_id", Text),
+        col("url", Text),
+        col("failure_reason", Text),
+        text("delivery_attempts", "[]"),
+    ],
+};
+
+pub(crate) const GENERATIONS: Table = Table {
+    name: "generations",
+    key: 2,
+    columns: &[
+        col("tenant_id", Text),
+        col("generation_id", Text),
+        col("status", Text),
+        col("brief", Text),
+        col("channel", Text),
+        col("campaign_id", Text),
+        col("priority", Text),
+        text("mode", "normal"),
+        col("requested_model", Text),
+        col("provider", Text),
+        col("model", Text),
+        col("reservation_id", Text),
+        col("period", Text),
+        col("reserved_micros", Int),
+        col("text", Text),
+        int0("input_tokens"),
+        int0("cached_input_tokens"),
+        int0("output_tokens"),
+        int0("cost_micros"),
+        int0("attempts"),
+        col("failure_reason", Text),
+        col("version", Int),
+        col("created_at", Text),
+        col("updated_at", Text),
+    ],
+};
+
+pub(crate) const GENERATION_ATTEMPTS: Table = Table {
+    name: "generation_attempts",
+    key: 3,
+    columns: &[
+        col("tenant_id", Text),
+        col("generation_id", Text),
+        col("attempt", Int),
+        col("provider", Text),
+        col("model", Text),
+        col("reason", Text),
+        col("status", Text),
+        col("error", Text),
+        col("campaign_id", Text),
+        int0("input_tokens"),
+        int0("cached_input_tokens"),
+        int0("output_tokens"),
+        int0("cost_micros"),
+        col("latency_ms", Int),
+        col("price_version", Text),
+        col("day", Text),
+        col("started_at", Text),
+        col("finished_at", Text),
+    ],
+};
+
+pub(crate) const TIMERS: Table = Table {
+    name: "timers",
+    key: 3,
+    columns: &[
+        col("tenant_id", Text),
+        col("kind", Text),
+        col("timer_key", Text),
+        col("subject", Text),
+        col("due_at", Text),
+        col("version", Int),
+    ],
+};
+
+/// Every table a batch writes, in the order a flush writes them.
+pub(crate) const ALL: [&Table; 7] = [
+    &BUDGETS,
+    &RESERVATIONS,
+    &POSTS,
+    &POST_TARGETS,
+    &GENERATIONS,
+    &GENERATION_ATTEMPTS,
+    &TIMERS,
+];
+
+/// Bind parameters one statement carries at most: below SQLite's limit (32,766) and
+/// PostgreSQL's (65,535).
+const MAX_PARAMETERS: usize = 30_000;
+
+impl Table {
+    fn index(&self, column: &str) -> usize {
+        // Column names are this crate's constants, and `batch::tests` runs every
+        // event kind through `apply`, so a misspelt one fails there.
+        self.columns
+            .iter()
+            .position(|c| c.name == column)
+            .unwrap_or_else(|| panic!("table {} has no column {column}", self.name))
+    }
+
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn key_list(&self) -> String {
+        self.columns[..self.key]
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn select_by_key(&self, key_columns: usize) -> String {
+        let filter = self.columns[..key_columns]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ${}", c.name, i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "SELECT {} FROM {} WHERE {filter}",
+            self.column_list(),
+            self.name
+        )
+    }
+
+    fn upsert(&self, rows: usize) -> String {
+        let width = self.columns.len();
+        let values = placeholders(rows, width);
+        let set = self.columns[self.key..]
+            .iter()
+            .map(|c| format!("{0} = excluded.{0}", c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO {} ({}) VALUES {values} ON CONFLICT ({}) DO UPDATE SET {set}",
+            self.name,
+            self.column_list(),
+            self.key_list()
+        )
+    }
+
+    fn delete(&self, rows: usize) -> String {
+        format!(
+            "DELETE FROM {} WHERE ({}) IN (VALUES {})",
+            self.name,
+            self.key_list(),
+            placeholders(rows, self.key)
+        )
+    }
+}
+
+/// `($1, $2), ($3, $4)` for two rows of two.
+fn placeholders(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 6);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..width {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(row * width + column + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// A table's primary key values, `tenant_id` first.
+pub(crate) type Key = Vec<Value>;
+
+/// One row of a table, in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Row {
+    table: &'static Table,
+    values: Vec<Value>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Table {}
+
+impl Row {
+    /// A new row of `table` with its key and every other column at its default.
+    pub(crate) fn new(table: &'static Table, key: Key) -> Self {
+        let mut values: Vec<Value> = table
+            .columns
+            .iter()
+            .map(|c| match c.initial {
+                Initial::Null => Value::Null,
+                Initial::Int(v) => Value::Int(v),
+                Initial::Text(v) => Value::Text(v.to_owned()),
+            })
+            .collect();
+        for (slot, value) in values.iter_mut().zip(key) {
+            *slot = value;
+        }
+        Self { table, values }
+    }
+
+    fn key(&self) -> Key {
+        self.values[..self.table.key].to_vec()
+    }
+
+    /// Sets `column` to `value`.
+    pub(crate) fn set(&mut self, column: &str, value: impl Into<Value>) -> &mut Self {
+        let index = self.table.index(column);
+        self.values[index] = value.into();
+        self
+    }
+
+    /// Adds `delta` to an integer column (a NULL counts as 0).
+    pub(crate) fn add(&mut self, column: &str, delta: i64) -> &mut Self {
+        let index = self.table.index(column);
+        let now = match self.values[index] {
+            Value::Int(v) => v,
+            _ => 0,
+        };
+        self.values[index] = Value::Int(now.saturating_add(delta));
+        self
+    }
+
+    /// A text column, or `None` when it is NULL (or not text).
+    pub(crate) fn text(&self, column: &str) -> Option<&str> {
+        match &self.values[self.table.index(column)] {
+            Value::Text(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// An integer column, or `None` when it is NULL (or not an integer).
+    pub(crate) fn int(&self, column: &str) -> Option<i64> {
+        match self.values[self.table.index(column)] {
+            Value::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn decode(table: &'static Table, row: &AnyRow) -> Result<Self, sqlx::Error> {
+        let mut values = Vec::with_capacity(table.columns.len());
+        for (i, column) in table.columns.iter().enumerate() {
+            values.push(match column.kind {
+                Kind::Int => row.try_get::<Option<i64>, _>(i)?.into(),
+                Kind::Text => row.try_get::<Option<String>, _>(i)?.into(),
+            });
+        }
+        Ok(Self { table, values })
+    }
+}
+
+/// What the batch knows of one row.
+#[derive(Debug)]
+enum Slot {
+    /// The row as it is now; `dirty` when the batch changed it.
+    Present { row: Row, dirty: bool },
+    /// There is no such row now; `dirty` when the batch deleted it (or does not know
+    /// whether the database has one to delete).
+    Absent { dirty: bool },
+}
+
+/// What a batch holds of one table.
+#[derive(Default)]
+struct TableRows {
+    slots: BTreeMap<Key, Slot>,
+    /// Key prefixes all of whose rows are held (read, or created by the batch).
+    complete: BTreeSet<Key>,
+}
+
+/// The rows a batch of events has read or changed, written back by [`Batch::flush`].
+pub(crate) struct Batch {
+    dialect: Dialect,
+    scope: TenantScope,
+    tables: Vec<TableRows>,
+    held: usize,
+    reads: usize,
+}
+
+fn position(table: &Table) -> usize {
+    ALL.iter()
+        .position(|t| t.name == table.name)
+        .unwrap_or_else(|| panic!("{} is not a read-model table", table.name))
+}
+
+impl Batch {
+    /// An empty batch in a writer's transaction on `dialect`.
+    pub(crate) fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            scope: TenantScope::new(dialect),
+            tables: ALL.iter().map(|_| TableRows::default()).collect(),
+            held: 0,
+            reads: 0,
+        }
+    }
+
+    /// How many rows the batch holds (read or changed).
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// How many statements the batch has sent to read rows so far.
+    pub(crate) fn reads(&self) -> usize {
+        self.reads
+    }
+
+    fn rows(&mut self, table: &Table) -> &mut TableRows {
+        &mut self.tables[position(table)]
+    }
+
+    /// Reads the row of `table` at `key` unless the batch knows it already.
+    async fn ensure(
+        &mut self,
+        conn: &mut AnyConnection,
+        table: &'static Table,
+        key: &Key,
+    ) -> Result<(), sqlx::Error> {
+        if self.rows(table).slots.contains_key(key) {
+            return Ok(());
+        }
+        let prefix_known = (1..key.len()).any(|n| self.rows(table).complete.contains(&key[..n]));
+        let slot = if prefix_known {
+            Slot::Absent { dirty: false }
+        } else {
+            let found = self.select(conn, table, key).await?;
+            match found.into_iter().next() {
+                Some(row) => Slot::Present { row, dirty: false },
+                None => Slot::Absent { dirty: false },
+            }
+        };
+        self.rows(table).slots.insert(key.clone(), slot);
+        self.held += 1;
+        Ok(())
+    }
+
+    /// The rows of `table` whose key starts with `prefix`, read under the tenant's
+    /// scope (the prefix's first value).
+    async fn select(
+        &mut self,
+        conn: &mut AnyConnection,
+        table: &'static Table,
+        prefix: &[Value],
+    ) -> Result<Vec<Row>, sqlx::Error> {
+        if let Some(Value::Text(tenant)) = prefix.first() {
+            self.scope.enter(conn, tenant).await?;
+        }
+        let sql = table.select_by_key(prefix.len());
+        let mut query = sqlx::query(&sql);
+        for (value, column) in prefix.iter().zip(table.columns) {
+            query = bind(query, value, column.kind);
+        }
+        self.reads += 1;
+        let found = query.fetch_all(&mut *conn).await?;
+        found.iter().map(|r| Row::decode(table, r)).collect()
+    }
+
+    /// The row of `table` at `key`, if there is one.
+    pub(crate) async fn get(
+        &mut self,
+        conn: &mut AnyConnection,
+        table: &'static Table,
+        key: Key,
+    ) -> Result<Option<&Row>, sqlx::Error> {
+        self.ensure(conn, table, &key).await?;
+        Ok(match self.rows(table).slots.get(&key) {
+            Some(Slot::Present { row, .. }) => Some(row),
+            _ => None,
+        })
+    }
+
+    /// The row of `table` at `key` to change, if there is one. Like an `UPDATE … WHERE
+    /// key`, a missing row is not an error: there is just nothing to change.
+    pub(crate) async fn update(
+        &mut self,
+        conn: &mut AnyConnection,
+        table: &'static Table,
+        key: Key,
+    ) -> Result<Option<&mut Row>, sqlx::Error> {
+        self.ensure(conn, table, &key).await?;
+        Ok(match self.rows(table).slots.get_mut(&key) {
+            Some(Slot::Present { row, dirty }) => {
+                *dirty = true;
+                Some(row)
+            }
+            _ => None,
+        })
+    }
+
+    /// The row of `table` at `key` to change, made from `Row::new` with `fill` when
+    /// there is none yet (an upsert).
+    pub(crate) async fn upsert(
+        &mut self,
+        conn: &mut AnyConnection,
+        table: &'static Table,
+        key: Key,
+        fill: impl FnOnce(&mut Row),
+    ) -> Result<&mut Row, sqlx::Error> {
+        self.ensure(conn, table, &key).await?;
+        let slot = self
+            .rows(table)
+            .slots
+            .get_mut(&key)
+            .expect("ensure just put the slot in");
+        if let Slot::Absent { .. } = slot {
+            let mut row = Row::new(table, key);
+            fill(&mut row);
+            *slot = Slot::Present { row, dirty: true };
+        }
+        match slot {
+            Slot::Present { row, dirty } => {
+                *dirty = true;
+                Ok(row)
+            }
+            Slot::Absent { .. } => unreachable!("the slot was just filled"),
+        }
+    }
+
+    /// Puts `row` in, replacing whatever the database holds at its key: for a row
+    /// that an event creates, which needs no read first.
+    pub(crate) fn insert(&mut self, row: Row) {
+        let key = row.key();
+        let table = row.table;
+        let previous = self
+            .rows(table)
+            .slots
+            .insert(key, Slot::Present { row, dirty: true });
+        if previous.is_none() {
+            self.held += 1;
+        }
+    }
+
+    /// Deletes the row of `table` at `key`, if there is one; no read needed.
+    pub(crate) fn delete(&mut self, table: &'static Table, key: Key) {
+        let previous = self
+            .rows(table)
+            .slots
+            .insert(key, Slot::Absent { dirty: true });
+        if previous.is_none() {
+            self.held += 1;
+        }
+    }
+
+    /// Records that there is no row of `table` at `key`, when the batch knows it
+    /// without reading (the timer of a post the batch created).
+    pub(crate) fn absent(&mut self, table: &'static Table, key: Key) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.rows(table).slots.entry(key)
+        {
+            slot.insert(Slot::Absent { dirty: false });
+            self.held += 1;
+        }
+    }
+
+    /// Records that every row of `table` under `prefix` is held: the batch created
+    /// the parent (a post and all its targets), so no read is needed to list them.
+    pub(crate) fn complete(&mut self, table: &'static Table, prefix: Key) {
+        self.rows(table).complete.insert(prefix);
+    }
+
+    /// The rows of `table` whose key starts with `prefix`, reading them all once.
+    pub(crate) async fn children(
+        &mut self,
+        conn: &mut AnyConnection,
+        table: &'static Table,
+        prefix: Key,
+    ) -> Result<Vec<Row>, sqlx::Error> {
+        if !self.rows(table).complete.contains(&prefix) {
+            let found = self.select(conn, table, &prefix).await?;
+            let rows = self.rows(table);
+            let mut added = 0;
+            for row in found {
+                // A slot the batch holds already is newer than the database's row.
+                rows.slots.entry(row.key()).or_insert_with(|| {
+                    added += 1;
+                    Slot::Present { row, dirty: false }
+                });
+            }
+            rows.complete.insert(prefix.clone());
+            self.held += added;
+        }
+        let rows = self.rows(table);
+        Ok(rows
+            .slots
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .filter_map(|(_, slot)| match slot {
+                Slot::Present { row, .. } => Some(row.clone()),
+                Slot::Absent { .. } => None,
+            })
+            .collect())
+    }
+
+    /// Writes every changed row: per table, one multi-row upsert of the rows that
+    /// exist and one multi-row delete of those that do not, for each tenant on
+    /// PostgreSQL (row-level security) and for all of them at once on SQLite. Empties
+    /// the batch. Returns how many statements it sent.
+    pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<usize, sqlx::Error> {
+        // tenant (PostgreSQL only) → table → (rows to write, keys to delete)
+        type Changes = BTreeMap<Option<String>, Vec<(Vec<Row>, Vec<Key>)>>;
+        let mut changes: Changes = BTreeMap::new();
+        let per_tenant = self.dialect == Dialect::Postgres;
+        for (index, rows) in self.tables.iter_mut().enumerate() {
+            for (key, slot) in std::mem::take(&mut rows.slots) {
+                let group = match (&key[0], per_tenant) {
+                    (Value::Text(tenant), true) => Some(tenant.clone()),
+                    _ => None,
+                };
+                let tables = changes
+                    .entry(group)
+                    .or_insert_with(|| ALL.iter().map(|_| (Vec::new(), Vec::new())).collect());
+                match slot {
+                    Slot::Present { row, dirty: true } => tables[index].0.push(row),
+                    Slot::Absent { dirty: true } => tables[index].1.push(key),
+                    _ => {}
+                }
+            }
+            rows.complete.clear();
+        }
+        self.held = 0;
+        let mut statements = 0;
+        for (tenant, tables) in changes {
+            if tables.iter().all(|(w, d)| w.is_empty() && d.is_empty()) {
+                continue;
+            }
+            if let Some(tenant) = &tenant {
+                self.scope.enter(conn, tenant).await?;
+            }
+            for (table, (writes, deletes)) in ALL.iter().zip(tables) {
+                statements += write_rows(conn, table, writes).await?;
+                statements += delete_keys(conn, table, deletes).await?;
+            }
+        }
+        Ok(statements)
+    }
+}
+
+async fn write_rows(
+    conn: &mut AnyConnection,
+    table: &Table,
+    rows: Vec<Row>,
+) -> Result<usize, sqlx::Error> {
+    let per_statement = (MAX_PARAMETERS / table.columns.len()).max(1);
+    let mut statements = 0;
+    for chunk in rows.chunks(per_statement) {
+        let sql = table.upsert(chunk.len());
+        // A statement's text depends on its row count; do not keep each one prepared.
+        let mut query = sqlx::query(&sql).persistent(false);
+        for row in chunk {
+            for (value, column) in row.values.iter().zip(table.columns) {
+                query = bind(query, value, column.kind);
+            }
+        }
+        query.execute(&mut *conn).await?;
+        statements += 1;
+    }
+    Ok(statements)
+}
+
+async fn delete_keys(
+    conn: &mut AnyConnection,
+    table: &Table,
+    keys: Vec<Key>,
+) -> Result<usize, sqlx::Error> {
+    let per_statement = (MAX_PARAMETERS / table.key).max(1);
+    let mut statements = 0;
+    for chunk in keys.chunks(per_statement) {
+        let sql = table.delete(chunk.len());
+        let mut query = sqlx::query(&sql).persistent(false);
+        for key in chunk {
+            for (value, column) in key.iter().zip(table.columns) {
+                query = bind(query, value, column.kind);
+            }
+        }
+        query.execute(&mut *conn).await?;
+        statements += 1;
+    }
+    Ok(statements)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds `value`; a NULL is bound with the column's type, which PostgreSQL checks.
+fn bind<'q>(query: AnyQuery<'q>, value: &Value, kind: Kind) -> AnyQuery<'q> {
+    match (value, kind) {
+        (Value::Int(v), _) => query.bind(*v),
+        (Value::Text(v), _) => query.bind(v.clone()),
+        (Value::Null, Kind::Int) => query.bind(None::<i64>),
+        (Value::Null, Kind::Text) => query.bind(None::<String>),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ReadModels;
+
+    async fn sqlite() -> (tempfile::TempDir, ReadModels) {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let models = ReadModels::open(&dir.path().join("read_models.db"))
+            .await
+            .expect("open SQLite read models");
+        (dir, models)
+    }
+
+    fn text(v: &str) -> Value {
+        Value::from(v)
+    }
+
+    fn timer(tenant: &str, key: &str) -> Row {
+        let mut row = Row::new(&TIMERS, vec![text(tenant), text("post_publish"), text(key)]);
+        row.set("subject", key)
+            .set("due_at", "2026-12-01T00:00:00.000000Z");
+        row
+    }
+
+    async fn timers(conn: &mut AnyConnection) -> Vec<(String, String, Option<i64>)> {
+        sqlx::query_as(
+            "SELECT tenant_id, timer_key, version FROM timers ORDER BY tenant_id, timer_key",
+        )
+        .fetch_all(conn)
+        .await
+        .expect("read timers")
+    }
+
+    #[tokio::test]
+    async fn the_projector_knows_every_column_of_every_sqlite_read_model_table() {
+        let (_dir, models) = sqlite().await;
+        for table in ALL {
+            let mut found: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
+                    .bind(table.name)
+                    .fetch_all(models.pool())
+                    .await
+                    .expect("list columns");
+            let mut described: Vec<String> =
+                table.columns.iter().map(|c| c.name.to_owned()).collect();
+            found.sort();
+            described.sort();
+            assert_eq!(found, described, "columns of {}", table.name);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flush_writes_changed_rows_deletes_removed_ones_and_leaves_read_ones_alone() {
+        let (_dir, models) = sqlite().await;
+        let mut conn = models.pool().acquire().await.expect("connection");
+        let mut batch = Batch::new(Dialect::Sqlite);
+        for key in ["a", "b", "c"] {
+            batch.insert(timer("t1", key));
+        }
+        batch.insert(timer("t2", "a"));
+        assert_eq!(
+            batch.flush(&mut conn).await.expect("flush"),
+            1,
+            "one upsert for both tenants"
+        );
+        assert_eq!(batch.held(), 0);
+
+        let mut batch = Batch::new(Dialect::Sqlite);
+        let key = |tenant: &str, k: &str| vec![text(tenant), text("post_publish"), text(k)];
+        // Read, changed, read but unchanged, deleted, and a delete of nothing.
+        batch
+            .update(&mut conn, &TIMERS, key("t1", "a"))
+            .await
+            .expect("read")
+            .expect("the row is there")
+            .set("version", 7);
+        let unchanged = batch
+            .get(&mut conn, &TIMERS, key("t1", "b"))
+            .await
+            .expect("read");
+        assert_eq!(unchanged.and_then(|r| r.text("subject")), Some("b"));
+        batch.delete(&TIMERS, key("t1", "c"));
+        batch.delete(&TIMERS, key("t2", "nothing"));
+        assert!(
+            batch
+                .update(&mut conn, &TIMERS, key("t2", "missing"))
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert_eq!(batch.reads(), 3);
+        assert_eq!(
+            batch.flush(&mut conn).await.expect("flush"),
+            2,
+            "one upsert, one delete"
+        );
+        assert_eq!(
+            timers(&mut conn).await,
+            vec![
+                ("t1".into(), "a".into(), Some(7)),
+                ("t1".into(), "b".into(), None),
+                ("t2".into(), "a".into(), None),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn children_merges_the_rows_it_reads_with_the_newer_ones_it_holds() {
+        let (_dir, models) = sqlite().await;
+        let mut conn = models.pool().acquire().await.expect("connection");
+        let target = |channel: &str, position: i64| {
+            let mut row = Row::new(&POST_TARGETS, vec![text("t"), text("p"), text(channel)]);
+            row.set("position", position);
+            row
+        };
+        let mut batch = Batch::new(Dialect::Sqlite);
+        batch.insert(target("one", 0));
+        batch.insert(target("two", 1));
+        batch.flush(&mut conn).await.expect("flush");
+
+        let mut batch = Batch::new(Dialect::Sqlite);
+        batch
+            .update(
+                &mut conn,
+                &POST_TARGETS,
+                vec![text("t"), text("p"), text("two")],
+            )
+            .await
+            .expect("read")
+            .expect("there")
+            .set("state", "published");
+        batch.delete(&POST_TARGETS, vec![text("t"), text("p"), text("one")]);
+        let prefix = vec![text("t"), text("p")];
+        let rows = batch
+            .children(&mut conn, &POST_TARGETS, prefix.clone())
+            .await
+            .expect("children");
+        assert_eq!(rows.len(), 1, "the deleted target is gone: {rows:?}");
+        assert_eq!(
+            rows[0].text("state"),
+            Some("published"),
+            "the held row wins"
+        );
+        // Listed once: a second call, and a missing child under it, read nothing.
+        let reads = batch.reads();
+        batch
+            .children(&mut conn, &POST_TARGETS, prefix)
+            .await
+            .expect("children");
+        let missing = vec![text("t"), text("p"), text("three")];
+        assert!(
+            batch
+                .get(&mut conn, &POST_TARGETS, missing)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert_eq!(batch.reads(), reads);
+    }
+
+    #[test]
+    fn statements_are_built_for_any_number_of_rows() {
+        assert_eq!(placeholders(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(
+            TIMERS.delete(1),
+            "DELETE FROM timers WHERE (tenant_id, kind, timer_key) IN (VALUES ($1, $2, $3))"
+        );
+        assert!(BUDGETS.upsert(1).ends_with(
+            "ON CONFLICT (tenant_id, period) DO UPDATE SET soft_limit_micros = excluded.soft_limit_micros, \
+             hard_limit_micros = excluded.hard_limit_micros, alert_thresholds_pct = excluded.alert_thresholds_pct, \
+             committed_micros = excluded.committed_micros, reserved_micros = excluded.reserved_micros, \
+             overrun_micros = excluded.overrun_micros, thresholds_crossed = excluded.thresholds_crossed, \
+             inherited_from = excluded.inherited_from, limits_set = excluded.limits_set, \
+             version = excluded.version, updated_at = excluded.updated_at"
+        ));
+    }
+}
