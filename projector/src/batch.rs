@@ -712,19 +712,40 @@ impl Batch {
     /// PostgreSQL (row-level security) and for all of them at once on SQLite. Empties
     /// the batch. Returns how many statements it sent.
     pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<usize, sqlx::Error> {
+        self.flush_keeping(conn, &[]).await
+    }
+
+    /// [`Batch::flush`], but the rows of the tables in `keep` stay held (as written),
+    /// so that the rest of the transaction need not read them again: a rebuild keeps
+    /// the budget months, which nearly every budget event touches.
+    pub(crate) async fn flush_keeping(
+        &mut self,
+        conn: &mut AnyConnection,
+        keep: &[&Table],
+    ) -> Result<usize, sqlx::Error> {
         // tenant (PostgreSQL only) → table → (rows to write, keys to delete)
         type Changes = BTreeMap<Option<String>, Vec<(Vec<Row>, Vec<Key>)>>;
         let mut changes: Changes = BTreeMap::new();
         let per_tenant = self.dialect == Dialect::Postgres;
+        let mut kept = 0;
         for (index, rows) in self.tables.iter_mut().enumerate() {
+            let keeping = keep.iter().any(|t| t.name == ALL[index].name);
             for (key, slot) in std::mem::take(&mut rows.slots) {
-                let group = match (&key[0], per_tenant) {
-                    (Value::Text(tenant), true) => Some(tenant.clone()),
-                    _ => None,
-                };
+                if keeping && let Slot::Present { row, dirty } = &slot {
+                    if *dirty {
+                        let tables = changes
+                            .entry(per_tenant.then(|| tenant_of(&key)))
+                            .or_insert_with(|| ALL.iter().map(|_| Default::default()).collect());
+                        tables[index].0.push(row.clone());
+                    }
+                    let row = row.clone();
+                    rows.slots.insert(key, Slot::Present { row, dirty: false });
+                    kept += 1;
+                    continue;
+                }
                 let tables = changes
-                    .entry(group)
-                    .or_insert_with(|| ALL.iter().map(|_| (Vec::new(), Vec::new())).collect());
+                    .entry(per_tenant.then(|| tenant_of(&key)))
+                    .or_insert_with(|| ALL.iter().map(|_| Default::default()).collect());
                 match slot {
                     Slot::Present { row, dirty: true } => tables[index].0.push(row),
                     Slot::Absent { dirty: true } => tables[index].1.push(key),
@@ -733,7 +754,7 @@ impl Batch {
             }
             rows.complete.clear();
         }
-        self.held = 0;
+        self.held = kept;
         let mut statements = 0;
         for (tenant, tables) in changes {
             if tables.iter().all(|(w, d)| w.is_empty() && d.is_empty()) {
@@ -748,6 +769,14 @@ impl Batch {
             }
         }
         Ok(statements)
+    }
+}
+
+/// The tenant of a key: its first value.
+fn tenant_of(key: &Key) -> String {
+    match key.first() {
+        Some(Value::Text(tenant)) => tenant.clone(),
+        _ => String::new(),
     }
 }
 
@@ -939,6 +968,50 @@ mod tests {
             left.iter()
                 .all(|(_, key, _)| key.ends_with(['1', '3', '5', '7', '9']))
         );
+    }
+
+    #[tokio::test]
+    async fn rows_kept_through_a_flush_are_written_and_need_no_second_read() {
+        let (_dir, models) = sqlite().await;
+        let mut conn = models.pool().acquire().await.expect("connection");
+        let mut batch = Batch::new(Dialect::Sqlite);
+        let month = vec![text("t"), text("2026-12")];
+        batch
+            .upsert(&mut conn, &BUDGETS, month.clone(), |_| {})
+            .await
+            .expect("read")
+            .set("version", 1)
+            .set("updated_at", "2026-12-01T00:00:00.000000Z")
+            .add("committed_micros", 5);
+        batch.insert(timer("t", "a"));
+        assert_eq!(batch.reads(), 1);
+        batch
+            .flush_keeping(&mut conn, &[&BUDGETS])
+            .await
+            .expect("flush");
+        assert_eq!(batch.held(), 1, "the month stays, the timer goes");
+        let stored: i64 = sqlx::query_scalar("SELECT committed_micros FROM budgets")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("read back");
+        assert_eq!(stored, 5);
+        batch
+            .update(&mut conn, &BUDGETS, month)
+            .await
+            .expect("held")
+            .expect("there")
+            .add("committed_micros", 2);
+        assert_eq!(batch.reads(), 1, "the kept row was not read again");
+        assert_eq!(
+            batch.flush(&mut conn).await.expect("flush"),
+            1,
+            "it was changed again"
+        );
+        let stored: i64 = sqlx::query_scalar("SELECT committed_micros FROM budgets")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("read back");
+        assert_eq!(stored, 7);
     }
 
     #[tokio::test]

@@ -15,15 +15,15 @@ use tokio::sync::watch;
 
 use crate::TABLES;
 use crate::apply::{ApplyError, apply};
-use crate::batch::Batch;
+use crate::batch::{BUDGETS, Batch};
 use crate::readmodel::ReadModels;
 
 /// Checkpoint name of the read-model projector.
 pub const READ_MODELS: &str = "read_models";
 
 /// How many read-model rows a rebuild holds in memory before it writes them: about
-/// 40 MiB, and enough to span tens of thousands of events.
-const REBUILD_ROWS_HELD: usize = 50_000;
+/// 80 MiB, and enough to span some hundred thousand events.
+const REBUILD_ROWS_HELD: usize = 100_000;
 
 /// What one call to [`Projector::project_batch`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +177,7 @@ impl Projector {
                 apply(&mut batch, &mut tx, event).await?;
             }
             if batch.held() >= REBUILD_ROWS_HELD {
-                batch.flush(&mut tx).await?;
+                batch.flush_keeping(&mut tx, &[&BUDGETS]).await?;
             }
             total += events.len();
             from = last;
