@@ -1241,3 +1241,55 @@ fn an_already_settled_rejection_names_how_the_reservation_ended() {
         format!("reservation {} is already released", id(A))
     );
 }
+
+// ---------------------------------------------------------------------------
+// The settled reservations: a snapshot's sorted list plus what settled since.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn settled_reservations_from_a_snapshot_and_since_it_read_as_one_set_in_id_order() {
+    use domain::budget::Settled;
+    let outcome = ReservationOutcome::Committed;
+    let mut settled =
+        Settled::from_sorted(vec![(id(1), outcome), (id(3), outcome), (id(5), outcome)])
+            .expect("sorted");
+    settled.insert(id(2), ReservationOutcome::Released);
+    settled.insert(id(6), ReservationOutcome::Expired);
+    // Settled again after the snapshot (a replayed reservation): the newer outcome.
+    settled.insert(id(3), ReservationOutcome::Expired);
+    let listed: Vec<(u128, ReservationOutcome)> = settled
+        .iter()
+        .map(|(id, o)| (id.as_uuid().as_u128(), *o))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (1, outcome),
+            (2, ReservationOutcome::Released),
+            (3, ReservationOutcome::Expired),
+            (5, outcome),
+            (6, ReservationOutcome::Expired),
+        ]
+    );
+    assert_eq!(settled.len(), 5);
+    assert_eq!(settled.get(&id(5)), Some(&outcome));
+    assert_eq!(settled.get(&id(3)), Some(&ReservationOutcome::Expired));
+    assert_eq!(settled.get(&id(4)), None);
+    let rebuilt: Settled = listed.iter().map(|(n, o)| (id(*n), *o)).collect();
+    assert_eq!(settled, rebuilt, "equal however they were built");
+}
+
+#[test]
+fn a_settled_list_out_of_order_or_repeated_is_refused() {
+    use domain::budget::{Settled, StateError};
+    let outcome = ReservationOutcome::Committed;
+    assert_eq!(
+        Settled::from_sorted(vec![(id(2), outcome), (id(1), outcome)]).err(),
+        Some(StateError::SettledOutOfOrder(id(1)))
+    );
+    assert_eq!(
+        Settled::from_sorted(vec![(id(1), outcome), (id(1), outcome)]).err(),
+        Some(StateError::SettledOutOfOrder(id(1)))
+    );
+    assert!(Settled::from_sorted(Vec::new()).expect("empty").is_empty());
+}

@@ -20,8 +20,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
-use domain::budget::{self, Limits, OpenReservation, Parts, ReservationOutcome};
+use domain::budget::{self, Limits, OpenReservation, Parts, ReservationOutcome, Settled};
 use domain::{Channel, Micros, ReservationId, ValueError, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -35,10 +37,12 @@ pub struct StateFormat {
     pub version: u32,
 }
 
-/// The budget ledger's state, as [`encode_budget_state`] writes it.
+/// The budget ledger's state, as [`encode_budget_state`] writes it. Version 2: the
+/// settled reservations are one compact string (version 1 listed each id as JSON
+/// text, which a cold load paid for per id, and is no longer read).
 pub const BUDGET_STATE: StateFormat = StateFormat {
     name: "budget.state",
-    version: 1,
+    version: 2,
 };
 
 /// A post's state, as [`encode_post_state`] writes it. Version 2: a post has several
@@ -85,39 +89,41 @@ pub enum StateDecodeError {
 /// The JSON Schema (draft 2020-12) of one stored state format.
 pub fn state_schema(format: StateFormat) -> Option<Value> {
     let schema = match format {
-        BUDGET_STATE => schemars::schema_for!(BudgetStateV1),
+        BUDGET_STATE => schemars::schema_for!(BudgetStateV2),
         POST_STATE => schemars::schema_for!(PostStateV2),
         _ => return None,
     };
     Some(schema.to_value())
 }
 
-/// `budget.state` v1: a month's ledger folded up to some version of its stream.
+/// `budget.state` v2: a month's ledger folded up to some version of its stream.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BudgetStateV1 {
+struct BudgetStateV2 {
     /// The month's limits; absent while none are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    limits: Option<BudgetLimitsV1>,
+    limits: Option<BudgetLimitsV2>,
     /// Money spent this month (the sum of every commit's actual cost), in micro-USD.
     #[schemars(range(min = 0))]
     committed_micros: i64,
     /// The reservations that still hold money, in id order.
-    open: Vec<OpenReservationV1>,
-    /// Ids of the reservations settled by a commit, in id order.
-    committed_ids: Vec<Uuid>,
-    /// Ids of the reservations given back unused, in id order.
-    released_ids: Vec<Uuid>,
-    /// Ids of the reservations that outlived their ttl, in id order.
-    expired_ids: Vec<Uuid>,
+    open: Vec<OpenReservationV2>,
+    /// Every reservation settled this month, in id order, as base64 (standard
+    /// alphabet, padded) of 17 bytes each: the id's 16 bytes, then how it ended
+    /// (1 committed, 2 released, 3 expired).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9+/]*={0,2}$"))]
+    settled: String,
     /// Alert thresholds (percent of the hard limit) already announced, ascending.
     thresholds_crossed_pct: Vec<u8>,
 }
 
+/// Bytes per settled reservation in [`BudgetStateV2::settled`].
+const SETTLED_RECORD: usize = 17;
+
 /// A month's limits, as the budget state stores them.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BudgetLimitsV1 {
+struct BudgetLimitsV2 {
     /// Soft limit in micro-USD.
     #[schemars(range(min = 0))]
     soft_limit_micros: i64,
@@ -131,7 +137,7 @@ struct BudgetLimitsV1 {
 /// An open reservation, as the budget state stores it.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct OpenReservationV1 {
+struct OpenReservationV2 {
     /// The reservation's id.
     reservation_id: Uuid,
     /// The amount held, in micro-USD.
@@ -146,16 +152,17 @@ struct OpenReservationV1 {
 /// Writes a budget state in the latest format, [`BUDGET_STATE`].
 pub fn encode_budget_state(state: &budget::State) -> String {
     let parts = state.parts();
-    let ids = |wanted: ReservationOutcome| -> Vec<Uuid> {
-        parts
-            .settled
-            .iter()
-            .filter(|(_, outcome)| **outcome == wanted)
-            .map(|(id, _)| id.as_uuid())
-            .collect()
-    };
-    let dto = BudgetStateV1 {
-        limits: parts.limits.map(|l| BudgetLimitsV1 {
+    let mut settled = Vec::with_capacity(parts.settled.len() * SETTLED_RECORD);
+    for (id, outcome) in parts.settled {
+        settled.extend_from_slice(id.as_uuid().as_bytes());
+        settled.push(match outcome {
+            ReservationOutcome::Committed => 1,
+            ReservationOutcome::Released => 2,
+            ReservationOutcome::Expired => 3,
+        });
+    }
+    let dto = BudgetStateV2 {
+        limits: parts.limits.map(|l| BudgetLimitsV2 {
             soft_limit_micros: l.soft.get(),
             hard_limit_micros: l.hard.get(),
             alert_thresholds_pct: l.alert_thresholds_pct.clone(),
@@ -164,16 +171,14 @@ pub fn encode_budget_state(state: &budget::State) -> String {
         open: parts
             .open
             .iter()
-            .map(|(id, r)| OpenReservationV1 {
+            .map(|(id, r)| OpenReservationV2 {
                 reservation_id: id.as_uuid(),
                 amount_micros: r.amount.get(),
                 purpose: r.purpose.clone(),
                 expires_at: r.expires_at,
             })
             .collect(),
-        committed_ids: ids(ReservationOutcome::Committed),
-        released_ids: ids(ReservationOutcome::Released),
-        expired_ids: ids(ReservationOutcome::Expired),
+        settled: BASE64.encode(settled),
         thresholds_crossed_pct: parts.thresholds_crossed.iter().copied().collect(),
     };
     to_text(&dto)
@@ -183,7 +188,7 @@ pub fn encode_budget_state(state: &budget::State) -> String {
 /// fields through the domain's checked constructor.
 pub fn decode_budget_state(data: &str) -> Result<budget::State, StateDecodeError> {
     let format = BUDGET_STATE;
-    let dto: BudgetStateV1 = parse(format, data)?;
+    let dto: BudgetStateV2 = parse(format, data)?;
     let micros = |field: &'static str, raw: i64| {
         Micros::new(raw).map_err(|source| StateDecodeError::InvalidValue {
             name: format.name,
@@ -213,17 +218,13 @@ pub fn decode_budget_state(data: &str) -> Result<budget::State, StateDecodeError
             },
         );
     }
-    let settled: BTreeMap<ReservationId, ReservationOutcome> = [
-        (dto.committed_ids, ReservationOutcome::Committed),
-        (dto.released_ids, ReservationOutcome::Released),
-        (dto.expired_ids, ReservationOutcome::Expired),
-    ]
-    .into_iter()
-    .flat_map(|(ids, outcome)| {
-        ids.into_iter()
-            .map(move |id| (ReservationId::from_uuid(id), outcome))
-    })
-    .collect();
+    let inconsistent = |source| StateDecodeError::Inconsistent {
+        name: format.name,
+        version: format.version,
+        source,
+    };
+    let settled =
+        Settled::from_sorted(decode_settled(format, &dto.settled)?).map_err(inconsistent)?;
     budget::State::from_parts(Parts {
         limits,
         committed: micros("committed_micros", dto.committed_micros)?,
@@ -234,11 +235,42 @@ pub fn decode_budget_state(data: &str) -> Result<budget::State, StateDecodeError
             .into_iter()
             .collect::<BTreeSet<u8>>(),
     })
-    .map_err(|source| StateDecodeError::Inconsistent {
+    .map_err(inconsistent)
+}
+
+/// The settled reservations of [`BudgetStateV2::settled`], in stored order.
+fn decode_settled(
+    format: StateFormat,
+    text: &str,
+) -> Result<Vec<(ReservationId, ReservationOutcome)>, StateDecodeError> {
+    let malformed = |why: String| StateDecodeError::Malformed {
         name: format.name,
         version: format.version,
-        source,
-    })
+        source: serde::de::Error::custom(why),
+    };
+    let bytes = BASE64
+        .decode(text)
+        .map_err(|e| malformed(format!("settled is not base64: {e}")))?;
+    if bytes.len() % SETTLED_RECORD != 0 {
+        return Err(malformed(format!(
+            "settled holds {} bytes, not a whole number of {SETTLED_RECORD}-byte records",
+            bytes.len()
+        )));
+    }
+    bytes
+        .chunks_exact(SETTLED_RECORD)
+        .map(|record| {
+            let (id, outcome) = record.split_at(16);
+            let id = Uuid::from_slice(id).map_err(|e| malformed(e.to_string()))?;
+            let outcome = match outcome[0] {
+                1 => ReservationOutcome::Committed,
+                2 => ReservationOutcome::Released,
+                3 => ReservationOutcome::Expired,
+                other => return Err(malformed(format!("settled outcome {other} is unknown"))),
+            };
+            Ok((ReservationId::from_uuid(id), outcome))
+        })
+        .collect()
 }
 
 /// `post.state` v2: a post folded up to some version of its stream.

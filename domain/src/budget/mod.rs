@@ -18,8 +18,8 @@ mod state;
 pub use decide::decide;
 pub use evolve::evolve;
 pub use state::{
-    BudgetStatus, Limits, OpenReservation, Parts, PartsRef, ReservationOutcome, State, StateError,
-    status_of,
+    BudgetStatus, Limits, OpenReservation, Parts, PartsRef, ReservationOutcome, Settled, State,
+    StateError, status_of,
 };
 
 use chrono::{DateTime, TimeDelta, Utc};

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -76,7 +77,7 @@ pub struct State {
     /// Sum of the open reservations' amounts, kept in step with `open`.
     pub reserved: Micros,
     pub open: BTreeMap<ReservationId, OpenReservation>,
-    pub settled: BTreeMap<ReservationId, ReservationOutcome>,
+    pub settled: Settled,
     pub thresholds_crossed: BTreeSet<u8>,
     /// `open` by expiry time: one `(expires_at, id)` entry per open reservation.
     pub(super) expiries: BTreeSet<(DateTime<Utc>, ReservationId)>,
@@ -117,7 +118,7 @@ impl State {
             settled,
             thresholds_crossed,
         } = parts;
-        if let Some(id) = open.keys().find(|id| settled.contains_key(id)) {
+        if let Some(id) = open.keys().find(|id| settled.get(id).is_some()) {
             return Err(StateError::OpenAndSettled(*id));
         }
         // Summed the way `evolve` sums them, saturating, so the rebuilt total is the
@@ -155,7 +156,7 @@ pub struct Parts {
     pub limits: Option<Limits>,
     pub committed: Micros,
     pub open: BTreeMap<ReservationId, OpenReservation>,
-    pub settled: BTreeMap<ReservationId, ReservationOutcome>,
+    pub settled: Settled,
     pub thresholds_crossed: BTreeSet<u8>,
 }
 
@@ -165,15 +166,120 @@ pub struct PartsRef<'s> {
     pub limits: Option<&'s Limits>,
     pub committed: Micros,
     pub open: &'s BTreeMap<ReservationId, OpenReservation>,
-    pub settled: &'s BTreeMap<ReservationId, ReservationOutcome>,
+    pub settled: &'s Settled,
     pub thresholds_crossed: &'s BTreeSet<u8>,
 }
+
+/// Every reservation settled this month, and how it ended: what keeps an id from
+/// being used twice.
+///
+/// It grows all month (tens of thousands of ids in a busy one), so a cold load must
+/// not pay per id to build it. The ids a snapshot brought are kept as it stored them,
+/// sorted, and searched in place (`frozen`, shared, so cloning the state copies none
+/// of them); the ones settled since go into a small map. A lookup asks the map first.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    frozen: Arc<[(ReservationId, ReservationOutcome)]>,
+    recent: BTreeMap<ReservationId, ReservationOutcome>,
+}
+
+impl Settled {
+    /// Takes a list sorted by id without repeats, as [`Settled::iter`] gives it, and
+    /// searches it in place; refuses one out of order.
+    pub fn from_sorted(
+        sorted: Vec<(ReservationId, ReservationOutcome)>,
+    ) -> Result<Self, StateError> {
+        if let Some(pair) = sorted.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
+            return Err(StateError::SettledOutOfOrder(pair[1].0));
+        }
+        Ok(Self {
+            frozen: sorted.into(),
+            recent: BTreeMap::new(),
+        })
+    }
+
+    /// How the reservation ended, if it did.
+    pub fn get(&self, id: &ReservationId) -> Option<&ReservationOutcome> {
+        self.recent.get(id).or_else(|| {
+            self.frozen
+                .binary_search_by(|(stored, _)| stored.cmp(id))
+                .ok()
+                .map(|at| &self.frozen[at].1)
+        })
+    }
+
+    /// Records how a reservation ended.
+    pub fn insert(&mut self, id: ReservationId, outcome: ReservationOutcome) {
+        self.recent.insert(id, outcome);
+    }
+
+    /// How many reservations are settled.
+    pub fn len(&self) -> usize {
+        let overlap = self
+            .recent
+            .keys()
+            .filter(|id| self.frozen.binary_search_by(|(s, _)| s.cmp(id)).is_ok())
+            .count();
+        self.frozen.len() + self.recent.len() - overlap
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frozen.is_empty() && self.recent.is_empty()
+    }
+
+    /// Every settled reservation, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ReservationId, &ReservationOutcome)> + '_ {
+        let mut frozen = self.frozen.iter().map(|(id, o)| (id, o)).peekable();
+        let mut recent = self.recent.iter().peekable();
+        std::iter::from_fn(move || match (frozen.peek(), recent.peek()) {
+            (Some(f), Some(r)) if f.0 < r.0 => frozen.next(),
+            (Some(f), Some(r)) if f.0 == r.0 => {
+                // Settled again since the snapshot: the newer outcome.
+                frozen.next();
+                recent.next()
+            }
+            (_, Some(_)) => recent.next(),
+            (Some(_), None) => frozen.next(),
+            (None, None) => None,
+        })
+    }
+}
+
+impl<'s> IntoIterator for &'s Settled {
+    type Item = (&'s ReservationId, &'s ReservationOutcome);
+    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 's>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl FromIterator<(ReservationId, ReservationOutcome)> for Settled {
+    fn from_iter<I: IntoIterator<Item = (ReservationId, ReservationOutcome)>>(iter: I) -> Self {
+        Self {
+            frozen: Arc::from([]),
+            recent: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// Two are equal when they hold the same reservations with the same outcomes,
+/// however they were built.
+impl PartialEq for Settled {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Settled {}
 
 /// Why stored parts do not make a ledger state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
     #[error("reservation {0} is both open and settled")]
     OpenAndSettled(ReservationId),
+    #[error("settled reservation {0} is out of order or repeated")]
+    SettledOutOfOrder(ReservationId),
 }
 
 /// The money available for given limits and totals, shared by the folded state and

@@ -67,16 +67,81 @@ fn every_golden_state_belongs_to_a_known_format() {
     }
 }
 
+/// The `settled` string of a budget state holding these records (id, outcome byte).
+fn settled(records: &[(&str, u8)]) -> Value {
+    use base64::Engine as _;
+    let mut bytes = Vec::new();
+    for (id, outcome) in records {
+        bytes.extend_from_slice(Uuid::parse_str(id).expect("uuid").as_bytes());
+        bytes.push(*outcome);
+    }
+    Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn decode_with_settled(value: Value) -> Result<budget::State, StateDecodeError> {
+    let mut golden: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
+    golden["settled"] = value;
+    decode_budget_state(&golden.to_string())
+}
+
 #[test]
 fn a_budget_state_with_a_reservation_both_open_and_settled_is_refused() {
-    let mut golden: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
-    let open_id = golden["open"][0]["reservation_id"].clone();
-    golden["expired_ids"] = Value::Array(vec![open_id]);
-    let result = decode_budget_state(&golden.to_string());
+    let golden: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
+    let open_id = golden["open"][0]["reservation_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let result = decode_with_settled(settled(&[(&open_id, 3)]));
     assert!(
         matches!(result, Err(StateDecodeError::Inconsistent { .. })),
         "{result:?}"
     );
+}
+
+#[test]
+fn a_budget_state_whose_settled_reservations_are_out_of_order_or_garbled_is_refused() {
+    let a = "0193a4a0-1111-7c3a-8d20-1a2b3c4d5e6f";
+    let b = "0193a4a1-2222-7c3a-8d20-1a2b3c4d5e6f";
+    let decoded = decode_with_settled(settled(&[(a, 1), (b, 2)])).expect("in order");
+    assert_eq!(decoded.settled.len(), 2);
+    for (records, what) in [
+        (settled(&[(b, 1), (a, 2)]), "out of order"),
+        (settled(&[(a, 1), (a, 2)]), "repeated"),
+    ] {
+        let result = decode_with_settled(records);
+        assert!(
+            matches!(result, Err(StateDecodeError::Inconsistent { .. })),
+            "{what}: {result:?}"
+        );
+    }
+    let truncated = {
+        use base64::Engine as _;
+        let id = Uuid::parse_str(a).expect("uuid");
+        base64::engine::general_purpose::STANDARD.encode(id.as_bytes())
+    };
+    for (records, what) in [
+        (settled(&[(a, 4)]), "an unknown outcome"),
+        (Value::from("not base64!"), "not base64"),
+        (Value::from(truncated), "not whole records"),
+        (Value::from(7), "not a string"),
+    ] {
+        let result = decode_with_settled(records);
+        assert!(
+            matches!(result, Err(StateDecodeError::Malformed { .. })),
+            "{what}: {result:?}"
+        );
+    }
+    // A v1 state (the settled ids as JSON lists) is not a v2 one.
+    let mut v1: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
+    let object = v1.as_object_mut().expect("an object");
+    object.remove("settled");
+    object.insert("committed_ids".into(), Value::Array(vec![Value::from(a)]));
+    object.insert("released_ids".into(), Value::Array(Vec::new()));
+    object.insert("expired_ids".into(), Value::Array(Vec::new()));
+    assert!(matches!(
+        decode_budget_state(&v1.to_string()),
+        Err(StateDecodeError::Malformed { .. })
+    ));
 }
 
 #[test]
