@@ -351,7 +351,7 @@ impl Table {
 /// there (as sqlx does for each parameter it binds) walks the list, so binding a
 /// statement of thousands of them takes time in the square of their number; a bare
 /// `?` is numbered by its place and has no name to look up.
-fn placeholders(dialect: Dialect, rows: usize, width: usize) -> String {
+pub(crate) fn placeholders(dialect: Dialect, rows: usize, width: usize) -> String {
     let mut out = String::with_capacity(rows * width * 6);
     for row in 0..rows {
         if row > 0 {

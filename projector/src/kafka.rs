@@ -27,6 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventlog::kafka::{BoxError, OffsetStore, RelayCheckpoint, SourcedEvent};
 use eventlog::{Position, StoreError};
+use tokio::sync::watch;
 
 use crate::apply::apply;
 use crate::batch::Batch;
@@ -110,30 +111,99 @@ impl TopicProjector {
             applied += 1;
         }
         rows.flush(&mut tx).await?;
-        for (tenant, position) in &tenants {
-            upsert_checkpoint(&mut tx, &tenant_checkpoint(*tenant), *position as i64, true).await?;
-        }
-        for (partition, offset) in &next {
-            upsert_checkpoint(
-                &mut tx,
-                &offset_checkpoint(topic, *partition),
-                *offset,
-                false,
-            )
-            .await?;
-        }
-        for (partition, mark) in &applied_up_to {
-            upsert_checkpoint(
-                &mut tx,
-                &position_checkpoint(topic, *partition),
-                *mark as i64,
-                true,
-            )
-            .await?;
-        }
+        let tenants: Vec<(String, i64)> = tenants
+            .iter()
+            .map(|(tenant, position)| (tenant_checkpoint(*tenant), *position as i64))
+            .collect();
+        upsert_checkpoints(&mut tx, dialect, &tenants, true).await?;
+        let offsets: Vec<(String, i64)> = next
+            .iter()
+            .map(|(partition, offset)| (offset_checkpoint(topic, *partition), *offset))
+            .collect();
+        upsert_checkpoints(&mut tx, dialect, &offsets, false).await?;
+        let marks: Vec<(String, i64)> = applied_up_to
+            .iter()
+            .map(|(partition, mark)| (position_checkpoint(topic, *partition), *mark as i64))
+            .collect();
+        upsert_checkpoints(&mut tx, dialect, &marks, true).await?;
         tx.commit().await?;
         tracing::debug!(applied, highest, "applied a batch from the topic");
         Ok(applied)
+    }
+}
+
+/// How often the one poller of a process reads the checkpoints its waiting queries
+/// need, while any query waits.
+const WAIT_POLL: Duration = Duration::from_millis(5);
+
+/// The tenant-scoped queries of one process that wait for the read models to reach a
+/// position (`min_position`), and what the checkpoints said when last read.
+///
+/// In production the query API and the projectors are separate processes, so a query
+/// learns the projectors' progress only from their checkpoints. Each waiting query
+/// reading them on its own costs a query every few milliseconds per waiter: at a few
+/// hundred commands a second, each followed by a read-your-writes query, that was
+/// thousands of checkpoint reads a second, which starved the pipeline they waited for
+/// (docs/benchmarks.md). Instead one poller per process, running only while something
+/// waits, reads the checkpoints of every waiting tenant (and the store-tail
+/// projector's) in one statement every [`WAIT_POLL`], and wakes the waiters.
+#[derive(Debug)]
+pub(crate) struct TenantWaits {
+    state: std::sync::Mutex<WaitState>,
+    /// Bumped after every read of the checkpoints.
+    read: watch::Sender<u64>,
+}
+
+impl Default for TenantWaits {
+    fn default() -> Self {
+        Self {
+            state: std::sync::Mutex::default(),
+            read: watch::channel(0).0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct WaitState {
+    polling: bool,
+    /// Waiting queries per tenant.
+    waiting: HashMap<Uuid, usize>,
+    /// Each waiting tenant's checkpoint as last read.
+    known: HashMap<Uuid, Position>,
+    /// The store-tail projector's checkpoint as last read.
+    global: Position,
+}
+
+impl TenantWaits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitState> {
+        // A panic while holding this lock leaves plain numbers behind, still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reached(&self, tenant: Uuid, position: Position) -> bool {
+        let state = self.lock();
+        state.global >= position || state.known.get(&tenant).is_some_and(|p| *p >= position)
+    }
+}
+
+/// One waiting query, counted in [`TenantWaits`] until dropped.
+struct Waiting<'a> {
+    waits: &'a TenantWaits,
+    tenant: Uuid,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.waits.lock();
+        if let Some(count) = state.waiting.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                state.waiting.remove(&self.tenant);
+                state.known.remove(&self.tenant);
+            }
+        }
     }
 }
 
@@ -148,34 +218,101 @@ impl ReadModels {
         timeout: Duration,
     ) -> Result<bool, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let name = tenant_checkpoint(tenant);
-        let tenant_reached = async {
-            let mut pause = Duration::from_millis(5);
-            loop {
-                if self.checkpoint(&name).await? >= position {
-                    return Ok::<bool, sqlx::Error>(true);
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Ok(false);
-                }
-                tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline)).await;
-                pause = (pause * 2).min(Duration::from_millis(100));
+        let mut progress = self.progress.subscribe();
+        if *progress.borrow_and_update() >= position {
+            return Ok(true);
+        }
+        let waits = &*self.waits;
+        let mut read = waits.read.subscribe();
+        let _waiting = self.start_waiting(tenant);
+        // Most queries find their position reached at once: one read, no waiting.
+        self.read_waited(&[tenant]).await?;
+        loop {
+            if waits.reached(tenant, position) || *progress.borrow_and_update() >= position {
+                return Ok(true);
             }
-        };
-        tokio::select! {
-            global = self.wait_for_position(position, timeout) => {
-                if global? {
-                    return Ok(true);
+            tokio::select! {
+                _ = read.changed() => {}
+                _ = progress.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(self.read_waited(&[tenant]).await?.reached(tenant, position));
                 }
-                Ok(self.checkpoint(&name).await? >= position || self.checkpoint(READ_MODELS).await? >= position)
-            }
-            tenant = tenant_reached => {
-                if tenant? {
-                    return Ok(true);
-                }
-                Ok(self.checkpoint(READ_MODELS).await? >= position)
             }
         }
+    }
+
+    /// Counts a waiting query in, starting the poller if it is not running.
+    fn start_waiting(&self, tenant: Uuid) -> Waiting<'_> {
+        let mut state = self.waits.lock();
+        *state.waiting.entry(tenant).or_default() += 1;
+        if !state.polling {
+            state.polling = true;
+            let models = self.clone();
+            tokio::spawn(async move { models.poll_waited().await });
+        }
+        Waiting {
+            waits: &self.waits,
+            tenant,
+        }
+    }
+
+    /// The poller: while any query waits, reads the checkpoints they need.
+    async fn poll_waited(self) {
+        loop {
+            let tenants: Vec<Uuid> = {
+                let mut state = self.waits.lock();
+                if state.waiting.is_empty() {
+                    state.polling = false;
+                    return;
+                }
+                state.waiting.keys().copied().collect()
+            };
+            if let Err(error) = self.read_waited(&tenants).await {
+                tracing::warn!(%error, "reading the checkpoints of waiting queries failed");
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+    }
+
+    /// Reads the checkpoints of `tenants` and of the store-tail projector in one
+    /// statement, records them, and wakes the waiting queries.
+    async fn read_waited(&self, tenants: &[Uuid]) -> Result<&TenantWaits, sqlx::Error> {
+        let names: Vec<String> = tenants
+            .iter()
+            .map(|t| tenant_checkpoint(*t))
+            .chain([READ_MODELS.to_owned()])
+            .collect();
+        let list = (1..=names.len())
+            .map(|n| match self.dialect() {
+                crate::Dialect::Sqlite => "?".to_owned(),
+                crate::Dialect::Postgres => format!("${n}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT name, position FROM checkpoints WHERE name IN ({list})");
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql).persistent(false);
+        for name in &names {
+            query = query.bind(name.as_str());
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        {
+            let mut state = self.waits.lock();
+            for (name, position) in rows {
+                let position = position as Position;
+                if name == READ_MODELS {
+                    state.global = state.global.max(position);
+                } else if let Some(tenant) = name
+                    .strip_prefix("tenant:")
+                    .and_then(|t| Uuid::parse_str(t).ok())
+                    && state.waiting.contains_key(&tenant)
+                {
+                    let known = state.known.entry(tenant).or_default();
+                    *known = (*known).max(position);
+                }
+            }
+        }
+        self.waits.read.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(&self.waits)
     }
 }
 
@@ -206,30 +343,93 @@ impl RelayCheckpoint for ReadModels {
 
     async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
         let mut conn = self.pool().acquire().await?;
-        upsert_checkpoint(&mut conn, name, position as i64, true).await?;
+        let checkpoint = [(name.to_owned(), position as i64)];
+        upsert_checkpoints(&mut conn, self.dialect(), &checkpoint, true).await?;
         Ok(())
     }
 }
 
-/// Stores a checkpoint; with `never_back`, a lower value leaves the stored one.
-async fn upsert_checkpoint(
+/// Stores checkpoints, all of them in one statement per thousand (a batch from the
+/// topic moves one per tenant it touched). With `never_back`, a stored position
+/// higher than the new one stays.
+async fn upsert_checkpoints(
     conn: &mut sqlx::AnyConnection,
-    name: &str,
-    value: i64,
+    dialect: crate::Dialect,
+    checkpoints: &[(String, i64)],
     never_back: bool,
 ) -> Result<(), sqlx::Error> {
-    let sql = if never_back {
-        "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET position =
-             CASE WHEN excluded.position > checkpoints.position THEN excluded.position ELSE checkpoints.position END"
+    let set = if never_back {
+        "CASE WHEN excluded.position > checkpoints.position THEN excluded.position ELSE checkpoints.position END"
     } else {
-        "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+        "excluded.position"
     };
-    sqlx::query(sql)
-        .bind(name)
-        .bind(value)
-        .execute(conn)
-        .await?;
+    for chunk in checkpoints.chunks(1_000) {
+        let sql = format!(
+            "INSERT INTO checkpoints (name, position) VALUES {}
+             ON CONFLICT (name) DO UPDATE SET position = {set}",
+            crate::batch::placeholders(dialect, chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+        for (name, value) in chunk {
+            query = query.bind(name.as_str()).bind(*value);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn many_waiting_queries_share_one_poller_and_each_wakes_at_its_tenants_position() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let models = ReadModels::open(&dir.path().join("read_models.db"))
+            .await
+            .expect("open read models");
+        let tenants: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        let mut waiting = Vec::new();
+        for (n, tenant) in tenants.iter().enumerate() {
+            for _ in 0..10 {
+                let models = models.clone();
+                let tenant = *tenant;
+                let position = 100 + n as Position;
+                waiting.push(tokio::spawn(async move {
+                    models
+                        .wait_for_tenant_position(tenant, position, Duration::from_secs(30))
+                        .await
+                }));
+            }
+        }
+        // One that is never reached gives up at its deadline.
+        let stranded = {
+            let models = models.clone();
+            let tenant = Uuid::new_v4();
+            tokio::spawn(async move {
+                models
+                    .wait_for_tenant_position(tenant, 1, Duration::from_millis(200))
+                    .await
+            })
+        };
+        assert!(!stranded.await.expect("join").expect("wait"));
+        assert!(
+            models.waits.lock().polling,
+            "the poller runs while queries wait"
+        );
+        for (n, tenant) in tenants.iter().enumerate() {
+            models
+                .save_checkpoint(&tenant_checkpoint(*tenant), 100 + n as Position)
+                .await
+                .expect("save");
+        }
+        for wait in waiting {
+            assert!(wait.await.expect("join").expect("wait"));
+        }
+        let state = models.waits.lock();
+        assert!(
+            state.waiting.is_empty() && state.known.is_empty(),
+            "{state:?}"
+        );
+    }
 }

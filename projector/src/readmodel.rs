@@ -40,7 +40,9 @@ pub type DbError = sqlx::Error;
 pub struct ReadModels {
     pool: AnyPool,
     dialect: Dialect,
-    progress: Arc<watch::Sender<Position>>,
+    pub(crate) progress: Arc<watch::Sender<Position>>,
+    /// Tenant-scoped queries waiting for the topic projectors (see `kafka.rs`).
+    pub(crate) waits: Arc<crate::kafka::TenantWaits>,
 }
 
 impl std::fmt::Debug for ReadModels {
@@ -393,6 +395,7 @@ impl ReadModels {
             pool,
             dialect,
             progress: Arc::new(watch::channel(0).0),
+            waits: Arc::default(),
         };
         let position = models.checkpoint(crate::READ_MODELS).await?;
         models.progress.send_replace(position);
