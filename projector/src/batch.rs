@@ -275,6 +275,10 @@ pub(crate) const ALL: [&Table; 7] = [
 /// PostgreSQL's (65,535).
 const MAX_PARAMETERS: usize = 30_000;
 
+/// Tenants whose rows one PostgreSQL write-back statement holds at most. Row-level
+/// security checks each row against the list of them (migrations/postgres/0008).
+const TENANTS_PER_STATEMENT: usize = 64;
+
 /// Rows one statement writes at most. Past a few hundred rows a larger statement
 /// saves no measurable time and only costs memory to build.
 const MAX_ROWS: usize = 1_000;
@@ -723,8 +727,6 @@ impl Batch {
         conn: &mut AnyConnection,
         keep: &[&Table],
     ) -> Result<usize, sqlx::Error> {
-        // tenant (PostgreSQL only) → table → (rows to write, keys to delete)
-        type Changes = BTreeMap<Option<String>, Vec<(Vec<Row>, Vec<Key>)>>;
         let mut changes: Changes = BTreeMap::new();
         let per_tenant = self.dialect == Dialect::Postgres;
         let mut kept = 0;
@@ -755,13 +757,31 @@ impl Batch {
             rows.complete.clear();
         }
         self.held = kept;
-        let mut statements = 0;
-        for (tenant, tables) in changes {
-            if tables.iter().all(|(w, d)| w.is_empty() && d.is_empty()) {
-                continue;
+        changes.retain(|_, tables| tables.iter().any(|(w, d)| !w.is_empty() || !d.is_empty()));
+        // On PostgreSQL the tenants go in groups, each named in `app.tenants` for the
+        // statements that hold its rows: long enough a list to save the round trips,
+        // short enough that checking a row against it stays cheap.
+        let groups: Vec<Vec<(Option<String>, Vec<TableChanges>)>> = {
+            let mut groups = Vec::new();
+            let mut changes = changes.into_iter().peekable();
+            while changes.peek().is_some() {
+                groups.push(changes.by_ref().take(TENANTS_PER_STATEMENT).collect());
             }
-            if let Some(tenant) = &tenant {
-                self.scope.enter(conn, tenant).await?;
+            groups
+        };
+        let mut statements = 0;
+        for group in groups {
+            let tenants: Vec<&str> = group.iter().filter_map(|(t, _)| t.as_deref()).collect();
+            if !tenants.is_empty() {
+                self.scope.enter_several(conn, &tenants).await?;
+                statements += 1;
+            }
+            let mut tables: Vec<TableChanges> = ALL.iter().map(|_| Default::default()).collect();
+            for (_, per_table) in group {
+                for (merged, (writes, deletes)) in tables.iter_mut().zip(per_table) {
+                    merged.0.extend(writes);
+                    merged.1.extend(deletes);
+                }
             }
             for (table, (writes, deletes)) in ALL.iter().zip(tables) {
                 statements += write_rows(conn, self.dialect, table, writes).await?;
@@ -771,6 +791,13 @@ impl Batch {
         Ok(statements)
     }
 }
+
+/// One table's part of a write-back: the rows to write and the keys to delete.
+type TableChanges = (Vec<Row>, Vec<Key>);
+
+/// A write-back's changes by tenant (on PostgreSQL; one entry for all on SQLite), each
+/// with one [`TableChanges`] per table of [`ALL`].
+type Changes = BTreeMap<Option<String>, Vec<TableChanges>>;
 
 /// The tenant of a key: its first value.
 fn tenant_of(key: &Key) -> String {

@@ -142,6 +142,9 @@ impl Dialect {
 pub(crate) struct TenantScope {
     dialect: Dialect,
     current: Option<String>,
+    /// Whether `app.tenants` names several tenants right now (see
+    /// [`TenantScope::enter_several`]).
+    several: bool,
 }
 
 impl TenantScope {
@@ -150,6 +153,7 @@ impl TenantScope {
         Self {
             dialect,
             current: None,
+            several: false,
         }
     }
 
@@ -160,9 +164,43 @@ impl TenantScope {
         tenant: &str,
     ) -> Result<(), sqlx::Error> {
         if self.current.as_deref() != Some(tenant) {
-            self.dialect.scope_to_tenant(conn, tenant).await?;
+            if self.several {
+                // Back to one tenant: the list of the last write-back goes.
+                sqlx::query("SELECT set_config('app.tenant', $1, true), set_config('app.tenants', '', true)")
+                    .bind(tenant)
+                    .execute(&mut *conn)
+                    .await?;
+                self.several = false;
+            } else {
+                self.dialect.scope_to_tenant(conn, tenant).await?;
+            }
             self.current = Some(tenant.to_owned());
         }
+        Ok(())
+    }
+
+    /// Scopes the next statements to exactly `tenants` (PostgreSQL's `app.tenants`,
+    /// migrations/postgres/0008), for a write-back that holds rows of all of them;
+    /// `app.tenant` is emptied meanwhile. Nothing on SQLite.
+    pub(crate) async fn enter_several(
+        &mut self,
+        conn: &mut AnyConnection,
+        tenants: &[&str],
+    ) -> Result<(), sqlx::Error> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(());
+        }
+        if let [one] = tenants {
+            return self.enter(conn, one).await;
+        }
+        sqlx::query(
+            "SELECT set_config('app.tenant', '', true), set_config('app.tenants', $1, true)",
+        )
+        .bind(tenants.join(","))
+        .execute(&mut *conn)
+        .await?;
+        self.current = None;
+        self.several = true;
         Ok(())
     }
 }

@@ -234,3 +234,78 @@ async fn setting_up_the_app_role_is_idempotent_and_refuses_roles_that_bypass_sec
     })
     .await;
 }
+
+/// The projector's write-back names several tenants in `app.tenants`
+/// (migrations/postgres/0008): exactly those tenants' rows are reachable, no other's,
+/// and a list holding only part of an id reaches nothing.
+#[tokio::test]
+async fn a_write_back_scoped_to_several_tenants_reaches_exactly_those_tenants() {
+    bounded(async {
+        let log = Log::full().await;
+        let db = TestDatabase::create().await;
+        let models = db.models().await;
+        Projector::new(log.store.clone(), models.clone())
+            .catch_up()
+            .await
+            .expect("project");
+        let before = snapshot(&models, &log).await;
+        let (a, b, c) = (
+            log.tenant_a.to_string(),
+            log.tenant_b.to_string(),
+            log.tenant_c.to_string(),
+        );
+        let mut app = db.connect_as(db.app_role()).await;
+        let scoped = |list: String| {
+            format!("SELECT set_config('app.tenant', '', true), set_config('app.tenants', '{list}', true)")
+        };
+
+        let mut tx = app.begin().await.expect("begin");
+        tx.execute(scoped(format!("{a},{b}")).as_str()).await.expect("scope");
+        for table in TABLES {
+            let seen: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT DISTINCT tenant_id::text FROM read_models.{table} ORDER BY 1"
+            ))
+            .fetch_all(&mut *tx)
+            .await
+            .expect("read");
+            assert!(seen.iter().all(|t| *t == a || *t == b), "{table}: {seen:?}");
+            let others = format!("DELETE FROM read_models.{table} WHERE tenant_id = '{c}'");
+            assert_eq!(tx.execute(others.as_str()).await.expect("delete").rows_affected(), 0);
+        }
+        let posts: i64 = count(&mut tx, "SELECT count(DISTINCT tenant_id) FROM read_models.posts").await;
+        assert_eq!(posts, 2, "both listed tenants' posts are visible");
+        tx.rollback().await.expect("rollback");
+
+        let insert = |tenant: &str| {
+            format!(
+                "INSERT INTO read_models.timers (tenant_id, kind, timer_key, subject, due_at)
+                 VALUES ('{tenant}', 'post_publish', 'p', 'p', '2030-01-01T00:00:00.000000Z')"
+            )
+        };
+        for (list, tenant, allowed) in [
+            (format!("{a},{b}"), &b, true),
+            (format!("{a},{b}"), &c, false),
+            // Part of an id, at either end of it, is not the id.
+            (a[..35].to_owned(), &a, false),
+            (a[1..].to_owned(), &a, false),
+        ] {
+            let mut tx = app.begin().await.expect("begin");
+            tx.execute(scoped(list.clone()).as_str()).await.expect("scope");
+            let result = tx.execute(insert(tenant).as_str()).await;
+            tx.rollback().await.expect("rollback");
+            match result {
+                Ok(done) => assert!(allowed && done.rows_affected() == 1, "{list} let {tenant} in"),
+                Err(error) => assert!(!allowed && refused(&error), "{list}, {tenant}: {error}"),
+            }
+        }
+        let mut tx = app.begin().await.expect("begin");
+        tx.execute(scoped(a[..35].to_owned()).as_str()).await.expect("scope");
+        assert_eq!(count(&mut tx, "SELECT count(*) FROM read_models.posts").await, 0);
+        tx.rollback().await.expect("rollback");
+
+        assert_same(&snapshot(&models, &log).await, &before);
+        app.close().await.ok();
+        db.drop_database().await;
+    })
+    .await;
+}
