@@ -8,8 +8,9 @@
 //! `SELECT` by key); a row that an event creates needs no read at all. Every later
 //! event of the batch finds the row in memory. [`Batch::flush`] then writes every
 //! changed row with one `INSERT … ON CONFLICT DO UPDATE` and one `DELETE` per table,
-//! many rows each — per tenant on PostgreSQL, whose row-level security takes one
-//! tenant per statement, and for every tenant at once on SQLite.
+//! many rows each — on PostgreSQL for up to 64 tenants at a time, named in
+//! `app.tenants` for row-level security (migrations/postgres/0008), and for every
+//! tenant at once on SQLite.
 //!
 //! The batch lives inside one writer transaction, whose lock (see `projector.rs`)
 //! shuts every other read-model writer out, so a row held here is never stale: every
@@ -712,9 +713,10 @@ impl Batch {
     }
 
     /// Writes every changed row: per table, one multi-row upsert of the rows that
-    /// exist and one multi-row delete of those that do not, for each tenant on
-    /// PostgreSQL (row-level security) and for all of them at once on SQLite. Empties
-    /// the batch. Returns how many statements it sent.
+    /// exist and one multi-row delete of those that do not, for each group of up to
+    /// [`TENANTS_PER_STATEMENT`] tenants on PostgreSQL (row-level security) and for all
+    /// of them at once on SQLite. Empties the batch. Returns how many statements it
+    /// sent.
     pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<usize, sqlx::Error> {
         self.flush_keeping(conn, &[]).await
     }
