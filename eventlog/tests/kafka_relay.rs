@@ -871,3 +871,49 @@ async fn relay_and_member_ride_out_a_broker_restart_without_losing_an_event() {
         .expect("relay stops")
         .expect("relay task");
 }
+
+/// `scripts/kafka start` adds the indexes tansu 0.6's SQLite storage lacks, so a fetch
+/// looks each record's headers up by key instead of scanning every header stored;
+/// they survive a restart of the broker.
+#[tokio::test]
+async fn the_brokers_storage_looks_headers_up_by_record_across_a_restart() {
+    let broker = Broker::start();
+    for restart in [false, true] {
+        if restart {
+            broker.down();
+            broker.up();
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(broker.data_dir.join("tansu.db"))
+            .read_only(true);
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("open the broker's storage");
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'tidemark_%' ORDER BY name",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("list indexes");
+        assert_eq!(
+            indexes,
+            [
+                "tidemark_header_by_record",
+                "tidemark_producer_detail_by_topition",
+                "tidemark_watermark_by_topition"
+            ]
+        );
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT k, v FROM header WHERE topition = 1 AND offset_id = 5",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("plan");
+        assert!(
+            plan.iter()
+                .any(|(_, _, _, step)| step.contains("USING INDEX tidemark_header_by_record")),
+            "after restart {restart}: {plan:?}"
+        );
+        pool.close().await;
+    }
+}
