@@ -499,6 +499,9 @@ pub(crate) struct Batch {
     reads: usize,
 }
 
+/// Where `table` is in [`ALL`]. Every table this crate describes is listed there (the
+/// column tests go through `ALL`), so the panic would be a table added to one and not
+/// the other.
 fn position(table: &Table) -> usize {
     ALL.iter()
         .position(|t| t.name == table.name)
