@@ -357,27 +357,21 @@ impl Table {
 /// statement of thousands of them takes time in the square of their number; a bare
 /// `?` is numbered by its place and has no name to look up.
 pub(crate) fn placeholders(dialect: Dialect, rows: usize, width: usize) -> String {
-    let mut out = String::with_capacity(rows * width * 6);
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for column in 0..width {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            match dialect {
-                Dialect::Sqlite => out.push('?'),
-                Dialect::Postgres => {
-                    out.push('$');
-                    out.push_str(&(row * width + column + 1).to_string());
-                }
-            }
-        }
-        out.push(')');
-    }
-    out
+    (0..rows)
+        .map(|row| format!("({})", parameters(dialect, row * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$first, …` for `count` parameters (`?, …` on SQLite; see [`placeholders`]).
+pub(crate) fn parameters(dialect: Dialect, first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| match dialect {
+            Dialect::Sqlite => "?".to_owned(),
+            Dialect::Postgres => format!("${n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A table's primary key values, `tenant_id` first.
@@ -573,7 +567,7 @@ impl Batch {
         let sql = table.select_by_key(prefix.len());
         let mut query = sqlx::query(&sql);
         for (value, column) in prefix.iter().zip(table.columns) {
-            query = bind(query, value, column.kind);
+            query = bind(query, value.clone(), column.kind);
         }
         self.reads += 1;
         let found = query.fetch_all(&mut *conn).await?;
@@ -818,21 +812,11 @@ async fn write_rows(
     table: &Table,
     rows: Vec<Row>,
 ) -> Result<usize, sqlx::Error> {
-    let per_statement = (MAX_PARAMETERS / table.columns.len()).clamp(1, MAX_ROWS);
-    let mut statements = 0;
-    for chunk in rows.chunks(per_statement) {
-        let sql = table.upsert(dialect, chunk.len());
-        // A statement's text depends on its row count; do not keep each one prepared.
-        let mut query = sqlx::query(&sql).persistent(false);
-        for row in chunk {
-            for (value, column) in row.values.iter().zip(table.columns) {
-                query = bind(query, value, column.kind);
-            }
-        }
-        query.execute(&mut *conn).await?;
-        statements += 1;
-    }
-    Ok(statements)
+    let rows = rows.into_iter().map(|row| row.values).collect();
+    run_chunked(conn, table, table.columns.len(), rows, |n| {
+        table.upsert(dialect, n)
+    })
+    .await
 }
 
 async fn delete_keys(
@@ -841,13 +825,28 @@ async fn delete_keys(
     table: &Table,
     keys: Vec<Key>,
 ) -> Result<usize, sqlx::Error> {
-    let per_statement = (MAX_PARAMETERS / table.key).clamp(1, MAX_ROWS);
+    run_chunked(conn, table, table.key, keys, |n| table.delete(dialect, n)).await
+}
+
+/// Runs `sql(n)` for each chunk of `n` tuples (of `width` leading columns of `table`),
+/// as many as one statement takes, with the tuples' values bound in order. Returns
+/// how many statements it ran.
+async fn run_chunked(
+    conn: &mut AnyConnection,
+    table: &Table,
+    width: usize,
+    mut tuples: Vec<Vec<Value>>,
+    sql: impl Fn(usize) -> String,
+) -> Result<usize, sqlx::Error> {
+    let per_statement = (MAX_PARAMETERS / width.max(1)).clamp(1, MAX_ROWS);
     let mut statements = 0;
-    for chunk in keys.chunks(per_statement) {
-        let sql = table.delete(dialect, chunk.len());
+    while !tuples.is_empty() {
+        let chunk: Vec<Vec<Value>> = tuples.drain(..per_statement.min(tuples.len())).collect();
+        let sql = sql(chunk.len());
+        // A statement's text depends on its row count; do not keep each one prepared.
         let mut query = sqlx::query(&sql).persistent(false);
-        for key in chunk {
-            for (value, column) in key.iter().zip(table.columns) {
+        for tuple in chunk {
+            for (value, column) in tuple.into_iter().zip(table.columns) {
                 query = bind(query, value, column.kind);
             }
         }
@@ -860,10 +859,10 @@ async fn delete_keys(
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Binds `value`; a NULL is bound with the column's type, which PostgreSQL checks.
-fn bind<'q>(query: AnyQuery<'q>, value: &Value, kind: Kind) -> AnyQuery<'q> {
+fn bind<'q>(query: AnyQuery<'q>, value: Value, kind: Kind) -> AnyQuery<'q> {
     match (value, kind) {
-        (Value::Int(v), _) => query.bind(*v),
-        (Value::Text(v), _) => query.bind(v.clone()),
+        (Value::Int(v), _) => query.bind(v),
+        (Value::Text(v), _) => query.bind(v),
         (Value::Null, Kind::Int) => query.bind(None::<i64>),
         (Value::Null, Kind::Text) => query.bind(None::<String>),
     }

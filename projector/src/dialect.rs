@@ -135,6 +135,28 @@ impl Dialect {
             }
         }
     }
+
+    /// Sets both forms of PostgreSQL's tenant scope for the rest of the transaction:
+    /// `app.tenant` (one tenant, or empty) and `app.tenants` (a comma-separated list,
+    /// or empty; migrations/postgres/0008). Nothing on SQLite.
+    async fn scope_to_tenants(
+        self,
+        conn: &mut AnyConnection,
+        tenant: &str,
+        tenants: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self == Dialect::Sqlite {
+            return Ok(());
+        }
+        sqlx::query(
+            "SELECT set_config('app.tenant', $1, true), set_config('app.tenants', $2, true)",
+        )
+        .bind(tenant)
+        .bind(tenants)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Tracks which tenant a writer's transaction is scoped to, so a batch of events of
@@ -166,10 +188,7 @@ impl TenantScope {
         if self.current.as_deref() != Some(tenant) {
             if self.several {
                 // Back to one tenant: the list of the last write-back goes.
-                sqlx::query("SELECT set_config('app.tenant', $1, true), set_config('app.tenants', '', true)")
-                    .bind(tenant)
-                    .execute(&mut *conn)
-                    .await?;
+                self.dialect.scope_to_tenants(conn, tenant, "").await?;
                 self.several = false;
             } else {
                 self.dialect.scope_to_tenant(conn, tenant).await?;
@@ -187,18 +206,12 @@ impl TenantScope {
         conn: &mut AnyConnection,
         tenants: &[&str],
     ) -> Result<(), sqlx::Error> {
-        if self.dialect == Dialect::Sqlite {
-            return Ok(());
-        }
         if let [one] = tenants {
             return self.enter(conn, one).await;
         }
-        sqlx::query(
-            "SELECT set_config('app.tenant', '', true), set_config('app.tenants', $1, true)",
-        )
-        .bind(tenants.join(","))
-        .execute(&mut *conn)
-        .await?;
+        self.dialect
+            .scope_to_tenants(conn, "", &tenants.join(","))
+            .await?;
         self.current = None;
         self.several = true;
         Ok(())

@@ -111,21 +111,21 @@ impl TopicProjector {
             applied += 1;
         }
         rows.flush(&mut tx).await?;
-        let tenants: Vec<(String, i64)> = tenants
-            .iter()
-            .map(|(tenant, position)| (tenant_checkpoint(*tenant), *position as i64))
-            .collect();
-        upsert_checkpoints(&mut tx, dialect, &tenants, true).await?;
+        // Positions never go back; offsets follow what was consumed.
+        let positions: Vec<(String, i64)> =
+            tenants
+                .iter()
+                .map(|(tenant, position)| (tenant_checkpoint(*tenant), *position as i64))
+                .chain(applied_up_to.iter().map(|(partition, mark)| {
+                    (position_checkpoint(topic, *partition), *mark as i64)
+                }))
+                .collect();
+        upsert_checkpoints(&mut tx, dialect, &positions, true).await?;
         let offsets: Vec<(String, i64)> = next
             .iter()
             .map(|(partition, offset)| (offset_checkpoint(topic, *partition), *offset))
             .collect();
         upsert_checkpoints(&mut tx, dialect, &offsets, false).await?;
-        let marks: Vec<(String, i64)> = applied_up_to
-            .iter()
-            .map(|(partition, mark)| (position_checkpoint(topic, *partition), *mark as i64))
-            .collect();
-        upsert_checkpoints(&mut tx, dialect, &marks, true).await?;
         tx.commit().await?;
         tracing::debug!(applied, highest, "applied a batch from the topic");
         Ok(applied)
@@ -282,14 +282,10 @@ impl ReadModels {
             .map(|t| tenant_checkpoint(*t))
             .chain([READ_MODELS.to_owned()])
             .collect();
-        let list = (1..=names.len())
-            .map(|n| match self.dialect() {
-                crate::Dialect::Sqlite => "?".to_owned(),
-                crate::Dialect::Postgres => format!("${n}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("SELECT name, position FROM checkpoints WHERE name IN ({list})");
+        let sql = format!(
+            "SELECT name, position FROM checkpoints WHERE name IN ({})",
+            crate::batch::parameters(self.dialect(), 1, names.len())
+        );
         let mut query = sqlx::query_as::<_, (String, i64)>(&sql).persistent(false);
         for name in &names {
             query = query.bind(name.as_str());

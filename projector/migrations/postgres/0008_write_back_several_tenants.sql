@@ -17,58 +17,21 @@
 
 SET LOCAL search_path = read_models, pg_temp;
 
-ALTER POLICY tenant_isolation ON budgets
-    USING (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0)
-    WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0);
-
-ALTER POLICY tenant_isolation ON reservations
-    USING (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0)
-    WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0);
-
-ALTER POLICY tenant_isolation ON posts
-    USING (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0)
-    WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0);
-
-ALTER POLICY tenant_isolation ON post_targets
-    USING (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0)
-    WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0);
-
-ALTER POLICY tenant_isolation ON generations
-    USING (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0)
-    WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0);
-
-ALTER POLICY tenant_isolation ON generation_attempts
-    USING (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0)
-    WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0);
-
-ALTER POLICY tenant_isolation ON timers
-    USING (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0)
-    WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant', true), '')
-           OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
-                     ',' || tenant_id || ',') > 0);
+-- One expression for every tenant table, in USING and WITH CHECK alike.
+DO $$
+DECLARE
+    in_scope CONSTANT text := $in_scope$
+        tenant_id = NULLIF(current_setting('app.tenant', true), '')
+        OR strpos((',' || NULLIF(current_setting('app.tenants', true), '') || ',') COLLATE "C",
+                  ',' || tenant_id || ',') > 0
+    $in_scope$;
+    tenant_table text;
+BEGIN
+    FOREACH tenant_table IN ARRAY ARRAY['budgets', 'reservations', 'posts', 'post_targets',
+                                        'generations', 'generation_attempts', 'timers']
+    LOOP
+        EXECUTE format('ALTER POLICY tenant_isolation ON %I USING (%s) WITH CHECK (%s)',
+                       tenant_table, in_scope, in_scope);
+    END LOOP;
+END
+$$;

@@ -48,16 +48,22 @@ async fn as_tenant(conn: &mut PgConnection, tenant: &str, sql: &str) -> Result<u
     result
 }
 
+/// The full log, projected into a fresh PostgreSQL database.
+async fn projected() -> (Log, TestDatabase, ReadModels) {
+    let log = Log::full().await;
+    let db = TestDatabase::create().await;
+    let models = db.models().await;
+    Projector::new(log.store.clone(), models.clone())
+        .catch_up()
+        .await
+        .expect("project");
+    (log, db, models)
+}
+
 #[tokio::test]
 async fn the_runtime_role_sees_and_touches_only_the_tenant_it_sets() {
     bounded(async {
-        let log = Log::full().await;
-        let db = TestDatabase::create().await;
-        let models = db.models().await;
-        Projector::new(log.store.clone(), models.clone())
-            .catch_up()
-            .await
-            .expect("project");
+        let (log, db, models) = projected().await;
         let before = snapshot(&models, &log).await;
         let (a, b) = (log.tenant_a.to_string(), log.tenant_b.to_string());
 
@@ -241,13 +247,7 @@ async fn setting_up_the_app_role_is_idempotent_and_refuses_roles_that_bypass_sec
 #[tokio::test]
 async fn a_write_back_scoped_to_several_tenants_reaches_exactly_those_tenants() {
     bounded(async {
-        let log = Log::full().await;
-        let db = TestDatabase::create().await;
-        let models = db.models().await;
-        Projector::new(log.store.clone(), models.clone())
-            .catch_up()
-            .await
-            .expect("project");
+        let (log, db, models) = projected().await;
         let before = snapshot(&models, &log).await;
         let (a, b, c) = (
             log.tenant_a.to_string(),
