@@ -32,8 +32,8 @@ use domain::{
     CampaignId, Channel, GenerationId, Micros, Period, PostId, ReservationId, StreamName, TenantId,
 };
 use eventlog::{
-    AppendRequest, Appended, EventStore, ExpectedVersion, IdempotencyRecord, Metadata, NewEvent,
-    RecordedEvent, Snapshot, StoreError, Version,
+    AppendChain, AppendRequest, Appended, EventStore, ExpectedVersion, IdempotencyRecord, Metadata,
+    NewEvent, RecordedEvent, Snapshot, StoreError, Version,
 };
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -127,6 +127,33 @@ struct Slot<S> {
     /// The stream version of the newest snapshot this slot knows is stored or being
     /// stored (0: none).
     snapshot_at: Version,
+    /// The appends this slot queued that may not have committed yet; `None` when every
+    /// append it made is confirmed. While it is `Some`, `state` and `version` are what
+    /// the stream will hold once they commit: the next command is decided on that and
+    /// queued behind them (see `execute`).
+    chain: Option<Arc<AppendChain>>,
+}
+
+impl<S: Default> Slot<S> {
+    /// Waits until every append this slot queued has an outcome. If one failed, the
+    /// state it was decided on never existed: the slot goes cold and reloads.
+    async fn settle(&mut self) {
+        let Some(chain) = self.chain.take() else {
+            return;
+        };
+        if chain.settled(self.version).await.is_err() {
+            self.forget();
+        }
+    }
+
+    /// Drops what the slot holds; the next load starts cold.
+    fn forget(&mut self) {
+        self.state = S::default();
+        self.version = 0;
+        self.snapshot_at = 0;
+        self.loaded = false;
+        self.chain = None;
+    }
 }
 
 impl<A: Aggregate> StreamCache<A> {
@@ -644,6 +671,9 @@ impl CommandService {
         stream: &StreamName,
         slot: &mut Slot<A::State>,
     ) -> Result<(), CommandError> {
+        // What the slot holds may still wait on appends in flight; nothing is read
+        // from it, or answered on it, before they have landed.
+        slot.settle().await;
         if slot.loaded {
             let events = self
                 .store
@@ -654,7 +684,7 @@ impl CommandService {
         } else {
             self.load_cold::<A>(tenant, stream, slot).await?;
         }
-        self.maybe_snapshot::<A>(tenant, stream, slot);
+        self.maybe_snapshot::<A>(tenant, stream, slot, None);
         Ok(())
     }
 
@@ -727,11 +757,16 @@ impl CommandService {
     /// Starts a snapshot save in the background when the slot is far enough past the
     /// last one. Costs the command path one clone of the state per snapshot; the
     /// encoding and the write happen elsewhere.
+    ///
+    /// With `pending`, the slot's state waits on that chain's appends (it was taken
+    /// right after queuing one): the save waits until they commit, and is skipped if
+    /// one fails, since the state then never existed.
     fn maybe_snapshot<A: Aggregate>(
         &self,
         tenant: TenantId,
         stream: &StreamName,
         slot: &mut Slot<A::State>,
+        pending: Option<&Arc<AppendChain>>,
     ) {
         let (Some(every), Some(codec)) = (self.snapshot_every, A::codec()) else {
             return;
@@ -745,7 +780,14 @@ impl CommandService {
         let tenant_id = tenant.as_uuid();
         let stream_id = stream.to_string();
         let version = slot.version;
+        let pending = pending.map(Arc::clone);
         let task = tokio::spawn(async move {
+            if let Some(chain) = pending
+                && chain.settled(version).await.is_err()
+            {
+                tracing::debug!(stream = %stream_id, version, "not saving a snapshot of an append that failed");
+                return;
+            }
             let encoded = tokio::task::spawn_blocking(move || (codec.encode)(&state)).await;
             let data = match encoded {
                 Ok(data) => data,
@@ -794,8 +836,8 @@ impl CommandService {
     where
         CommandError: From<A::Rejection>,
     {
-        let slot = cache.slot(stream.as_str());
-        let mut slot = slot.lock().await;
+        let handle = cache.slot(stream.as_str());
+        let mut slot = handle.lock().await;
         // Decide on what the slot already holds, without reading the stream first: the
         // append's expected version proves the state was current (a stream this
         // process never loaded holds version 0, so a new stream is appended to without
@@ -805,6 +847,10 @@ impl CommandService {
         let mut caught_up = false;
         let mut attempt = 0;
         loop {
+            if slot.chain.as_ref().is_some_and(|c| c.is_broken()) {
+                // An append in flight failed: the state past it never existed.
+                slot.forget();
+            }
             if let Some(expected) = expected_version
                 && expected != slot.version
             {
@@ -853,10 +899,11 @@ impl CommandService {
                     }
                 })
                 .collect();
+            let expected = slot.version;
             let request = AppendRequest {
                 tenant_id: envelope.tenant.as_uuid(),
                 stream_id: stream.to_string(),
-                expected: ExpectedVersion::Exact(slot.version),
+                expected: ExpectedVersion::Exact(expected),
                 metadata: Metadata {
                     correlation_id: envelope.correlation_id,
                     causation_id: envelope.causation_id,
@@ -865,24 +912,46 @@ impl CommandService {
                 events: new_events,
                 idempotency: envelope.idempotency.clone(),
             };
-            match self.store.append(request).await {
+            // Queued behind this slot's appends still in flight, if any: the store runs
+            // it only if they all succeed, which is what it was decided on.
+            let chain = Arc::clone(slot.chain.get_or_insert_with(|| AppendChain::new(expected)));
+            let pending = self
+                .store
+                .append_chained(request, Arc::clone(&chain))
+                .await
+                .map_err(CommandError::Store)?;
+            // The slot moves on as if the append had landed, so the next command can be
+            // decided and queued before it commits (see `Slot::chain`).
+            for event in &events {
+                slot.state = A::evolve(std::mem::take(&mut slot.state), event);
+            }
+            slot.version = expected + events.len() as u64;
+            // The append at the slot's version will prove the slot holds the whole
+            // stream, even one it never read (a new stream).
+            slot.loaded = true;
+            self.maybe_snapshot::<A>(envelope.tenant, stream, &mut slot, Some(&chain));
+            drop(slot);
+
+            let error = match pending.await {
                 Ok(appended) => {
-                    for event in &events {
-                        slot.state = A::evolve(std::mem::take(&mut slot.state), event);
-                    }
-                    slot.version = appended.version;
-                    // The append at the slot's version proves the slot holds the whole
-                    // stream, even one it never read (a new stream).
-                    slot.loaded = true;
-                    self.maybe_snapshot::<A>(envelope.tenant, stream, &mut slot);
                     return Ok(Done {
                         appended: Some(appended),
                         version: appended.version,
                     });
                 }
-                Err(StoreError::VersionConflict { .. }) => {
-                    // Another process appended first (or this slot was never loaded):
-                    // catch up and decide again.
+                Err(error) => error,
+            };
+            slot = handle.lock().await;
+            // Nothing after the failed append exists; unless the slot was already
+            // reloaded since, what it holds is wrong.
+            if slot.chain.as_ref().is_some_and(|c| Arc::ptr_eq(c, &chain)) {
+                slot.forget();
+            }
+            match error {
+                StoreError::VersionConflict { .. } | StoreError::EarlierAppendFailed { .. } => {
+                    // Another process appended first (or this slot was never loaded, or
+                    // an append this one was decided after failed): catch up and decide
+                    // again.
                     attempt += 1;
                     if attempt >= MAX_ATTEMPTS {
                         return Err(CommandError::Contention);
@@ -892,10 +961,10 @@ impl CommandService {
                         .await?;
                     caught_up = true;
                 }
-                Err(StoreError::IdempotencyKeyTaken(_)) => {
+                StoreError::IdempotencyKeyTaken(_) => {
                     return Err(CommandError::IdempotencyKeyTaken);
                 }
-                Err(other) => return Err(CommandError::Store(other)),
+                other => return Err(CommandError::Store(other)),
             }
         }
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::chain::Link;
 use crate::{AppendRequest, Appended, IdempotentResponse, Position, Snapshot, StoreError};
 
 /// A write waiting for a writer task, with the channel its caller waits on.
@@ -18,6 +19,8 @@ pub(crate) enum Job {
     Append {
         request: AppendRequest,
         reply: oneshot::Sender<Result<Appended, StoreError>>,
+        /// The append's place in its chain, for a chained append.
+        link: Option<Link>,
     },
     Remember {
         tenant_id: Uuid,
@@ -47,11 +50,36 @@ impl Job {
         }
     }
 
+    /// True for a chained append whose chain already broke: it must not run.
+    pub(crate) fn follows_a_failure(&self) -> bool {
+        matches!(self, Job::Append { link: Some(link), .. } if link.is_broken())
+    }
+
+    /// Answers a chained append that follows a failure without running it.
+    pub(crate) fn refuse_after_failure(self) -> Settled {
+        match self {
+            Job::Append {
+                request,
+                reply,
+                link,
+            } => Settled::Append(
+                reply,
+                Err(StoreError::EarlierAppendFailed {
+                    stream_id: request.stream_id,
+                }),
+                link,
+            ),
+            other => other.unrun(),
+        }
+    }
+
     /// Turns a job that never ran into a settled one; used only when the batch is
     /// failing anyway, so the placeholder answer is replaced by the batch's error.
     pub(crate) fn unrun(self) -> Settled {
         match self {
-            Job::Append { reply, .. } => Settled::Append(reply, Err(StoreError::Closed)),
+            Job::Append { reply, link, .. } => {
+                Settled::Append(reply, Err(StoreError::Closed), link)
+            }
             Job::Remember { reply, .. } | Job::SaveSnapshot { reply, .. } => {
                 Settled::Remember(reply, Err(StoreError::Closed))
             }
@@ -63,9 +91,12 @@ impl Job {
 /// A job that ran inside the open batch transaction, with the answer its caller gets
 /// if the batch commits.
 pub(crate) enum Settled {
+    /// An append, with its place in its chain if it has one: confirmed when the
+    /// caller is answered with success, broken otherwise (see `chain`).
     Append(
         oneshot::Sender<Result<Appended, StoreError>>,
         Result<Appended, StoreError>,
+        Option<Link>,
     ),
     /// A job answered with whether it stored something: a remembered response or a
     /// saved snapshot.
@@ -82,7 +113,7 @@ pub(crate) enum Settled {
 impl Settled {
     pub(crate) fn is_ok(&self) -> bool {
         match self {
-            Settled::Append(_, result) => result.is_ok(),
+            Settled::Append(_, result, _) => result.is_ok(),
             Settled::Remember(_, result) => result.is_ok(),
             Settled::Dropped(_, result) => result.is_ok(),
         }
@@ -90,7 +121,7 @@ impl Settled {
 
     pub(crate) fn last_position(&self) -> Option<Position> {
         match self {
-            Settled::Append(_, Ok(appended)) => Some(appended.last_position),
+            Settled::Append(_, Ok(appended), _) => Some(appended.last_position),
             _ => None,
         }
     }
@@ -99,7 +130,13 @@ impl Settled {
     pub(crate) fn answer(self) {
         // A send fails only when the caller stopped waiting; nothing is left to tell.
         match self {
-            Settled::Append(reply, result) => {
+            Settled::Append(reply, result, link) => {
+                // The chain learns first, so a caller that hears of its append and
+                // then asks the chain sees the same outcome.
+                match (&result, link) {
+                    (Ok(appended), Some(link)) => link.confirm(appended.version),
+                    (_, link) => drop(link),
+                }
                 let _ = reply.send(result);
             }
             Settled::Remember(reply, result) => {
@@ -114,7 +151,8 @@ impl Settled {
     /// Answers the caller with the batch's failure: nothing of its request was stored.
     pub(crate) fn fail(self, cause: &Arc<sqlx::Error>) {
         match self {
-            Settled::Append(reply, _) => {
+            Settled::Append(reply, _, link) => {
+                drop(link);
                 let _ = reply.send(Err(batch_failed(cause)));
             }
             Settled::Remember(reply, _) => {

@@ -23,8 +23,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::{
-    AppendRequest, Appended, EventStore, ExpectedVersion, IdempotencyRecord, IdempotentResponse,
-    Metadata, NewEvent, Position, RecordedEvent, Snapshot, StoreError, Version, wait_for_head,
+    AppendChain, AppendRequest, Appended, ChainProgress, EventStore, ExpectedVersion,
+    IdempotencyRecord, IdempotentResponse, Metadata, NewEvent, Position, RecordedEvent, Snapshot,
+    StoreError, Version, wait_for_head,
 };
 
 /// The longest any single check waits for concurrent work before it fails.
@@ -53,6 +54,9 @@ where
     a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one(make().await).await;
     a_snapshot_of_a_stream_the_tenant_does_not_own_or_past_its_head_is_refused(make().await).await;
     dropping_snapshots_removes_every_tenants_and_leaves_the_log_alone(make().await).await;
+    chained_appends_queued_before_any_commits_all_land_in_order(make().await).await;
+    a_chained_append_after_a_refused_one_never_runs_even_where_its_version_matches(make().await)
+        .await;
 }
 
 /// Appending then reading the stream gives back every event, versions `1..=n`, with
@@ -923,6 +927,127 @@ fn at_micros(micros: i64) -> DateTime<Utc> {
 
 fn versions(events: &[RecordedEvent]) -> Vec<Version> {
     events.iter().map(|e| e.version).collect()
+}
+
+/// Appends of one chain, all queued before the first has an answer, land in the order
+/// they were queued, each at the version it expected, and confirm the chain as far as
+/// the last.
+pub async fn chained_appends_queued_before_any_commits_all_land_in_order<S: EventStore>(store: S) {
+    const APPENDS: u64 = 20;
+    let tenant = Uuid::now_v7();
+    let chain = AppendChain::new(0);
+    let mut pending = Vec::new();
+    for expected in 0..APPENDS {
+        pending.push(
+            store
+                .append_chained(
+                    request(tenant, "budget-1", ExpectedVersion::Exact(expected), 1),
+                    Arc::clone(&chain),
+                )
+                .await
+                .expect("queuing a chained append should succeed"),
+        );
+    }
+    let answers = tokio::time::timeout(WAIT, futures::future::join_all(pending))
+        .await
+        .expect("every chained append should be answered");
+    let versions_answered: Vec<Version> = answers
+        .into_iter()
+        .map(|a| {
+            a.expect("every append of an unbroken chain should land")
+                .version
+        })
+        .collect();
+    assert_eq!(versions_answered, (1..=APPENDS).collect::<Vec<_>>());
+    let read = store
+        .read_stream(tenant, "budget-1", 0)
+        .await
+        .expect("reading the stream should succeed");
+    assert_eq!(versions(&read), (1..=APPENDS).collect::<Vec<_>>());
+    assert_eq!(chain.progress(), ChainProgress::Confirmed(APPENDS));
+    assert_eq!(chain.settled(APPENDS).await, Ok(()));
+}
+
+/// The rule chains exist for: an append decided after one that is refused never runs,
+/// even when the stream's version matches what it expects (here another writer moved
+/// the stream on, so the refused append's version is taken by that writer's event and
+/// the next one's expectation is met through it). Whether the later appends share the
+/// refused one's batch or come after it, they are refused, and the chain stays broken;
+/// a new chain from the real version appends as usual.
+pub async fn a_chained_append_after_a_refused_one_never_runs_even_where_its_version_matches<
+    S: EventStore,
+>(
+    store: S,
+) {
+    let tenant = Uuid::now_v7();
+    // Another writer, unseen by the chain's owner, takes version 1.
+    append_ok(&store, tenant, "budget-1", ExpectedVersion::Exact(0), 1).await;
+
+    let stale = AppendChain::new(0);
+    let mut queued = Vec::new();
+    for expected in 0..3 {
+        queued.push(
+            store
+                .append_chained(
+                    request(tenant, "budget-1", ExpectedVersion::Exact(expected), 1),
+                    Arc::clone(&stale),
+                )
+                .await
+                .expect("queuing a chained append should succeed"),
+        );
+    }
+    let mut answers = tokio::time::timeout(WAIT, futures::future::join_all(queued))
+        .await
+        .expect("every chained append should be answered")
+        .into_iter();
+    let first = answers.next().and_then(Result::err);
+    assert!(
+        matches!(first, Some(StoreError::VersionConflict { actual: 1, .. })),
+        "the stale first append should conflict, got {first:?}"
+    );
+    for (n, answer) in answers.enumerate() {
+        assert!(
+            matches!(&answer, Err(StoreError::EarlierAppendFailed { stream_id }) if stream_id == "budget-1"),
+            "chained append {} should be refused after the conflict, got {answer:?}",
+            n + 2
+        );
+    }
+    assert!(stale.is_broken(), "the chain should stay broken");
+    // Queued after the failure is known: refused without running as well.
+    let late = store
+        .append_chained(
+            request(tenant, "budget-1", ExpectedVersion::Exact(1), 1),
+            Arc::clone(&stale),
+        )
+        .await
+        .expect("queuing a chained append should succeed")
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::EarlierAppendFailed { .. })),
+        "an append queued on a broken chain should be refused, got {late:?}"
+    );
+    let read = store
+        .read_stream(tenant, "budget-1", 0)
+        .await
+        .expect("reading the stream should succeed");
+    assert_eq!(
+        versions(&read),
+        vec![1],
+        "only the other writer's event should be stored"
+    );
+
+    let fresh = AppendChain::new(1);
+    let appended = store
+        .append_chained(
+            request(tenant, "budget-1", ExpectedVersion::Exact(1), 2),
+            Arc::clone(&fresh),
+        )
+        .await
+        .expect("queuing a chained append should succeed")
+        .await
+        .expect("a new chain from the real version should append");
+    assert_eq!(appended.version, 3);
+    assert_eq!(fresh.progress(), ChainProgress::Confirmed(3));
 }
 
 /// A request with `count` small events and fresh ids.

@@ -10,18 +10,25 @@
 //! the test suite every implementation must pass.
 
 mod batch;
+mod chain;
 mod column;
 pub mod contract;
 pub mod kafka;
 pub mod postgres;
 pub mod sqlite;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
+
+pub use chain::{AppendChain, ChainBroken, ChainProgress};
 
 /// A stream's version: the number of events in it. A stream that does not exist yet
 /// is at version 0; its first event has version 1.
@@ -106,6 +113,22 @@ pub struct AppendRequest {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
+/// A chained append that is queued, resolving to its outcome (see
+/// [`EventStore::append_chained`]). Dropping it before the append ran withdraws it,
+/// which breaks its chain.
+#[derive(Debug)]
+pub struct PendingAppend(oneshot::Receiver<Result<Appended, StoreError>>);
+
+impl Future for PendingAppend {
+    type Output = Result<Appended, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -149,6 +172,10 @@ pub enum StoreError {
     WrongTenant { stream_id: String },
     #[error("an append must carry at least one event")]
     EmptyAppend,
+    /// A chained append ([`EventStore::append_chained`]) that did not run because an
+    /// earlier append of its chain failed: it was decided on that append's outcome.
+    #[error("an earlier append to stream {stream_id} that this one was decided after failed")]
+    EarlierAppendFailed { stream_id: String },
     /// A snapshot of a stream this tenant has no stream of that name (it does not
     /// exist, or belongs to another tenant, which is not revealed).
     #[error("stream {stream_id} does not exist for this tenant")]
@@ -176,6 +203,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// With an idempotency record, the record is stored in the same transaction; if
     /// the key is already taken nothing is appended and `IdempotencyKeyTaken` is returned.
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError>;
+
+    /// Queues an append as the next of `chain` and returns as soon as it is queued,
+    /// before it runs; the returned [`PendingAppend`] resolves to its outcome. Appends
+    /// of one chain run in the order they were queued, and one runs only if every
+    /// earlier append of the chain succeeded; otherwise it fails with
+    /// [`StoreError::EarlierAppendFailed`] without running (see `chain`). Otherwise it
+    /// is [`EventStore::append`]: the same checks, the same answers.
+    async fn append_chained(
+        &self,
+        request: AppendRequest,
+        chain: Arc<AppendChain>,
+    ) -> Result<PendingAppend, StoreError>;
 
     /// Reads a stream's events with `version > after_version`, in version order.
     async fn read_stream(

@@ -138,10 +138,11 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::batch::{Job, Settled};
+use crate::chain::Link;
 use crate::column::{decode_error, encode_error, saturating_i64, to_i64, to_u64};
 use crate::{
-    AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse, Position,
-    RecordedEvent, Snapshot, StoreError, Version,
+    AppendChain, AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse,
+    PendingAppend, Position, RecordedEvent, Snapshot, StoreError, Version,
 };
 
 /// The most requests one group commit takes. Large enough that a burst shares one
@@ -358,6 +359,18 @@ impl PostgresStore {
         key: impl Hash,
         job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
     ) -> Result<T, StoreError> {
+        self.enqueue(key, job)
+            .await?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a job for the writer that owns `key` and returns once it is queued.
+    async fn enqueue<T>(
+        &self,
+        key: impl Hash,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
         let writers = &self.inner.writers;
@@ -368,7 +381,7 @@ impl PostgresStore {
             .send(job(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        Ok(answer)
     }
 }
 
@@ -486,6 +499,10 @@ async fn grant_runtime_privileges(owner: &PgPool, role: &str) -> Result<(), Stor
                            'public.tidemark_append_batch(uuid[], text[], bigint[], uuid[], '
                            'uuid[], text[], integer[], uuid[], text[], bigint[], '
                            'timestamptz[], jsonb[], text[], text[], integer[], jsonb[]), '
+                           'public.tidemark_append_batch(uuid[], text[], bigint[], uuid[], '
+                           'uuid[], text[], integer[], uuid[], text[], bigint[], '
+                           'timestamptz[], jsonb[], text[], text[], integer[], jsonb[], '
+                           'bigint[]), '
                            'public.tidemark_read_log(bigint, bigint), '
                            'public.tidemark_log_head(), '
                            'public.tidemark_drop_snapshots() TO %I', runtime_role);
@@ -515,8 +532,43 @@ impl EventStore for PostgresStore {
             return Err(StoreError::EmptyAppend);
         }
         let stream = request.stream_id.clone();
-        self.submit(stream, |reply| Job::Append { request, reply })
-            .await
+        self.submit(stream, |reply| Job::Append {
+            request,
+            reply,
+            link: None,
+        })
+        .await
+    }
+
+    /// Through the stream's own writer, like every append of the stream, so the
+    /// chain's appends run in the order they were queued.
+    #[tracing::instrument(
+        skip_all,
+        fields(
+            tenant = %request.tenant_id,
+            stream = %request.stream_id,
+            expected = ?request.expected,
+            events = request.events.len(),
+        )
+    )]
+    async fn append_chained(
+        &self,
+        request: AppendRequest,
+        chain: Arc<AppendChain>,
+    ) -> Result<PendingAppend, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let stream = request.stream_id.clone();
+        let link = Some(Link::new(chain));
+        let answer = self
+            .enqueue(stream, |reply| Job::Append {
+                request,
+                reply,
+                link,
+            })
+            .await?;
+        Ok(PendingAppend(answer))
     }
 
     #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
@@ -732,9 +784,18 @@ impl Writer {
 
     #[tracing::instrument(skip_all, fields(requests = jobs.len()))]
     async fn write_batch(&mut self, jobs: Vec<Job>) {
+        // An abandoned chained append is dropped here, which breaks its chain; so this
+        // runs over the whole batch before any chain is looked at.
+        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.is_abandoned()).collect();
+        // A chained append whose chain broke in an earlier batch is refused without
+        // running; within this batch, `tidemark_append_batch` keeps the same rule.
+        let (refused, jobs): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(Job::follows_a_failure);
+        refused
+            .into_iter()
+            .for_each(|job| job.refuse_after_failure().answer());
         let (appends, remembers): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
-            .filter(|j| !j.is_abandoned())
             .partition(|j| matches!(j, Job::Append { .. }));
         if appends.is_empty() && remembers.is_empty() {
             return;
@@ -765,7 +826,7 @@ impl Writer {
             match append_batch(&mut tx, &appends).await {
                 Ok(results) => settled.extend(appends.into_iter().zip(results).map(
                     |(job, result)| match job {
-                        Job::Append { reply, .. } => Settled::Append(reply, result),
+                        Job::Append { reply, link, .. } => Settled::Append(reply, result, link),
                         // Partitioned above: every job here is an append.
                         other => other.unrun(),
                     },
@@ -843,7 +904,7 @@ impl Writer {
                     .into_iter()
                     .zip(results)
                     .map(|(job, result)| match job {
-                        Job::Append { reply, .. } => Settled::Append(reply, result),
+                        Job::Append { reply, link, .. } => Settled::Append(reply, result, link),
                         // Only appends are routed here.
                         other => other.unrun(),
                     })
@@ -915,7 +976,7 @@ async fn set_tenant(conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx
         .map(drop)
 }
 
-/// All the appends of a batch in one call of `tidemark_append_batch` (migration 0005):
+/// All the appends of a batch in one call of `tidemark_append_batch` (migrations 0005, 0008):
 /// it locks the streams, reserves the positions, runs each request in its own
 /// subtransaction and signals the commit, answering one row per request. The outer
 /// error is one that broke the transaction; the inner results are the callers' answers,
@@ -924,13 +985,16 @@ async fn append_batch(
     conn: &mut PgConnection,
     jobs: &[Job],
 ) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
-    let requests: Vec<&AppendRequest> = jobs
+    let (requests, chains): (Vec<&AppendRequest>, Vec<Option<i64>>) = jobs
         .iter()
         .filter_map(|job| match job {
-            Job::Append { request, .. } => Some(request),
+            Job::Append { request, link, .. } => Some((
+                request,
+                link.as_ref().map(|link| saturating_i64(link.chain_id())),
+            )),
             Job::Remember { .. } | Job::SaveSnapshot { .. } | Job::DropSnapshots { .. } => None,
         })
-        .collect();
+        .unzip();
     let events = || requests.iter().flat_map(|r| &r.events);
     let records = || requests.iter().map(|r| r.idempotency.as_ref());
     let mut expected = Vec::with_capacity(requests.len());
@@ -947,7 +1011,7 @@ async fn append_batch(
         "SELECT outcome, stream_version, first_position, last_position, error_code, \
                 error_message \
          FROM tidemark_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                                    $13, $14, $15, $16)",
+                                    $13, $14, $15, $16, $17)",
     )
     .bind(requests.iter().map(|r| r.tenant_id).collect::<Vec<_>>())
     .bind(
@@ -1005,6 +1069,7 @@ async fn append_batch(
             .map(|r| r.map(|r| Json(&r.response.body)))
             .collect::<Vec<_>>(),
     )
+    .bind(chains)
     .fetch_all(&mut *conn)
     .await?;
     if rows.len() != requests.len() {
@@ -1049,6 +1114,9 @@ fn appended(
             // `Exact` is the only expectation that can conflict.
             expected: to_u64(expected.unwrap_or_default(), "expected_version")?,
             actual: version()?,
+        }),
+        "after_failed" => Err(StoreError::EarlierAppendFailed {
+            stream_id: stream_id(),
         }),
         "wrong_tenant" => Err(StoreError::WrongTenant {
             stream_id: stream_id(),

@@ -54,10 +54,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::batch::{Job, Settled};
+use crate::chain::Link;
 use crate::column::{decode_error, encode_error, saturating_i64, to_i64, to_u64};
 use crate::{
-    AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse, Position,
-    RecordedEvent, Snapshot, StoreError, Version,
+    AppendChain, AppendRequest, Appended, EventStore, ExpectedVersion, IdempotentResponse,
+    PendingAppend, Position, RecordedEvent, Snapshot, StoreError, Version,
 };
 
 /// The most requests one group commit takes. Large enough that a burst shares one
@@ -159,13 +160,24 @@ impl SqliteStore {
         &self,
         job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
     ) -> Result<T, StoreError> {
+        self.enqueue(job)
+            .await?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a job for the writer and returns once it is queued.
+    async fn enqueue<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .writes
             .send(job(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        Ok(answer)
     }
 }
 
@@ -184,7 +196,40 @@ impl EventStore for SqliteStore {
         if request.events.is_empty() {
             return Err(StoreError::EmptyAppend);
         }
-        self.submit(|reply| Job::Append { request, reply }).await
+        self.submit(|reply| Job::Append {
+            request,
+            reply,
+            link: None,
+        })
+        .await
+    }
+
+    #[tracing::instrument(
+        skip_all,
+        fields(
+            tenant = %request.tenant_id,
+            stream = %request.stream_id,
+            expected = ?request.expected,
+            events = request.events.len(),
+        )
+    )]
+    async fn append_chained(
+        &self,
+        request: AppendRequest,
+        chain: Arc<AppendChain>,
+    ) -> Result<PendingAppend, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let link = Some(Link::new(chain));
+        let answer = self
+            .enqueue(|reply| Job::Append {
+                request,
+                reply,
+                link,
+            })
+            .await?;
+        Ok(PendingAppend(answer))
     }
 
     #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
@@ -451,13 +496,27 @@ async fn run_in_savepoint(
     job: Job,
     recorded_at: &str,
 ) -> (Settled, Option<sqlx::Error>) {
+    // Checked here, not when the batch starts: an earlier append of the same chain in
+    // this batch may have just failed.
+    if job.follows_a_failure() {
+        return (job.refuse_after_failure(), None);
+    }
     if let Err(error) = sqlx::query("SAVEPOINT request").execute(&mut *conn).await {
         return (job.unrun(), Some(error));
     }
     let settled = match job {
-        Job::Append { request, reply } => {
+        Job::Append {
+            request,
+            reply,
+            link,
+        } => {
             let result = append_one(conn, &request, recorded_at).await;
-            Settled::Append(reply, result)
+            if let (Err(_), Some(link)) = (&result, &link) {
+                // Final whether or not the batch commits: later appends of the chain,
+                // in this batch or the next, must not run.
+                link.break_off();
+            }
+            Settled::Append(reply, result, link)
         }
         Job::Remember {
             tenant_id,

@@ -51,6 +51,8 @@ contract_tests!(
     a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one,
     a_snapshot_of_a_stream_the_tenant_does_not_own_or_past_its_head_is_refused,
     dropping_snapshots_removes_every_tenants_and_leaves_the_log_alone,
+    chained_appends_queued_before_any_commits_all_land_in_order,
+    a_chained_append_after_a_refused_one_never_runs_even_where_its_version_matches,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +73,7 @@ async fn the_whole_suite_runs_through_run_all_with_a_store_factory() {
         .expect("no test panicked holding the lock");
     assert_eq!(
         databases.len(),
-        16,
+        18,
         "run_all should open one store per check"
     );
     for db in databases {
@@ -589,4 +591,71 @@ fn request(tenant: Uuid, stream: &str, expected: ExpectedVersion, count: usize) 
             .collect(),
         idempotency: None,
     }
+}
+
+/// Inside one batch, `tidemark_append_batch` refuses a chained append that follows a
+/// refused append of its chain (migration 0008), even where the stream's version
+/// matches, and leaves appends outside that chain alone: the in-batch half of the
+/// chained-append rule, which the writer cannot check itself because it learns a
+/// batch's outcomes only when the whole call returns. Called directly, as the runtime
+/// role, so the requests are in one batch for certain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chained_append_after_a_refused_one_of_its_chain_in_the_same_batch_is_refused() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let tenant = Uuid::now_v7();
+    store
+        .append(request(tenant, "s", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("the first append succeeds");
+
+    // s is at 1. Chain 7: Exact(0) conflicts, so its Exact(1) must not run although it
+    // would match. Outside the chain: a racer's Exact(1) on s lands; a second racer's
+    // Exact(1) then conflicts as usual; t, in chain 8, is unrelated.
+    let streams = ["s", "s", "s", "s", "t"];
+    let expected: [Option<i64>; 5] = [Some(0), Some(1), Some(1), Some(1), Some(0)];
+    let chains: [Option<i64>; 5] = [Some(7), Some(7), None, None, Some(8)];
+    let n = streams.len();
+    let mut app = sqlx::postgres::PgConnection::connect_with(&db.app_options())
+        .await
+        .expect("the runtime role connects");
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT outcome, stream_version FROM tidemark_append_batch( \
+           $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(vec![tenant; n])
+    .bind(streams.to_vec())
+    .bind(expected.to_vec())
+    .bind((0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(vec![None::<Uuid>; n])
+    .bind(vec!["contract"; n])
+    .bind(vec![1i32; n])
+    .bind((0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(vec!["contract.happened"; n])
+    .bind(vec![1i64; n])
+    .bind(vec![chrono::Utc::now(); n])
+    .bind(vec![sqlx::types::Json(serde_json::json!({})); n])
+    .bind(vec![None::<String>; n])
+    .bind(vec![None::<String>; n])
+    .bind(vec![None::<i32>; n])
+    .bind(vec![None::<sqlx::types::Json<serde_json::Value>>; n])
+    .bind(chains.to_vec())
+    .fetch_all(&mut app)
+    .await
+    .expect("the batch runs");
+    assert_eq!(
+        rows,
+        vec![
+            ("conflict".to_owned(), Some(1)),
+            ("after_failed".to_owned(), None),
+            ("appended".to_owned(), Some(2)),
+            ("conflict".to_owned(), Some(2)),
+            ("appended".to_owned(), Some(1)),
+        ]
+    );
+    let s = store.read_stream(tenant, "s", 0).await.expect("s reads");
+    assert_eq!(s.len(), 2, "s holds its first event and the racer's");
+    app.close().await.expect("closes");
+    drop(store);
+    db.drop_database().await;
 }

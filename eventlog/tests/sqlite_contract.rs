@@ -47,6 +47,8 @@ contract_tests!(
     a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one,
     a_snapshot_of_a_stream_the_tenant_does_not_own_or_past_its_head_is_refused,
     dropping_snapshots_removes_every_tenants_and_leaves_the_log_alone,
+    chained_appends_queued_before_any_commits_all_land_in_order,
+    a_chained_append_after_a_refused_one_never_runs_even_where_its_version_matches,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +63,7 @@ async fn the_whole_suite_runs_through_run_all_with_a_store_factory() {
     .await;
     assert_eq!(
         opened.load(Ordering::Relaxed),
-        16,
+        18,
         "run_all should open one store per check"
     );
 }

@@ -1024,3 +1024,161 @@ async fn wait_until(
 fn clock_now(app: &TestApp) -> DateTime<Utc> {
     app.clock.now()
 }
+
+// ---------------------------------------------------------------------------------
+// Chained appends across two processes
+// ---------------------------------------------------------------------------------
+
+/// Each service queues a hot month's next append before the previous one commits
+/// (chained appends, `eventlog::chain`). With two of them on one store — two processes —
+/// a chain's head regularly loses the race to the other process, and what was queued
+/// behind it was decided on a state that never existed; the store must refuse it even
+/// where the version would match. The racers hold different amounts, so a state that
+/// never existed holds a different total than the real one, and with the limit binding
+/// an append decided on it would admit money past the limit. No version of the month
+/// may hold more than the limit, every admitted id must be stored and no other, and
+/// the month must end full (a refusal only when the smallest amount no longer fits).
+async fn two_processes_racing_chained_reservations_admit_exactly_the_limit(
+    first: Arc<dyn EventStore>,
+    second: Arc<dyn EventStore>,
+) {
+    // The race the rule guards against takes a particular interleaving (the other
+    // process lands exactly as many events as the refused append held); several months
+    // give it chances to come up. With the rule switched off, the PostgreSQL case
+    // failed in about half the runs; the contract checks in `eventlog::contract` and
+    // `postgres_contract.rs` pin the rule down deterministically.
+    for _ in 0..ROUNDS {
+        race_one_month(Arc::clone(&first), Arc::clone(&second)).await;
+    }
+}
+
+/// Months [`two_processes_racing_chained_reservations_admit_exactly_the_limit`] races.
+const ROUNDS: usize = 12;
+
+async fn race_one_month(first: Arc<dyn EventStore>, second: Arc<dyn EventStore>) {
+    const AMOUNT: i64 = 10_000;
+    const LIMIT: i64 = 150 * AMOUNT;
+    const TASKS: usize = 16;
+    const TRIES: usize = 8;
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2026, 11, 10, 12, 0, 0)
+        .single()
+        .expect("time");
+    let clock = Arc::new(ManualClock::new(start));
+    let services = [
+        Arc::new(CommandService::new(Arc::clone(&first), clock.clone())),
+        Arc::new(CommandService::new(Arc::clone(&second), clock.clone())),
+    ];
+    let tenant = TenantId::from_uuid(Uuid::now_v7());
+    let period = Period::containing(start);
+    let envelope = Envelope::system(tenant, "test", None);
+    services[0]
+        .budget(
+            &envelope,
+            Some(period),
+            budget::Command::SetLimits {
+                soft: micros(LIMIT),
+                hard: micros(LIMIT),
+                alert_thresholds_pct: vec![],
+            },
+        )
+        .await
+        .expect("limits set");
+
+    let tasks = (0..2 * TASKS).map(|n| {
+        let service = Arc::clone(&services[n % 2]);
+        let envelope = envelope.clone();
+        // 1 to 4 times the unit, mixed within each service.
+        let amount = AMOUNT * (1 + (n / 2 % 4) as i64);
+        tokio::spawn(async move {
+            let mut admitted = Vec::new();
+            for _ in 0..TRIES {
+                let id = ReservationId::from_uuid(Uuid::now_v7());
+                let command = budget::Command::Reserve {
+                    reservation_id: id,
+                    amount: micros(amount),
+                    purpose: format!("racer {n}"),
+                    ttl: TimeDelta::seconds(600),
+                };
+                match service.budget(&envelope, Some(period), command).await {
+                    Ok(_) => admitted.push(id),
+                    Err(CommandError::Budget(budget::Rejection::BudgetExceeded { .. })) => {}
+                    Err(other) => panic!("racer {n}: unexpected answer {other:?}"),
+                }
+            }
+            admitted
+        })
+    });
+    let mut admitted = Vec::new();
+    for joined in tokio::time::timeout(Duration::from_secs(120), join_all(tasks))
+        .await
+        .expect("the racers finish within two minutes")
+    {
+        admitted.extend(joined.expect("racer"));
+    }
+
+    let stream = StreamName::budget(tenant, period);
+    let stored = first
+        .read_stream(tenant.as_uuid(), stream.as_str(), 0)
+        .await
+        .expect("the month reads");
+    let mut state = State::default();
+    for recorded in &stored {
+        let event = match schemas::decode(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        )
+        .expect("a stored event decodes")
+        {
+            DomainEvent::Budget(event) => event,
+            other => panic!("a budget month holds {other:?}"),
+        };
+        state = evolve(state, &event);
+        assert!(
+            state.reserved.get() <= LIMIT,
+            "version {} holds more than the limit: {}",
+            recorded.version,
+            state.reserved.get()
+        );
+    }
+    let mut stored_ids: Vec<ReservationId> = state.open.keys().copied().collect();
+    admitted.sort();
+    stored_ids.sort();
+    assert_eq!(
+        stored_ids, admitted,
+        "the stored reservations should be exactly the admitted ones"
+    );
+    assert!(
+        LIMIT - state.reserved.get() < AMOUNT,
+        "the racers ask for far more than the limit, so the month should end full; {} left",
+        LIMIT - state.reserved.get()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_chained_reservations_on_sqlite_admit_exactly_the_limit() {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join("events.db");
+    // Two stores on one file, as two processes open it: two writers, whose
+    // transactions take turns on the file's write lock.
+    let first = SqliteStore::open(&path).await.expect("store");
+    let second = SqliteStore::open(&path).await.expect("second store");
+    two_processes_racing_chained_reservations_admit_exactly_the_limit(
+        Arc::new(first),
+        Arc::new(second),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_chained_reservations_on_postgres_admit_exactly_the_limit() {
+    let db = eventlog::postgres::testing::TestDatabase::create().await;
+    // Two stores: two sets of writers and pools, as two processes have.
+    two_processes_racing_chained_reservations_admit_exactly_the_limit(
+        Arc::new(db.store().await),
+        Arc::new(db.store().await),
+    )
+    .await;
+    db.drop_database().await;
+}

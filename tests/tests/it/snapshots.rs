@@ -18,8 +18,8 @@ use domain::{Channel, Micros, Period, PostId, ReservationId, StreamName, TenantI
 use eventlog::postgres::testing::TestDatabase;
 use eventlog::sqlite::SqliteStore;
 use eventlog::{
-    AppendRequest, Appended, EventStore, IdempotentResponse, Position, RecordedEvent, Snapshot,
-    StoreError, Version,
+    AppendChain, AppendRequest, Appended, EventStore, IdempotentResponse, PendingAppend, Position,
+    RecordedEvent, Snapshot, StoreError, Version,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -291,6 +291,14 @@ impl<S> Recording<S> {
 impl<S: EventStore> EventStore for Recording<S> {
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
         self.inner.append(request).await
+    }
+
+    async fn append_chained(
+        &self,
+        request: AppendRequest,
+        chain: Arc<AppendChain>,
+    ) -> Result<PendingAppend, StoreError> {
+        self.inner.append_chained(request, chain).await
     }
 
     async fn read_stream(
