@@ -8,6 +8,15 @@
 //! append still guards against writers in other processes; when one of them wins, the
 //! loop catches up and decides again.
 //!
+//! A command holds the slot only to decide and to queue its append, not until the
+//! append commits: it queues it as the next of the slot's chain
+//! ([`eventlog::AppendChain`]), moves the slot on as if it had landed, lets go and
+//! waits for the outcome. So the next command on a hot stream is decided at once and
+//! shares the group commit. The store runs a chained append only if every earlier one
+//! of its chain succeeded; whatever reads or answers from the slot otherwise (a
+//! refusal, a no-op, a view of the state, a snapshot) first waits until the chain is
+//! confirmed, and a failed append makes the slot reload cold (ADR 0007).
+//!
 //! A slot that starts cold (first use in this process, or after eviction) loads the
 //! stream's newest snapshot and reads only the events after it. Snapshots are taken
 //! off the command path: once a slot's state is [`SNAPSHOT_EVERY`] or more events past

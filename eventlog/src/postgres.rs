@@ -16,6 +16,9 @@
 //! request's conflict rolls back only that request and every caller still gets its
 //! own answer. Issued statement by statement, a request would cost about six round
 //! trips, which on a busy server, not the commit, would bound the throughput.
+//! For chained appends (`chain`) the call also gets each request's chain id and
+//! refuses a request whose chain had one refused earlier in the batch (migration 0008);
+//! the writer refuses, before sending a batch, those whose chain broke in an earlier one.
 //! `remember_response` jobs follow in the same transaction, each in an explicit
 //! `SAVEPOINT`. A batch locks all its streams up front in key order (below), so two
 //! processes' batches cannot deadlock on streams.
