@@ -936,21 +936,7 @@ pub async fn chained_appends_queued_before_any_commits_all_land_in_order<S: Even
     const APPENDS: u64 = 20;
     let tenant = Uuid::now_v7();
     let chain = AppendChain::new(0);
-    let mut pending = Vec::new();
-    for expected in 0..APPENDS {
-        pending.push(
-            store
-                .append_chained(
-                    request(tenant, "budget-1", ExpectedVersion::Exact(expected), 1),
-                    Arc::clone(&chain),
-                )
-                .await
-                .expect("queuing a chained append should succeed"),
-        );
-    }
-    let answers = tokio::time::timeout(WAIT, futures::future::join_all(pending))
-        .await
-        .expect("every chained append should be answered");
+    let answers = chained_one_event_each(&store, &chain, tenant, 0..APPENDS).await;
     let versions_answered: Vec<Version> = answers
         .into_iter()
         .map(|a| {
@@ -984,21 +970,8 @@ pub async fn a_chained_append_after_a_refused_one_never_runs_even_where_its_vers
     append_ok(&store, tenant, "budget-1", ExpectedVersion::Exact(0), 1).await;
 
     let stale = AppendChain::new(0);
-    let mut queued = Vec::new();
-    for expected in 0..3 {
-        queued.push(
-            store
-                .append_chained(
-                    request(tenant, "budget-1", ExpectedVersion::Exact(expected), 1),
-                    Arc::clone(&stale),
-                )
-                .await
-                .expect("queuing a chained append should succeed"),
-        );
-    }
-    let mut answers = tokio::time::timeout(WAIT, futures::future::join_all(queued))
+    let mut answers = chained_one_event_each(&store, &stale, tenant, 0..3)
         .await
-        .expect("every chained append should be answered")
         .into_iter();
     let first = answers.next().and_then(Result::err);
     assert!(
@@ -1048,6 +1021,31 @@ pub async fn a_chained_append_after_a_refused_one_never_runs_even_where_its_vers
         .expect("a new chain from the real version should append");
     assert_eq!(appended.version, 3);
     assert_eq!(fresh.progress(), ChainProgress::Confirmed(3));
+}
+
+/// Queues one one-event append to `budget-1` on `chain` per expected version, all
+/// before awaiting any, then waits for their answers, in queuing order.
+async fn chained_one_event_each<S: EventStore>(
+    store: &S,
+    chain: &Arc<AppendChain>,
+    tenant: Uuid,
+    expected: std::ops::Range<Version>,
+) -> Vec<Result<Appended, StoreError>> {
+    let mut queued = Vec::new();
+    for version in expected {
+        queued.push(
+            store
+                .append_chained(
+                    request(tenant, "budget-1", ExpectedVersion::Exact(version), 1),
+                    Arc::clone(chain),
+                )
+                .await
+                .expect("queuing a chained append should succeed"),
+        );
+    }
+    tokio::time::timeout(WAIT, futures::future::join_all(queued))
+        .await
+        .expect("every chained append should be answered")
 }
 
 /// A request with `count` small events and fresh ids.

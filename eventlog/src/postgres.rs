@@ -386,6 +386,26 @@ impl PostgresStore {
             .map_err(|_| StoreError::Closed)?;
         Ok(answer)
     }
+
+    /// Queues an append for its stream's writer and returns once it is queued.
+    async fn queue_append(
+        &self,
+        request: AppendRequest,
+        link: Option<Link>,
+    ) -> Result<PendingAppend, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let stream = request.stream_id.clone();
+        let answer = self
+            .enqueue(stream, |reply| Job::Append {
+                request,
+                reply,
+                link,
+            })
+            .await?;
+        Ok(PendingAppend(answer))
+    }
 }
 
 /// Runs the store's migrations. Call it as the role that should own the tables (the
@@ -531,47 +551,18 @@ impl EventStore for PostgresStore {
         )
     )]
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::EmptyAppend);
-        }
-        let stream = request.stream_id.clone();
-        self.submit(stream, |reply| Job::Append {
-            request,
-            reply,
-            link: None,
-        })
-        .await
+        self.queue_append(request, None).await?.await
     }
 
     /// Through the stream's own writer, like every append of the stream, so the
     /// chain's appends run in the order they were queued.
-    #[tracing::instrument(
-        skip_all,
-        fields(
-            tenant = %request.tenant_id,
-            stream = %request.stream_id,
-            expected = ?request.expected,
-            events = request.events.len(),
-        )
-    )]
+    #[tracing::instrument(skip_all, fields(stream = %request.stream_id, expected = ?request.expected))]
     async fn append_chained(
         &self,
         request: AppendRequest,
         chain: Arc<AppendChain>,
     ) -> Result<PendingAppend, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::EmptyAppend);
-        }
-        let stream = request.stream_id.clone();
-        let link = Some(Link::new(chain));
-        let answer = self
-            .enqueue(stream, |reply| Job::Append {
-                request,
-                reply,
-                link,
-            })
-            .await?;
-        Ok(PendingAppend(answer))
+        self.queue_append(request, Some(Link::new(chain))).await
     }
 
     #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]

@@ -179,6 +179,25 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?;
         Ok(answer)
     }
+
+    /// Queues an append for the writer and returns once it is queued.
+    async fn queue_append(
+        &self,
+        request: AppendRequest,
+        link: Option<Link>,
+    ) -> Result<PendingAppend, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let answer = self
+            .enqueue(|reply| Job::Append {
+                request,
+                reply,
+                link,
+            })
+            .await?;
+        Ok(PendingAppend(answer))
+    }
 }
 
 #[async_trait]
@@ -193,43 +212,16 @@ impl EventStore for SqliteStore {
         )
     )]
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::EmptyAppend);
-        }
-        self.submit(|reply| Job::Append {
-            request,
-            reply,
-            link: None,
-        })
-        .await
+        self.queue_append(request, None).await?.await
     }
 
-    #[tracing::instrument(
-        skip_all,
-        fields(
-            tenant = %request.tenant_id,
-            stream = %request.stream_id,
-            expected = ?request.expected,
-            events = request.events.len(),
-        )
-    )]
+    #[tracing::instrument(skip_all, fields(stream = %request.stream_id, expected = ?request.expected))]
     async fn append_chained(
         &self,
         request: AppendRequest,
         chain: Arc<AppendChain>,
     ) -> Result<PendingAppend, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::EmptyAppend);
-        }
-        let link = Some(Link::new(chain));
-        let answer = self
-            .enqueue(|reply| Job::Append {
-                request,
-                reply,
-                link,
-            })
-            .await?;
-        Ok(PendingAppend(answer))
+        self.queue_append(request, Some(Link::new(chain))).await
     }
 
     #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
