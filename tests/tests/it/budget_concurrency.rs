@@ -1048,14 +1048,20 @@ async fn two_processes_racing_chained_reservations_admit_exactly_the_limit(
     // failed in about half the runs; the contract checks in `eventlog::contract` and
     // `postgres_contract.rs` pin the rule down deterministically.
     for _ in 0..ROUNDS {
-        race_one_month(Arc::clone(&first), Arc::clone(&second)).await;
+        let refused = race_one_month(&[Arc::clone(&first), Arc::clone(&second)], false).await;
+        assert_eq!(refused, 0, "no append should be refused but for races");
     }
 }
 
 /// Months [`two_processes_racing_chained_reservations_admit_exactly_the_limit`] races.
 const ROUNDS: usize = 12;
 
-async fn race_one_month(first: Arc<dyn EventStore>, second: Arc<dyn EventStore>) {
+/// Runs 16 racers per store, each on its own service (its own process), reserving
+/// mixed amounts on one fresh month until the limit refuses them, and checks every
+/// stored version, the stored ids against the admitted ones, and that the month ends
+/// full. With `refusals_expected`, a racer may hear a store refusal (a tampered
+/// append); answers how many did.
+async fn race_one_month(stores: &[Arc<dyn EventStore>], refusals_expected: bool) -> usize {
     const AMOUNT: i64 = 10_000;
     const LIMIT: i64 = 150 * AMOUNT;
     const TASKS: usize = 16;
@@ -1065,10 +1071,10 @@ async fn race_one_month(first: Arc<dyn EventStore>, second: Arc<dyn EventStore>)
         .single()
         .expect("time");
     let clock = Arc::new(ManualClock::new(start));
-    let services = [
-        Arc::new(CommandService::new(Arc::clone(&first), clock.clone())),
-        Arc::new(CommandService::new(Arc::clone(&second), clock.clone())),
-    ];
+    let services: Vec<Arc<CommandService>> = stores
+        .iter()
+        .map(|store| Arc::new(CommandService::new(Arc::clone(store), clock.clone())))
+        .collect();
     let tenant = TenantId::from_uuid(Uuid::now_v7());
     let period = Period::containing(start);
     let envelope = Envelope::system(tenant, "test", None);
@@ -1085,13 +1091,15 @@ async fn race_one_month(first: Arc<dyn EventStore>, second: Arc<dyn EventStore>)
         .await
         .expect("limits set");
 
-    let tasks = (0..2 * TASKS).map(|n| {
-        let service = Arc::clone(&services[n % 2]);
+    let width = services.len();
+    let tasks = (0..width * TASKS).map(|n| {
+        let service = Arc::clone(&services[n % width]);
         let envelope = envelope.clone();
         // 1 to 4 times the unit, mixed within each service.
-        let amount = AMOUNT * (1 + (n / 2 % 4) as i64);
+        let amount = AMOUNT * (1 + (n / width % 4) as i64);
         tokio::spawn(async move {
             let mut admitted = Vec::new();
+            let mut refused = 0;
             for _ in 0..TRIES {
                 let id = ReservationId::from_uuid(Uuid::now_v7());
                 let command = budget::Command::Reserve {
@@ -1103,22 +1111,26 @@ async fn race_one_month(first: Arc<dyn EventStore>, second: Arc<dyn EventStore>)
                 match service.budget(&envelope, Some(period), command).await {
                     Ok(_) => admitted.push(id),
                     Err(CommandError::Budget(budget::Rejection::BudgetExceeded { .. })) => {}
+                    Err(CommandError::Store(_)) if refusals_expected => refused += 1,
                     Err(other) => panic!("racer {n}: unexpected answer {other:?}"),
                 }
             }
-            admitted
+            (admitted, refused)
         })
     });
     let mut admitted = Vec::new();
+    let mut refused = 0;
     for joined in tokio::time::timeout(Duration::from_secs(120), join_all(tasks))
         .await
         .expect("the racers finish within two minutes")
     {
-        admitted.extend(joined.expect("racer"));
+        let (ids, refusals) = joined.expect("racer");
+        admitted.extend(ids);
+        refused += refusals;
     }
 
     let stream = StreamName::budget(tenant, period);
-    let stored = first
+    let stored = stores[0]
         .read_stream(tenant.as_uuid(), stream.as_str(), 0)
         .await
         .expect("the month reads");
@@ -1154,6 +1166,61 @@ async fn race_one_month(first: Arc<dyn EventStore>, second: Arc<dyn EventStore>)
         "the racers ask for far more than the limit, so the month should end full; {} left",
         LIMIT - state.reserved.get()
     );
+    refused
+}
+
+/// In one process, an append the store refuses breaks its chain: the commands queued
+/// behind it were decided on its outcome, so they must be refused and decided again
+/// on a reloaded slot, and the refused command's caller hears the refusal. Every 9th
+/// chained append is sent under another tenant, which the store refuses
+/// (`WrongTenant`) as it would any failure; the answers must still match what is
+/// stored, to the id, with no version over the limit.
+async fn refused_appends_in_one_process_leave_answers_and_ledger_in_step(
+    store: Arc<dyn EventStore>,
+    inner_counter: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let refused = race_one_month(&[store], true).await;
+    let tampered = inner_counter.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        refused > 0 && tampered >= refused,
+        "the sabotage should have refused some appends ({refused} refused, {tampered} tampered)"
+    );
+}
+
+/// A store that sends every 9th chained append under a tenant that does not own the
+/// stream, and counts how many it sent so.
+fn sabotaged<S: EventStore>(
+    inner: S,
+) -> (Arc<dyn EventStore>, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = Arc::new(AtomicUsize::new(0));
+    let tampered = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&tampered);
+    let store = crate::probe::Probe::tampering(inner, move |request| {
+        if seen.fetch_add(1, Ordering::Relaxed) % 9 == 8 {
+            request.tenant_id = Uuid::now_v7();
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (Arc::new(store), tampered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_appends_in_one_process_on_sqlite_leave_answers_and_ledger_in_step() {
+    let dir = TempDir::new().expect("temp dir");
+    let inner = SqliteStore::open(&dir.path().join("events.db"))
+        .await
+        .expect("store");
+    let (store, tampered) = sabotaged(inner);
+    refused_appends_in_one_process_leave_answers_and_ledger_in_step(store, tampered).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_appends_in_one_process_on_postgres_leave_answers_and_ledger_in_step() {
+    let db = eventlog::postgres::testing::TestDatabase::create().await;
+    let (store, tampered) = sabotaged(db.store().await);
+    refused_appends_in_one_process_leave_answers_and_ledger_in_step(store, tampered).await;
+    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ mod errors;
 mod generation;
 mod isolation;
 mod openapi;
+mod probe;
 mod production;
 mod production_support;
 mod publishing;

@@ -7,9 +7,8 @@
 //! snapshot; otherwise it could pass without one ever being read.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use command_api::{Clock, CommandError, CommandService, Envelope};
 use domain::budget;
@@ -17,13 +16,10 @@ use domain::post;
 use domain::{Channel, Micros, Period, PostId, ReservationId, StreamName, TenantId};
 use eventlog::postgres::testing::TestDatabase;
 use eventlog::sqlite::SqliteStore;
-use eventlog::{
-    AppendChain, AppendRequest, Appended, EventStore, IdempotentResponse, PendingAppend, Position,
-    RecordedEvent, Snapshot, StoreError, Version,
-};
-use tokio::sync::watch;
+use eventlog::{EventStore, Snapshot, Version};
 use uuid::Uuid;
 
+use crate::probe::Probe;
 use crate::support::ManualClock;
 
 /// Events between snapshots: small, so a short run takes many of them.
@@ -40,7 +36,7 @@ async fn commands_answer_the_same_with_snapshots_through_cold_restarts_on_sqlite
     let without = SqliteStore::open(&dir.path().join("without.db"))
         .await
         .expect("a store opens");
-    check(Arc::new(Recording::new(with)), Arc::new(without)).await;
+    check(Arc::new(Probe::new(with)), Arc::new(without)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +44,7 @@ async fn commands_answer_the_same_with_snapshots_through_cold_restarts_on_postgr
     let with_db = TestDatabase::create().await;
     let without_db = TestDatabase::create().await;
     check(
-        Arc::new(Recording::new(with_db.store().await)),
+        Arc::new(Probe::new(with_db.store().await)),
         Arc::new(without_db.store().await),
     )
     .await;
@@ -59,7 +55,7 @@ async fn commands_answer_the_same_with_snapshots_through_cold_restarts_on_postgr
 /// Runs one command script against both stores, the first with snapshots and the
 /// second without, restarting both services every few commands, and compares every
 /// answer and both logs.
-async fn check<S: EventStore>(with: Arc<Recording<S>>, without: Arc<dyn EventStore>) {
+async fn check<S: EventStore>(with: Arc<Probe<S>>, without: Arc<dyn EventStore>) {
     let start: DateTime<Utc> = Utc
         .with_ymd_and_hms(2026, 11, 10, 12, 0, 0)
         .single()
@@ -270,115 +266,6 @@ async fn log(
         .into_iter()
         .map(|e| (e.version, e.event_type, e.data))
         .collect()
-}
-
-/// A store that counts the snapshots it handed to a cold load.
-struct Recording<S> {
-    inner: S,
-    snapshots_used: AtomicUsize,
-}
-
-impl<S> Recording<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner,
-            snapshots_used: AtomicUsize::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl<S: EventStore> EventStore for Recording<S> {
-    async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
-        self.inner.append(request).await
-    }
-
-    async fn append_chained(
-        &self,
-        request: AppendRequest,
-        chain: Arc<AppendChain>,
-    ) -> Result<PendingAppend, StoreError> {
-        self.inner.append_chained(request, chain).await
-    }
-
-    async fn read_stream(
-        &self,
-        tenant_id: Uuid,
-        stream_id: &str,
-        after_version: Version,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner
-            .read_stream(tenant_id, stream_id, after_version)
-            .await
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-
-    fn watch_head(&self) -> watch::Receiver<Position> {
-        self.inner.watch_head()
-    }
-
-    async fn load_snapshot(
-        &self,
-        tenant_id: Uuid,
-        stream_id: &str,
-        snapshot_version: u32,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        self.inner
-            .load_snapshot(tenant_id, stream_id, snapshot_version)
-            .await
-    }
-
-    async fn read_stream_from_snapshot(
-        &self,
-        tenant_id: Uuid,
-        stream_id: &str,
-        snapshot_version: u32,
-    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>), StoreError> {
-        let read = self
-            .inner
-            .read_stream_from_snapshot(tenant_id, stream_id, snapshot_version)
-            .await?;
-        if read.0.is_some() {
-            self.snapshots_used.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(read)
-    }
-
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn drop_snapshots(&self) -> Result<u64, StoreError> {
-        self.inner.drop_snapshots().await
-    }
-
-    async fn idempotent_response(
-        &self,
-        tenant_id: Uuid,
-        key: &str,
-    ) -> Result<Option<IdempotentResponse>, StoreError> {
-        self.inner.idempotent_response(tenant_id, key).await
-    }
-
-    async fn remember_response(
-        &self,
-        tenant_id: Uuid,
-        key: &str,
-        response: &IdempotentResponse,
-    ) -> Result<bool, StoreError> {
-        self.inner.remember_response(tenant_id, key, response).await
-    }
 }
 
 /// `tidemark snapshots rebuild` drops what is there and takes one snapshot at the head
