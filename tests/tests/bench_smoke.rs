@@ -22,6 +22,7 @@ fn quick(workload: Workload, target: TargetKind, json: &tempfile::NamedTempFile)
         concurrency: vec![1, 16, 64],
         rate: None,
         lag_rate: None,
+        lag_sample: 10,
         events: None,
         history: None,
         json: Some(json.path().to_path_buf()),
@@ -65,6 +66,25 @@ async fn a_quick_run_of_every_workload_completes_and_counts_something_in_each() 
     ] {
         assert_counted(&report, workload);
     }
+    // One command in `lag_sample` (10) has its lag read: the sequence numbers 0, 10,
+    // 20, … Both rows count only what falls in the measured window (after the warm-up),
+    // by different clocks (sent, answered), so the ratio is 10 within a margin.
+    let count = |case: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.workload == "projection-lag" && r.case == case)
+            .map(|r| r.count)
+            .unwrap_or_else(|| panic!("no projection-lag row {case:?}"))
+    };
+    let (commands, lags) = (
+        count("create-post at fixed rate"),
+        count("answer → visible in read model"),
+    );
+    assert!(
+        lags * 10 <= commands + commands / 5 + 20 && lags * 10 + commands / 5 + 20 >= commands,
+        "one command in 10 should be read: {lags} lags for {commands} commands"
+    );
     let written = std::fs::read_to_string(json.path()).expect("json written");
     let parsed: serde_json::Value = serde_json::from_str(&written).expect("json parses");
     assert_eq!(

@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// rate measured in this run, measured first if need be].
     #[arg(long)]
     pub lag_rate: Option<f64>,
+    /// projection-lag measures the lag of one command in this many; the others are
+    /// only sent. A lag read is a second request, so reading after every command (1)
+    /// doubles the load the workload is meant to hold at half the maximum.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lag_sample: u64,
     /// Events to store and rebuild [default: 1,000,000, or 20,000 with --quick].
     #[arg(long)]
     pub events: Option<u64>,
@@ -202,7 +207,7 @@ pub async fn run(args: BenchArgs, settings: Settings) -> anyhow::Result<Report> 
         };
         report
             .rows
-            .extend(lag::run(target.as_ref(), rate.max(1.0), share).await?);
+            .extend(lag::run(target.as_ref(), rate.max(1.0), args.lag_sample, share).await?);
     }
     if workload.includes(Workload::Rebuild) {
         report
