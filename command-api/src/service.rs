@@ -857,8 +857,12 @@ impl CommandService {
         let mut attempt = 0;
         loop {
             if slot.chain.as_ref().is_some_and(|c| c.is_broken()) {
-                // An append in flight failed: the state past it never existed.
+                // An append in flight failed: the state past it never existed. Reload
+                // before deciding rather than decide on an empty slot and lose a race.
                 slot.forget();
+                self.catch_up::<A>(envelope.tenant, stream, &mut slot)
+                    .await?;
+                caught_up = true;
             }
             if let Some(expected) = expected_version
                 && expected != slot.version
