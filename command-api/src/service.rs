@@ -141,9 +141,19 @@ struct Slot<S> {
     /// the stream will hold once they commit: the next command is decided on that and
     /// queued behind them (see `execute`).
     chain: Option<Arc<AppendChain>>,
+    /// Set when the slot dropped a state that waited on a failed append: the stream
+    /// exists, so the next command reloads before it decides instead of deciding on
+    /// an empty state (which is only right for a stream never loaded).
+    forgotten: bool,
 }
 
 impl<S: Default> Slot<S> {
+    /// Whether the slot must be loaded before anything is decided on it: it dropped a
+    /// state that never existed, or holds one that waits on an append that failed.
+    fn needs_reload(&self) -> bool {
+        self.forgotten || self.chain.as_ref().is_some_and(|c| c.is_broken())
+    }
+
     /// Waits until every append this slot queued has an outcome. If one failed, the
     /// state it was decided on never existed: the slot goes cold and reloads.
     async fn settle(&mut self) {
@@ -162,6 +172,7 @@ impl<S: Default> Slot<S> {
         self.snapshot_at = 0;
         self.loaded = false;
         self.chain = None;
+        self.forgotten = true;
     }
 }
 
@@ -753,6 +764,7 @@ impl CommandService {
         };
         fold::<A>(stream, slot, events)?;
         slot.loaded = true;
+        slot.forgotten = false;
         tracing::debug!(
             stream = %stream,
             snapshot = snapshot_version,
@@ -856,7 +868,7 @@ impl CommandService {
         let mut caught_up = false;
         let mut attempt = 0;
         loop {
-            if slot.chain.as_ref().is_some_and(|c| c.is_broken()) {
+            if slot.needs_reload() {
                 // An append in flight failed: the state past it never existed. Reload
                 // before deciding rather than decide on an empty slot and lose a race.
                 slot.forget();
