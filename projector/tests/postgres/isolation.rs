@@ -309,3 +309,53 @@ async fn a_write_back_scoped_to_several_tenants_reaches_exactly_those_tenants() 
     })
     .await;
 }
+
+/// The write-back keeps its full-size statements prepared (`batch.rs`, `run_chunked`),
+/// so one plan serves many executions under different `app.tenants` lists, and after
+/// five executions PostgreSQL may switch to a generic plan. The policy must still be
+/// judged against the list of each execution: the same prepared insert, run a dozen
+/// times on one connection with the list switching between two tenants, lets in the
+/// listed tenant's row and refuses the other's every time.
+#[tokio::test]
+async fn a_prepared_write_back_statement_is_judged_against_each_executions_tenants() {
+    bounded(async {
+        let (log, db, models) = projected().await;
+        let before = snapshot(&models, &log).await;
+        let (a, b) = (log.tenant_a.to_string(), log.tenant_b.to_string());
+        let mut app = db.connect_as(db.app_role()).await;
+        let insert = "INSERT INTO read_models.timers (tenant_id, kind, timer_key, subject, due_at) \
+                      VALUES ($1, 'post_publish', $2, 'p', '2030-01-01T00:00:00.000000Z')";
+        for round in 0..12 {
+            let (listed, other) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            for (tenant, allowed) in [(listed, true), (other, false)] {
+                let mut tx = app.begin().await.expect("begin");
+                sqlx::query("SELECT set_config('app.tenant', '', true), set_config('app.tenants', $1, true)")
+                    .bind(listed.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .expect("scope");
+                let result = sqlx::query(insert)
+                    .persistent(true)
+                    .bind(tenant.as_str())
+                    .bind(format!("prepared-{round}"))
+                    .execute(&mut *tx)
+                    .await;
+                tx.rollback().await.expect("rollback");
+                match result {
+                    Ok(done) => assert!(
+                        allowed && done.rows_affected() == 1,
+                        "round {round}: a list of {listed} let {tenant} in"
+                    ),
+                    Err(error) => assert!(
+                        !allowed && refused(&error),
+                        "round {round}, list {listed}, {tenant}: {error}"
+                    ),
+                }
+            }
+        }
+        assert_same(&snapshot(&models, &log).await, &before);
+        app.close().await.ok();
+        db.drop_database().await;
+    })
+    .await;
+}
