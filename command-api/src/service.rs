@@ -141,17 +141,13 @@ struct Slot<S> {
     /// the stream will hold once they commit: the next command is decided on that and
     /// queued behind them (see `execute`).
     chain: Option<Arc<AppendChain>>,
-    /// Set when the slot dropped a state that waited on a failed append: the stream
-    /// exists, so the next command reloads before it decides instead of deciding on
-    /// an empty state (which is only right for a stream never loaded).
-    forgotten: bool,
 }
 
 impl<S: Default> Slot<S> {
-    /// Whether the slot must be loaded before anything is decided on it: it dropped a
-    /// state that never existed, or holds one that waits on an append that failed.
-    fn needs_reload(&self) -> bool {
-        self.forgotten || self.chain.as_ref().is_some_and(|c| c.is_broken())
+    /// Whether the slot holds a state that waits on an append that failed: it never
+    /// existed, and nothing may be decided on it.
+    fn broken(&self) -> bool {
+        self.chain.as_ref().is_some_and(|c| c.is_broken())
     }
 
     /// Waits until every append this slot queued has an outcome. If one failed, the
@@ -172,7 +168,6 @@ impl<S: Default> Slot<S> {
         self.snapshot_at = 0;
         self.loaded = false;
         self.chain = None;
-        self.forgotten = true;
     }
 }
 
@@ -764,7 +759,6 @@ impl CommandService {
         };
         fold::<A>(stream, slot, events)?;
         slot.loaded = true;
-        slot.forgotten = false;
         tracing::debug!(
             stream = %stream,
             snapshot = snapshot_version,
@@ -868,10 +862,9 @@ impl CommandService {
         let mut caught_up = false;
         let mut attempt = 0;
         loop {
-            if slot.needs_reload() {
-                // An append in flight failed: the state past it never existed. Reload
-                // before deciding rather than decide on an empty slot and lose a race.
-                slot.forget();
+            if slot.broken() {
+                // An append in flight failed: the state past it never existed. Catching
+                // up drops it and reloads, before anything is decided on it.
                 self.catch_up::<A>(envelope.tenant, stream, &mut slot)
                     .await?;
                 caught_up = true;
@@ -966,12 +959,9 @@ impl CommandService {
                 }
                 Err(error) => error,
             };
+            // The failure broke the chain, so whoever takes the slot next (this loop
+            // below, or the next command) drops what it holds and reloads.
             slot = handle.lock().await;
-            // Nothing after the failed append exists; unless the slot was already
-            // reloaded since, what it holds is wrong.
-            if slot.chain.as_ref().is_some_and(|c| Arc::ptr_eq(c, &chain)) {
-                slot.forget();
-            }
             match error {
                 StoreError::VersionConflict { .. } | StoreError::EarlierAppendFailed { .. } => {
                     // Another process appended first (or this slot was never loaded, or
