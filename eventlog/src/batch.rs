@@ -132,10 +132,10 @@ impl Settled {
         match self {
             Settled::Append(reply, result, link) => {
                 // The chain learns first, so a caller that hears of its append and
-                // then asks the chain sees the same outcome.
-                match (&result, link) {
-                    (Ok(appended), Some(link)) => link.confirm(appended.version),
-                    (_, link) => drop(link),
+                // then asks the chain sees the same outcome. A link not confirmed
+                // breaks its chain as it drops here.
+                if let (Ok(appended), Some(link)) = (&result, link) {
+                    link.confirm(appended.version);
                 }
                 let _ = reply.send(result);
             }
@@ -152,6 +152,7 @@ impl Settled {
     pub(crate) fn fail(self, cause: &Arc<sqlx::Error>) {
         match self {
             Settled::Append(reply, _, link) => {
+                // Dropped unconfirmed before the caller hears: the chain is broken.
                 drop(link);
                 let _ = reply.send(Err(batch_failed(cause)));
             }

@@ -14,7 +14,9 @@
 -- independent appenders racing on one stream still each get their own answer.
 --
 -- A new overload, not a replacement: a process of the previous release still calls
--- the sixteen-argument function during a rolling upgrade, and it stays as it was.
+-- the sixteen-argument function during a rolling upgrade. That one now hands its
+-- batch to this one with no chains, which answers exactly as it did, so the batch
+-- loop lives in one function.
 
 SET LOCAL search_path = public, pg_temp;
 
@@ -119,3 +121,37 @@ $$;
 REVOKE EXECUTE ON FUNCTION tidemark_append_batch(uuid[], text[], bigint[], uuid[], uuid[],
     text[], integer[], uuid[], text[], bigint[], timestamptz[], jsonb[], text[], text[],
     integer[], jsonb[], bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tidemark_append_batch(
+    tenants uuid[],
+    streams text[],
+    expected_versions bigint[],
+    correlation_ids uuid[],
+    causation_ids uuid[],
+    actors text[],
+    event_counts integer[],
+    event_ids uuid[],
+    event_types text[],
+    schema_versions bigint[],
+    occurred_ats timestamptz[],
+    payloads jsonb[],
+    idempotency_keys text[],
+    request_hashes text[],
+    response_statuses integer[],
+    response_bodies jsonb[])
+RETURNS TABLE (
+    outcome text,
+    stream_version bigint,
+    first_position bigint,
+    last_position bigint,
+    error_code text,
+    error_message text)
+LANGUAGE sql VOLATILE
+SET search_path = public, pg_temp
+AS $$
+    SELECT * FROM tidemark_append_batch(
+        tenants, streams, expected_versions, correlation_ids, causation_ids, actors,
+        event_counts, event_ids, event_types, schema_versions, occurred_ats, payloads,
+        idempotency_keys, request_hashes, response_statuses, response_bodies,
+        NULL::bigint[])
+$$;
