@@ -6,14 +6,24 @@
 
 use domain::{budget, generation, post};
 use schemas::DomainEvent;
-use schemas::states::{self, StateDecodeError, StateFormat};
+use schemas::states::{self, StateDecodeError, StateFormat, StoredState};
 
 /// How an aggregate's state is stored in a snapshot (see `schemas::states`).
+///
+/// A format with a detail decodes to a state that may lack what the detail holds
+/// (`incomplete`); the command loop hands it the detail (`complete`) before a decision
+/// that needs it ([`Aggregate::needs_detail`]) and before it encodes the state again.
 pub struct Codec<S> {
     /// The stored format: its name and the version snapshots are kept under.
     pub format: StateFormat,
-    pub encode: fn(&S) -> String,
+    /// The state's data and detail; `None` for an incomplete state.
+    pub encode: fn(&S) -> Option<StoredState>,
+    /// A state from a snapshot's data alone.
     pub decode: fn(&str) -> Result<S, StateDecodeError>,
+    /// Hands a decoded state its snapshot's detail.
+    pub complete: fn(&mut S, &str) -> Result<(), StateDecodeError>,
+    /// Whether the state still lacks what its snapshot's detail holds.
+    pub incomplete: fn(&S) -> bool,
 }
 
 /// A domain aggregate as the command loop sees it.
@@ -40,6 +50,12 @@ pub trait Aggregate: Send + Sync + 'static {
     /// How the state is snapshotted, or `None` when the aggregate's streams stay too
     /// short to be worth it.
     fn codec() -> Option<Codec<Self::State>>;
+    /// Whether `decide` needs what only the snapshot's detail holds to answer this
+    /// command on this state (see [`Codec`]).
+    fn needs_detail(state: &Self::State, command: &Self::Command) -> bool {
+        let _ = (state, command);
+        false
+    }
 }
 
 /// The monthly budget ledger.
@@ -72,13 +88,19 @@ impl Aggregate for Budget {
             _ => None,
         }
     }
-    /// A month's ledger grows all month, and its cold load with it.
+    /// A month's ledger grows all month. Its snapshot keeps the settled reservations
+    /// in the detail, and a filter of their ids in the data.
     fn codec() -> Option<Codec<Self::State>> {
         Some(Codec {
             format: states::BUDGET_STATE,
-            encode: states::encode_budget_state,
+            encode: |state| states::encode_budget_state(state).ok(),
             decode: states::decode_budget_state,
+            complete: states::list_budget_settled,
+            incomplete: |state| !state.settled.is_listed(),
         })
+    }
+    fn needs_detail(state: &Self::State, command: &Self::Command) -> bool {
+        budget::needs_settled_list(state, command)
     }
 }
 
@@ -112,12 +134,20 @@ impl Aggregate for Post {
             _ => None,
         }
     }
-    /// A post is short-lived as a rule, but nothing bounds its edits.
+    /// A post is short-lived as a rule, but nothing bounds its edits. Its format has
+    /// no detail.
     fn codec() -> Option<Codec<Self::State>> {
         Some(Codec {
             format: states::POST_STATE,
-            encode: states::encode_post_state,
+            encode: |state| {
+                Some(StoredState {
+                    data: states::encode_post_state(state),
+                    detail: None,
+                })
+            },
             decode: states::decode_post_state,
+            complete: |_, _| Ok(()),
+            incomplete: |_| false,
         })
     }
 }

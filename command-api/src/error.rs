@@ -93,6 +93,13 @@ fn command_problem(error: &CommandError) -> Problem {
                 | budget::Rejection::BadTtl
                 | budget::Rejection::BadPurpose
                 | budget::Rejection::BudgetExceeded { .. } => S::UNPROCESSABLE_ENTITY,
+                budget::Rejection::SettledUnlisted(_) => {
+                    // The command loop lists the settled reservations before deciding
+                    // (`budget::needs_settled_list`); reaching this is a bug, not a
+                    // caller's mistake.
+                    tracing::error!(error = ?error, "a budget command was decided on an unlisted ledger");
+                    return Problem::internal();
+                }
             };
             Problem::new(status, rejection.code(), detail)
         }

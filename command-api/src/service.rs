@@ -136,6 +136,10 @@ struct Slot<S> {
     /// The stream version of the newest snapshot this slot knows is stored or being
     /// stored (0: none).
     snapshot_at: Version,
+    /// The stream version of the snapshot whose detail `state` still lacks, when it
+    /// came from a snapshot whose format keeps part of the state in its detail (0:
+    /// nothing lacking). See [`CommandService::complete`].
+    detail_from: Version,
     /// The appends this slot queued that may not have committed yet; `None` when every
     /// append it made is confirmed. While it is `Some`, `state` and `version` are what
     /// the stream will hold once they commit: the next command is decided on that and
@@ -166,6 +170,7 @@ impl<S: Default> Slot<S> {
         self.state = S::default();
         self.version = 0;
         self.snapshot_at = 0;
+        self.detail_from = 0;
         self.loaded = false;
         self.chain = None;
     }
@@ -313,12 +318,17 @@ impl CommandService {
         if slot.version == 0 {
             return Ok(None);
         }
+        let stored = (codec.encode)(&slot.state).ok_or_else(|| CommandError::Corrupt {
+            stream: stream.to_string(),
+            reason: "a state folded from the first event cannot be encoded".to_owned(),
+        })?;
         let snapshot = Snapshot {
             tenant_id: tenant.as_uuid(),
             stream_id: stream.to_string(),
             snapshot_version: codec.format.version,
             version: slot.version,
-            data: (codec.encode)(&slot.state),
+            data: stored.data,
+            detail: stored.detail,
         };
         self.store
             .save_snapshot(&snapshot)
@@ -336,15 +346,15 @@ impl CommandService {
     ) -> Result<ColdLoad, CommandError> {
         match stream_kind(stream)? {
             StreamKind::Budget(_) => {
-                self.load_cold::<Budget>(tenant, stream, &mut Slot::default())
+                self.load_cold::<Budget>(tenant, stream, &mut Slot::default(), true)
                     .await
             }
             StreamKind::Post(_) => {
-                self.load_cold::<Post>(tenant, stream, &mut Slot::default())
+                self.load_cold::<Post>(tenant, stream, &mut Slot::default(), true)
                     .await
             }
             StreamKind::Generation(_) => {
-                self.load_cold::<Generation>(tenant, stream, &mut Slot::default())
+                self.load_cold::<Generation>(tenant, stream, &mut Slot::default(), true)
                     .await
             }
         }
@@ -650,16 +660,25 @@ impl CommandService {
         period: Period,
         id: ReservationId,
     ) -> Result<ReservationState, CommandError> {
-        self.budget_view(tenant, period, |state| {
-            if state.open.contains_key(&id) {
-                ReservationState::Open
-            } else if let Some(outcome) = state.settled.get(&id) {
-                ReservationState::Settled(*outcome)
-            } else {
-                ReservationState::Unknown
+        let stream = StreamName::budget(tenant, period);
+        let slot = self.budgets.slot(stream.as_str());
+        let mut slot = slot.lock().await;
+        self.catch_up::<Budget>(tenant, &stream, &mut slot).await?;
+        if !slot.state.open.contains_key(&id) && slot.state.settled.get(&id).is_err() {
+            self.complete::<Budget>(tenant, &stream, &mut slot).await?;
+        }
+        let state = &slot.state;
+        Ok(if state.open.contains_key(&id) {
+            ReservationState::Open
+        } else {
+            match state.settled.get(&id) {
+                Ok(Some(outcome)) => ReservationState::Settled(*outcome),
+                Ok(None) => ReservationState::Unknown,
+                Err(budget::Unlisted) => {
+                    return Err(budget::Rejection::SettledUnlisted(id).into());
+                }
             }
         })
-        .await
     }
 
     async fn inherited_limits(
@@ -697,23 +716,96 @@ impl CommandService {
                 .map_err(CommandError::Store)?;
             fold::<A>(stream, slot, events)?;
         } else {
-            self.load_cold::<A>(tenant, stream, slot).await?;
+            self.load_cold::<A>(tenant, stream, slot, true).await?;
         }
         self.maybe_snapshot::<A>(tenant, stream, slot, None);
+        Ok(())
+    }
+
+    /// Hands a slot's state the detail of the snapshot it was decoded from, which a
+    /// cold load leaves in the store (see [`Codec`](crate::aggregate::Codec)): for the
+    /// budget, the month's settled list, needed only when the filter cannot rule out the
+    /// reservation a command names.
+    ///
+    /// That snapshot may be gone by now: a newer one replaced it (this process saves one
+    /// every [`SNAPSHOT_EVERY`] events) or snapshots were dropped. The slot then waits for
+    /// its appends in flight and loads again from the newest snapshot, and, should that
+    /// one be replaced too before its detail is read, from the stream's first event.
+    async fn complete<A: Aggregate>(
+        &self,
+        tenant: TenantId,
+        stream: &StreamName,
+        slot: &mut Slot<A::State>,
+    ) -> Result<(), CommandError> {
+        let Some(codec) = A::codec() else {
+            return Ok(());
+        };
+        let mut from_snapshot = true;
+        for _ in 0..2 {
+            if !(codec.incomplete)(&slot.state) {
+                slot.detail_from = 0;
+                return Ok(());
+            }
+            let started = Instant::now();
+            let detail = self
+                .store
+                .load_snapshot_detail(
+                    tenant.as_uuid(),
+                    stream.as_str(),
+                    codec.format.version,
+                    slot.detail_from,
+                )
+                .await
+                .map_err(CommandError::Store)?;
+            match detail.map(|detail| (codec.complete)(&mut slot.state, &detail)) {
+                Some(Ok(())) => {
+                    tracing::debug!(
+                        stream = %stream,
+                        snapshot = slot.detail_from,
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "snapshot detail loaded"
+                    );
+                    slot.detail_from = 0;
+                    return Ok(());
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(
+                        stream = %stream,
+                        snapshot = slot.detail_from,
+                        error = &error as &dyn std::error::Error,
+                        "ignoring a snapshot detail that does not decode; folding the stream from its start"
+                    );
+                    from_snapshot = false;
+                }
+                None => tracing::debug!(
+                    stream = %stream,
+                    snapshot = slot.detail_from,
+                    "the snapshot's detail is gone; loading again"
+                ),
+            }
+            // Reloading replaces the state, so the appends decided on it land first.
+            slot.settle().await;
+            self.load_cold::<A>(tenant, stream, slot, from_snapshot)
+                .await?;
+            from_snapshot = false;
+        }
         Ok(())
     }
 
     /// The first load of a slot: the newest snapshot in the format this build knows,
     /// then the events after it. A snapshot that does not decode is ignored, and the
     /// stream is read again from its first event.
+    ///
+    /// With `from_snapshot` false it reads the whole stream and uses no snapshot.
     async fn load_cold<A: Aggregate>(
         &self,
         tenant: TenantId,
         stream: &StreamName,
         slot: &mut Slot<A::State>,
+        from_snapshot: bool,
     ) -> Result<ColdLoad, CommandError> {
         let started = Instant::now();
-        let codec = A::codec().filter(|_| self.snapshot_every.is_some());
+        let codec = A::codec().filter(|_| self.snapshot_every.is_some() && from_snapshot);
         let read = match &codec {
             Some(codec) => self
                 .store
@@ -750,9 +842,11 @@ impl CommandService {
                 (0, A::State::default(), events)
             }
         };
+        let incomplete = codec.as_ref().is_some_and(|c| (c.incomplete)(&state));
         slot.state = state;
         slot.version = snapshot_version;
-        slot.snapshot_at = snapshot_version;
+        slot.snapshot_at = slot.snapshot_at.max(snapshot_version);
+        slot.detail_from = if incomplete { snapshot_version } else { 0 };
         let load = ColdLoad {
             snapshot_version,
             events: events.len() as u64,
@@ -790,7 +884,8 @@ impl CommandService {
             return;
         }
         slot.snapshot_at = slot.version;
-        let state = slot.state.clone();
+        let mut state = slot.state.clone();
+        let detail_from = slot.detail_from;
         let store = Arc::clone(&self.store);
         let tenant_id = tenant.as_uuid();
         let stream_id = stream.to_string();
@@ -803,9 +898,34 @@ impl CommandService {
                 tracing::debug!(stream = %stream_id, version, "not saving a snapshot of an append that failed");
                 return;
             }
+            // A state from a snapshot that kept part of it in its detail is completed
+            // here, off the command path; the slot itself stays as it is.
+            if (codec.incomplete)(&state) {
+                let detail = store
+                    .load_snapshot_detail(tenant_id, &stream_id, codec.format.version, detail_from)
+                    .await;
+                let completed = match detail {
+                    Ok(Some(detail)) => (codec.complete)(&mut state, &detail).is_ok(),
+                    Ok(None) => false,
+                    Err(error) => {
+                        tracing::warn!(stream = %stream_id, %error, "reading a snapshot's detail failed");
+                        false
+                    }
+                };
+                if !completed {
+                    // Another process replaced that snapshot with a newer one, which
+                    // this save could not have replaced anyway.
+                    tracing::debug!(stream = %stream_id, version, "not saving a snapshot whose base is gone");
+                    return;
+                }
+            }
             let encoded = tokio::task::spawn_blocking(move || (codec.encode)(&state)).await;
-            let data = match encoded {
-                Ok(data) => data,
+            let stored = match encoded {
+                Ok(Some(stored)) => stored,
+                Ok(None) => {
+                    tracing::warn!(stream = %stream_id, "a snapshot's state was incomplete after completing it");
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(stream = %stream_id, %error, "encoding a snapshot failed");
                     return;
@@ -816,7 +936,8 @@ impl CommandService {
                 stream_id,
                 snapshot_version: codec.format.version,
                 version,
-                data,
+                data: stored.data,
+                detail: stored.detail,
             };
             match store.save_snapshot(&snapshot).await {
                 Ok(stored) => tracing::debug!(
@@ -887,6 +1008,10 @@ impl CommandService {
                     expected,
                     actual: slot.version,
                 });
+            }
+            if A::needs_detail(&slot.state, &command) {
+                self.complete::<A>(envelope.tenant, stream, &mut slot)
+                    .await?;
             }
             let decided = A::decide(&slot.state, command.clone(), ctx);
             let unproven = !matches!(&decided, Ok(events) if !events.is_empty());

@@ -52,6 +52,10 @@ where
     head_and_watch_head_follow_commits(make().await).await;
     concurrent_appends_to_different_streams_all_commit_with_dense_positions(make().await).await;
     a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one(make().await).await;
+    a_snapshots_detail_is_read_only_on_request_and_only_with_the_version_it_was_saved_with(
+        make().await,
+    )
+    .await;
     a_snapshot_of_a_stream_the_tenant_does_not_own_or_past_its_head_is_refused(make().await).await;
     dropping_snapshots_removes_every_tenants_and_leaves_the_log_alone(make().await).await;
     chained_appends_queued_before_any_commits_all_land_in_order(make().await).await;
@@ -1128,6 +1132,109 @@ pub async fn a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one<S: Eve
     assert_eq!(load(1).await.expect("loading should succeed"), Some(at5));
 }
 
+/// A snapshot's detail is stored with it but never handed out with it: only
+/// `load_snapshot_detail` reads it, for the exact stream version it was saved with, so a
+/// caller holding an older snapshot's state never gets a newer snapshot's detail. It is
+/// tenant-scoped like the snapshot, replaced with it, and dropped with it.
+pub async fn a_snapshots_detail_is_read_only_on_request_and_only_with_the_version_it_was_saved_with<
+    S: EventStore,
+>(
+    store: S,
+) {
+    let tenant = Uuid::now_v7();
+    append_ok(&store, tenant, "budget-1", ExpectedVersion::Exact(0), 5).await;
+    let detail = |version: Version| store.load_snapshot_detail(tenant, "budget-1", 1, version);
+    assert_eq!(
+        detail(3).await.expect("asking for a detail should succeed"),
+        None,
+        "a stream without snapshots has no detail"
+    );
+
+    // A megabyte, as a busy month's settled list is, with text that must come back
+    // byte for byte.
+    let big = format!(
+        r#"{{"settled": "{}", "note": "Grüße ✨"}}"#,
+        "QUJD".repeat(262_144)
+    );
+    let at3 = Snapshot {
+        detail: Some(big.clone()),
+        ..snapshot(tenant, "budget-1", 1, 3)
+    };
+    assert!(matches!(store.save_snapshot(&at3).await, Ok(true)));
+    let loaded = store
+        .load_snapshot(tenant, "budget-1", 1)
+        .await
+        .expect("loading should succeed")
+        .expect("the snapshot is stored");
+    assert_eq!(
+        loaded.detail, None,
+        "a loaded snapshot leaves its detail behind"
+    );
+    assert_eq!(loaded.data, at3.data);
+    let (from_read, _) = store
+        .read_stream_from_snapshot(tenant, "budget-1", 1)
+        .await
+        .expect("reading should succeed");
+    assert_eq!(
+        from_read.map(|s| s.detail),
+        Some(None),
+        "a cold load's read leaves the detail behind too"
+    );
+    assert_eq!(
+        detail(3).await.expect("asking should succeed").as_deref(),
+        Some(big.as_str()),
+        "the detail comes back exactly as saved"
+    );
+    for other in [2, 4] {
+        assert_eq!(
+            detail(other).await.expect("asking should succeed"),
+            None,
+            "no snapshot covers version {other}"
+        );
+    }
+    assert_eq!(
+        store
+            .load_snapshot_detail(Uuid::now_v7(), "budget-1", 1, 3)
+            .await
+            .expect("asking as another tenant should succeed"),
+        None,
+        "another tenant never sees the detail"
+    );
+    assert_eq!(
+        store
+            .load_snapshot_detail(tenant, "budget-1", 2, 3)
+            .await
+            .expect("asking should succeed"),
+        None,
+        "another format has no detail here"
+    );
+
+    // A newer snapshot without a detail replaces the old one and its detail.
+    let at5 = snapshot(tenant, "budget-1", 1, 5);
+    assert!(matches!(store.save_snapshot(&at5).await, Ok(true)));
+    assert_eq!(detail(3).await.expect("asking should succeed"), None);
+    assert_eq!(detail(5).await.expect("asking should succeed"), None);
+
+    let stale = Snapshot {
+        detail: Some(r#"{"stale": true}"#.to_owned()),
+        ..snapshot(tenant, "budget-1", 1, 4)
+    };
+    assert!(matches!(store.save_snapshot(&stale).await, Ok(false)));
+    assert_eq!(
+        detail(4).await.expect("asking should succeed"),
+        None,
+        "a refused save stores no detail"
+    );
+
+    let at5_with = Snapshot {
+        detail: Some(r#"{"settled": ""}"#.to_owned()),
+        ..snapshot(tenant, "budget-1", 1, 5)
+    };
+    assert!(matches!(store.save_snapshot(&at5_with).await, Ok(false)));
+    store.drop_snapshots().await.expect("snapshots drop");
+    assert_eq!(detail(5).await.expect("asking should succeed"), None);
+}
+
 /// Snapshots are tenant-scoped like streams: another tenant can neither save one for a
 /// stream it does not own nor load one, and no snapshot may claim events the stream
 /// does not have.
@@ -1244,6 +1351,7 @@ fn snapshot(tenant: Uuid, stream: &str, format: u32, version: Version) -> Snapsh
         snapshot_version: format,
         version,
         data: format!(r#"{{"stream": "{stream}", "covers": {version}, "note": "Grüße ✨"}}"#),
+        detail: None,
     }
 }
 

@@ -155,6 +155,10 @@ pub struct Snapshot {
     pub version: Version,
     /// The encoded state, JSON text.
     pub data: String,
+    /// The part of the state a cold load does not read (JSON text), for formats that
+    /// have one. Stored with the snapshot; only [`EventStore::load_snapshot_detail`]
+    /// reads it back, so a loaded snapshot has `None` here.
+    pub detail: Option<String>,
 }
 
 /// Why an append or read failed.
@@ -287,6 +291,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// another tenant is refused (`WrongTenant`); one of a stream that does not exist,
     /// or that claims a version past the stream's, is refused as an encoding error.
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError>;
+
+    /// The detail of the snapshot of format `snapshot_version` that covers exactly
+    /// stream version `version`: `None` when that snapshot has no detail, or is no
+    /// longer stored (a newer one replaced it, or snapshots were dropped). A caller
+    /// holding a state decoded from that snapshot then loads the stream again.
+    async fn load_snapshot_detail(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+        version: Version,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Deletes every snapshot of every tenant and returns how many there were. Always
     /// safe: a cold load without a snapshot folds the stream from its first event.

@@ -512,7 +512,7 @@ async fn grant_runtime_privileges(owner: &PgPool, role: &str) -> Result<(), Stor
             EXECUTE format('GRANT SELECT, INSERT (tenant_id, key, request_hash, status, body) '
                            'ON public.idempotency_keys TO %I', runtime_role);
             EXECUTE format('GRANT SELECT, INSERT (stream_id, snapshot_version, tenant_id, '
-                           'version, data), UPDATE (version, data, taken_at) '
+                           'version, data, detail), UPDATE (version, data, detail, taken_at) '
                            'ON public.snapshots TO %I', runtime_role);
             EXECUTE format('GRANT EXECUTE ON FUNCTION '
                            'public.tidemark_reserve_positions(text[], bigint), '
@@ -713,10 +713,11 @@ impl EventStore for PostgresStore {
             });
         }
         let stored = sqlx::query(
-            "INSERT INTO snapshots (stream_id, snapshot_version, tenant_id, version, data) \
-             VALUES ($1, $2, $3, $4, $5::json) \
+            "INSERT INTO snapshots (stream_id, snapshot_version, tenant_id, version, data, detail) \
+             VALUES ($1, $2, $3, $4, $5::json, $6) \
              ON CONFLICT (stream_id, snapshot_version) DO UPDATE \
-             SET version = excluded.version, data = excluded.data, taken_at = now() \
+             SET version = excluded.version, data = excluded.data, detail = excluded.detail, \
+                 taken_at = now() \
              WHERE snapshots.version < excluded.version",
         )
         .bind(&snapshot.stream_id)
@@ -724,10 +725,35 @@ impl EventStore for PostgresStore {
         .bind(snapshot.tenant_id)
         .bind(to_i64(snapshot.version)?)
         .bind(&snapshot.data)
+        .bind(snapshot.detail.as_deref())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(stored.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
+    async fn load_snapshot_detail(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+        version: Version,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.inner.reads.begin().await?;
+        set_tenant(&mut tx, tenant_id).await?;
+        let detail: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT detail FROM snapshots \
+             WHERE stream_id = $1 AND tenant_id = $2 AND snapshot_version = $3 AND version = $4",
+        )
+        .bind(stream_id)
+        .bind(tenant_id)
+        .bind(i32::try_from(snapshot_version).map_err(encode_error)?)
+        .bind(to_i64(version)?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(detail.flatten())
     }
 
     #[tracing::instrument(skip(self))]
@@ -1224,6 +1250,7 @@ async fn snapshot_row(
                 snapshot_version,
                 version: to_u64(version, "version")?,
                 data,
+                detail: None,
             })
         })
         .transpose()?)

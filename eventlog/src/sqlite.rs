@@ -345,9 +345,31 @@ impl EventStore for SqliteStore {
                 snapshot_version,
                 version: to_u64(version, "version")?,
                 data,
+                detail: None,
             })
         })
         .transpose()
+    }
+
+    #[tracing::instrument(skip(self), fields(tenant = %tenant_id, stream = %stream_id))]
+    async fn load_snapshot_detail(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+        version: Version,
+    ) -> Result<Option<String>, StoreError> {
+        let detail: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT detail FROM snapshots \
+             WHERE stream_id = ? AND tenant_id = ? AND snapshot_version = ? AND version = ?",
+        )
+        .bind(stream_id)
+        .bind(tenant_id.to_string())
+        .bind(i64::from(snapshot_version))
+        .bind(to_i64(version)?)
+        .fetch_optional(&self.inner.reads)
+        .await?;
+        Ok(detail.flatten())
     }
 
     /// Goes through the writer like an append: SQLite has one write connection, and a
@@ -700,10 +722,12 @@ async fn save_snapshot_one(
         });
     }
     let stored = sqlx::query(
-        "INSERT INTO snapshots (stream_id, snapshot_version, tenant_id, version, data, taken_at) \
-         VALUES (?, ?, ?, ?, ?, ?) \
+        "INSERT INTO snapshots \
+             (stream_id, snapshot_version, tenant_id, version, data, taken_at, detail) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (stream_id, snapshot_version) DO UPDATE \
-         SET version = excluded.version, data = excluded.data, taken_at = excluded.taken_at \
+         SET version = excluded.version, data = excluded.data, taken_at = excluded.taken_at, \
+             detail = excluded.detail \
          WHERE excluded.version > snapshots.version",
     )
     .bind(&snapshot.stream_id)
@@ -712,6 +736,7 @@ async fn save_snapshot_one(
     .bind(to_i64(snapshot.version)?)
     .bind(&snapshot.data)
     .bind(taken_at)
+    .bind(snapshot.detail.as_deref())
     .execute(&mut *conn)
     .await?;
     Ok(stored.rows_affected() == 1)

@@ -49,6 +49,7 @@ contract_tests!(
     head_and_watch_head_follow_commits,
     concurrent_appends_to_different_streams_all_commit_with_dense_positions,
     a_snapshot_is_loaded_back_and_never_replaced_by_an_older_one,
+    a_snapshots_detail_is_read_only_on_request_and_only_with_the_version_it_was_saved_with,
     a_snapshot_of_a_stream_the_tenant_does_not_own_or_past_its_head_is_refused,
     dropping_snapshots_removes_every_tenants_and_leaves_the_log_alone,
     chained_appends_queued_before_any_commits_all_land_in_order,
@@ -73,7 +74,7 @@ async fn the_whole_suite_runs_through_run_all_with_a_store_factory() {
         .expect("no test panicked holding the lock");
     assert_eq!(
         databases.len(),
-        18,
+        19,
         "run_all should open one store per check"
     );
     for db in databases {

@@ -62,6 +62,7 @@ async fn seeded() -> (TestDatabase, Uuid) {
             snapshot_version: 1,
             version: 2,
             data: r#"{"n":1}"#.to_owned(),
+            detail: None,
         })
         .await
         .expect("tenant A's snapshot is saved");

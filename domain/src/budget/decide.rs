@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::state::available_of;
 use super::{
     Command, Ctx, Event, Limits, MAX_PURPOSE_CHARS, MAX_THRESHOLDS, MAX_TTL, OpenReservation,
-    Rejection, ReservationOutcome, State,
+    Rejection, ReservationOutcome, State, Unlisted,
 };
 use crate::ids::{Micros, ReservationId};
 
@@ -52,8 +52,10 @@ pub fn decide(state: &State, command: Command, ctx: &Ctx) -> Result<Vec<Event>, 
             if chars == 0 || chars > MAX_PURPOSE_CHARS {
                 return Err(Rejection::BadPurpose);
             }
-            if out.lookup(reservation_id).is_ok() {
-                return Err(Rejection::ReservationExists(reservation_id));
+            match out.lookup(reservation_id) {
+                Err(Rejection::ReservationNotFound(_)) => {}
+                Err(unlisted @ Rejection::SettledUnlisted(_)) => return Err(unlisted),
+                _ => return Err(Rejection::ReservationExists(reservation_id)),
             }
             out.inherit_limits(ctx)?;
             out.expire_due(ctx.now, None);
@@ -266,17 +268,21 @@ impl<'s> Outcome<'s> {
 
     /// How the reservation ended, if it did. An id can be both open and settled after
     /// a replayed log reserved it again; `lookup` asks `open` first, like the state.
-    fn settled(&self, id: ReservationId) -> Option<ReservationOutcome> {
-        self.closed
+    fn settled(&self, id: ReservationId) -> Result<Option<ReservationOutcome>, Rejection> {
+        if let Some(outcome) = self.closed.get(&id) {
+            return Ok(Some(*outcome));
+        }
+        self.base
+            .settled
             .get(&id)
-            .or_else(|| self.base.settled.get(&id))
-            .copied()
+            .map(|outcome| outcome.copied())
+            .map_err(|Unlisted| Rejection::SettledUnlisted(id))
     }
 
     fn lookup(&self, id: ReservationId) -> Result<Lookup, Rejection> {
         if let Some(open) = self.open(id) {
             Ok(Lookup::Open(open.amount))
-        } else if let Some(outcome) = self.settled(id) {
+        } else if let Some(outcome) = self.settled(id)? {
             Ok(Lookup::Settled(outcome))
         } else {
             Err(Rejection::ReservationNotFound(id))

@@ -13,13 +13,15 @@
 
 mod decide;
 mod evolve;
+mod filter;
 mod state;
 
 pub use decide::decide;
 pub use evolve::evolve;
+pub use filter::{FilterError, SettledFilter};
 pub use state::{
     BudgetStatus, Limits, OpenReservation, Parts, PartsRef, ReservationOutcome, Settled, State,
-    StateError, status_of,
+    StateError, Unlisted, status_of,
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -59,6 +61,29 @@ pub enum Command {
     Release { reservation_id: ReservationId },
     /// Expires every reservation whose ttl has run out (sent by the expiry sweeper).
     ExpireDue,
+}
+
+impl Command {
+    /// The reservation the command names, if any.
+    pub fn reservation_id(&self) -> Option<ReservationId> {
+        match self {
+            Command::Reserve { reservation_id, .. }
+            | Command::Commit { reservation_id, .. }
+            | Command::Release { reservation_id } => Some(*reservation_id),
+            Command::SetLimits { .. } | Command::ExpireDue => None,
+        }
+    }
+}
+
+/// Whether `decide` needs the month's settled list to answer this command: the state
+/// came from a snapshot that carries only a filter of the settled ids, and the
+/// reservation the command names is not open and may be among them. The command side
+/// then reads the list from the store and hands it to [`Settled::list`] first;
+/// otherwise `decide` answers [`Rejection::SettledUnlisted`].
+pub fn needs_settled_list(state: &State, command: &Command) -> bool {
+    command
+        .reservation_id()
+        .is_some_and(|id| !state.open.contains_key(&id) && state.settled.get(&id).is_err())
 }
 
 /// Facts `decide` needs from outside: the time, and the previous month's limits, which
@@ -148,6 +173,11 @@ pub enum Rejection {
         id: ReservationId,
         outcome: ReservationOutcome,
     },
+    /// Not a business reason: `decide` was asked about a reservation that only the
+    /// month's settled list, still in the store, can answer for (see
+    /// [`needs_settled_list`]). The command side never lets it reach a caller.
+    #[error("reservation {0} can only be looked up in the settled list, which is not loaded")]
+    SettledUnlisted(ReservationId),
 }
 
 impl Rejection {
@@ -165,6 +195,7 @@ impl Rejection {
             Rejection::BudgetExceeded { .. } => "budget_exceeded",
             Rejection::ReservationNotFound(_) => "reservation_not_found",
             Rejection::AlreadySettled { .. } => "reservation_already_settled",
+            Rejection::SettledUnlisted(_) => "settled_list_not_loaded",
         }
     }
 }

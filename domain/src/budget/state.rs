@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::filter::SettledFilter;
 use crate::ids::{Micros, ReservationId};
 
 /// The month's limits.
@@ -105,7 +106,8 @@ impl State {
 
     /// Builds a state from its stored parts (a snapshot), rebuilding what is derived:
     /// `reserved` and the expiry index. Refuses parts no fold of a valid stream can
-    /// produce, which is a reservation both open and settled.
+    /// produce, which is a reservation both open and settled (as far as a filtered
+    /// settled set can tell).
     ///
     /// `State::from_parts(s.parts())` equals `s` for every state `evolve` built from a
     /// stream `decide` accepted (the `schemas` property test checks it through the
@@ -118,7 +120,12 @@ impl State {
             settled,
             thresholds_crossed,
         } = parts;
-        if let Some(id) = open.keys().find(|id| settled.get(id).is_some()) {
+        // With only a filter of the settled ids, an open id it may hold cannot be
+        // checked here; `Settled::list` checks the list against the filter instead.
+        if let Some(id) = open
+            .keys()
+            .find(|id| matches!(settled.get(id), Ok(Some(_))))
+        {
             return Err(StateError::OpenAndSettled(*id));
         }
         // Summed the way `evolve` sums them, saturating, so the rebuilt total is the
@@ -174,14 +181,38 @@ pub struct PartsRef<'s> {
 /// being used twice.
 ///
 /// It grows all month (tens of thousands of ids in a busy one), so a cold load must
-/// not pay per id to build it. The ids a snapshot brought are kept as it stored them,
-/// sorted, and searched in place (`frozen`, shared, so cloning the state copies none
-/// of them); the ones settled since go into a small map. A lookup asks the map first.
+/// not pay per id to build it. What a snapshot brought is kept in one of two forms
+/// (`frozen`, shared, so cloning the state copies none of it): the sorted list itself,
+/// searched in place, or only a filter of its ids while the list stays in the store
+/// (see [`SettledFilter`]). The ones settled since go into a small map, which a lookup
+/// asks first.
+///
+/// With a filter, a lookup answers only for the ids the filter rules out: for one it
+/// may hold, [`Settled::get`] answers [`Unlisted`] until the command side has read the
+/// list and handed it to [`Settled::list`].
 #[derive(Debug, Clone, Default)]
 pub struct Settled {
-    frozen: Arc<[(ReservationId, ReservationOutcome)]>,
+    frozen: Frozen,
     recent: BTreeMap<ReservationId, ReservationOutcome>,
 }
+
+#[derive(Debug, Clone)]
+enum Frozen {
+    Listed(Arc<[(ReservationId, ReservationOutcome)]>),
+    Filtered(Arc<SettledFilter>),
+}
+
+impl Default for Frozen {
+    fn default() -> Self {
+        Frozen::Listed(Arc::from([]))
+    }
+}
+
+/// A lookup the settled set cannot answer yet: its snapshot's filter may hold the id,
+/// and the list is still in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the settled reservations are not listed yet")]
+pub struct Unlisted;
 
 impl Settled {
     /// Takes a list sorted by id without repeats, as [`Settled::iter`] gives it, and
@@ -189,23 +220,75 @@ impl Settled {
     pub fn from_sorted(
         sorted: Vec<(ReservationId, ReservationOutcome)>,
     ) -> Result<Self, StateError> {
-        if let Some(pair) = sorted.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
-            return Err(StateError::SettledOutOfOrder(pair[1].0));
-        }
+        check_sorted(&sorted)?;
         Ok(Self {
-            frozen: sorted.into(),
+            frozen: Frozen::Listed(sorted.into()),
             recent: BTreeMap::new(),
         })
     }
 
-    /// How the reservation ended, if it did.
-    pub fn get(&self, id: &ReservationId) -> Option<&ReservationOutcome> {
-        self.recent.get(id).or_else(|| {
-            self.frozen
+    /// A settled set known only by a filter of its ids; the list stays in the store
+    /// until [`Settled::list`] gets it.
+    pub fn filtered(filter: SettledFilter) -> Self {
+        Self {
+            frozen: Frozen::Filtered(Arc::new(filter)),
+            recent: BTreeMap::new(),
+        }
+    }
+
+    /// Hands a filtered set its list: the sorted ids the filter was built from, as
+    /// [`Settled::from_sorted`] takes them. Refuses a list out of order, of another
+    /// length than the filter's, or with an id the filter does not hold, since that
+    /// list is not the one the filter came from. A listed set keeps its own list.
+    pub fn list(
+        &mut self,
+        sorted: Vec<(ReservationId, ReservationOutcome)>,
+    ) -> Result<(), StateError> {
+        let Frozen::Filtered(filter) = &self.frozen else {
+            return Ok(());
+        };
+        check_sorted(&sorted)?;
+        if sorted.len() as u64 != filter.count() {
+            return Err(StateError::ListNotFiltered {
+                listed: sorted.len() as u64,
+                filtered: filter.count(),
+            });
+        }
+        if let Some((id, _)) = sorted.iter().find(|(id, _)| !filter.may_contain(id)) {
+            return Err(StateError::NotInFilter(*id));
+        }
+        self.frozen = Frozen::Listed(sorted.into());
+        Ok(())
+    }
+
+    /// Whether no reservation is settled.
+    pub fn is_empty(&self) -> bool {
+        let frozen_empty = match &self.frozen {
+            Frozen::Listed(list) => list.is_empty(),
+            Frozen::Filtered(filter) => filter.count() == 0,
+        };
+        frozen_empty && self.recent.is_empty()
+    }
+
+    /// Whether every lookup answers: the list is here, not only its filter.
+    pub fn is_listed(&self) -> bool {
+        matches!(self.frozen, Frozen::Listed(_))
+    }
+
+    /// How the reservation ended, if it did; [`Unlisted`] when only the list, which
+    /// is still in the store, can tell.
+    pub fn get(&self, id: &ReservationId) -> Result<Option<&ReservationOutcome>, Unlisted> {
+        if let Some(outcome) = self.recent.get(id) {
+            return Ok(Some(outcome));
+        }
+        match &self.frozen {
+            Frozen::Listed(list) => Ok(list
                 .binary_search_by(|(stored, _)| stored.cmp(id))
                 .ok()
-                .map(|at| &self.frozen[at].1)
-        })
+                .map(|at| &list[at].1)),
+            Frozen::Filtered(filter) if filter.may_contain(id) => Err(Unlisted),
+            Frozen::Filtered(_) => Ok(None),
+        }
     }
 
     /// Records how a reservation ended.
@@ -213,61 +296,61 @@ impl Settled {
         self.recent.insert(id, outcome);
     }
 
-    /// How many reservations are settled.
-    pub fn len(&self) -> usize {
-        let overlap = self
-            .recent
-            .keys()
-            .filter(|id| self.frozen.binary_search_by(|(s, _)| s.cmp(id)).is_ok())
-            .count();
-        self.frozen.len() + self.recent.len() - overlap
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.frozen.is_empty() && self.recent.is_empty()
-    }
-
-    /// Every settled reservation, in id order.
-    pub fn iter(&self) -> impl Iterator<Item = (&ReservationId, &ReservationOutcome)> + '_ {
-        let mut frozen = self.frozen.iter().map(|(id, o)| (id, o)).peekable();
+    /// Every settled reservation, in id order; [`Unlisted`] while only a filter of
+    /// the snapshot's ids is here.
+    pub fn iter(
+        &self,
+    ) -> Result<impl Iterator<Item = (&ReservationId, &ReservationOutcome)> + '_, Unlisted> {
+        let Frozen::Listed(list) = &self.frozen else {
+            return Err(Unlisted);
+        };
+        let mut frozen = list.iter().map(|(id, o)| (id, o)).peekable();
         let mut recent = self.recent.iter().peekable();
-        std::iter::from_fn(move || match (frozen.peek(), recent.peek()) {
-            (Some(f), Some(r)) if f.0 < r.0 => frozen.next(),
-            (Some(f), Some(r)) if f.0 == r.0 => {
-                // Settled again since the snapshot: the newer outcome.
-                frozen.next();
-                recent.next()
+        Ok(std::iter::from_fn(move || {
+            match (frozen.peek(), recent.peek()) {
+                (Some(f), Some(r)) if f.0 < r.0 => frozen.next(),
+                (Some(f), Some(r)) if f.0 == r.0 => {
+                    // Settled again since the snapshot: the newer outcome.
+                    frozen.next();
+                    recent.next()
+                }
+                (_, Some(_)) => recent.next(),
+                (Some(_), None) => frozen.next(),
+                (None, None) => None,
             }
-            (_, Some(_)) => recent.next(),
-            (Some(_), None) => frozen.next(),
-            (None, None) => None,
-        })
+        }))
     }
 }
 
-impl<'s> IntoIterator for &'s Settled {
-    type Item = (&'s ReservationId, &'s ReservationOutcome);
-    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 's>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+fn check_sorted(sorted: &[(ReservationId, ReservationOutcome)]) -> Result<(), StateError> {
+    match sorted.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
+        Some(pair) => Err(StateError::SettledOutOfOrder(pair[1].0)),
+        None => Ok(()),
     }
 }
 
 impl FromIterator<(ReservationId, ReservationOutcome)> for Settled {
     fn from_iter<I: IntoIterator<Item = (ReservationId, ReservationOutcome)>>(iter: I) -> Self {
         Self {
-            frozen: Arc::from([]),
+            frozen: Frozen::default(),
             recent: iter.into_iter().collect(),
         }
     }
 }
 
-/// Two are equal when they hold the same reservations with the same outcomes,
-/// however they were built.
+/// Two listed sets are equal when they hold the same reservations with the same
+/// outcomes, however they were built; two filtered ones when their filters and what
+/// settled since are equal. A listed set never equals a filtered one.
 impl PartialEq for Settled {
     fn eq(&self, other: &Self) -> bool {
-        self.iter().eq(other.iter())
+        match (self.iter(), other.iter()) {
+            (Ok(mine), Ok(theirs)) => mine.eq(theirs),
+            (Err(Unlisted), Err(Unlisted)) => match (&self.frozen, &other.frozen) {
+                (Frozen::Filtered(a), Frozen::Filtered(b)) => a == b && self.recent == other.recent,
+                _ => false,
+            },
+            _ => false,
+        }
     }
 }
 
@@ -280,6 +363,10 @@ pub enum StateError {
     OpenAndSettled(ReservationId),
     #[error("settled reservation {0} is out of order or repeated")]
     SettledOutOfOrder(ReservationId),
+    #[error("the settled list holds {listed} reservations, its filter {filtered}")]
+    ListNotFiltered { listed: u64, filtered: u64 },
+    #[error("settled reservation {0} is not in the filter the list should match")]
+    NotInFilter(ReservationId),
 }
 
 /// The money available for given limits and totals, shared by the folded state and

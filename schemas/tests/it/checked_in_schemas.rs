@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use schemas::commands::{COMMANDS, command_schema};
-use schemas::states::{STATE_FORMATS, state_schema};
+use schemas::states::{STATE_FORMATS, state_detail_schema, state_schema};
 use schemas::{event_schema, event_versions};
 
 use crate::{crate_path, file_names};
@@ -45,6 +45,15 @@ fn expected_files() -> BTreeMap<String, String> {
             format!("json/states/{}.v{}.json", format.name, format.version),
             pretty(&schema),
         );
+        if let Some(detail) = state_detail_schema(*format) {
+            files.insert(
+                format!(
+                    "json/states/{}.v{}.detail.json",
+                    format.name, format.version
+                ),
+                pretty(&detail),
+            );
+        }
     }
     files
 }

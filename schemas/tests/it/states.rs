@@ -8,8 +8,9 @@ use domain::budget::{self, Command, Ctx};
 use domain::{Channel, Micros, Period, ReservationId, post};
 use proptest::prelude::*;
 use schemas::states::{
-    BUDGET_STATE, POST_STATE, STATE_FORMATS, StateDecodeError, StateFormat, decode_budget_state,
-    decode_post_state, encode_budget_state, encode_post_state,
+    BUDGET_STATE, POST_STATE, STATE_FORMATS, StateDecodeError, StateFormat, StoredState,
+    decode_budget_state, decode_post_state, encode_budget_state, encode_post_state,
+    list_budget_settled, state_detail_schema,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -20,37 +21,70 @@ fn golden_name(format: StateFormat) -> String {
     format!("{}.v{}.json", format.name, format.version)
 }
 
-fn read_golden(format: StateFormat) -> String {
-    let name = golden_name(format);
+fn golden_detail_name(format: StateFormat) -> String {
+    format!("{}.v{}.detail.json", format.name, format.version)
+}
+
+fn read_golden_file(name: &str) -> String {
     std::fs::read_to_string(crate_path(&format!("golden/states/{name}")))
         .unwrap_or_else(|e| panic!("write golden/states/{name} by hand: {e}"))
 }
 
-/// Decodes with the reader of `format` and encodes the result again.
-fn round_trip(format: StateFormat, data: &str) -> Result<String, StateDecodeError> {
+fn read_golden(format: StateFormat) -> String {
+    read_golden_file(&golden_name(format))
+}
+
+/// The golden detail of a format that has one.
+fn read_golden_detail(format: StateFormat) -> Option<String> {
+    state_detail_schema(format).map(|_| read_golden_file(&golden_detail_name(format)))
+}
+
+/// Decodes with the reader of `format` (completing the state with its detail) and
+/// encodes the result again.
+fn round_trip(
+    format: StateFormat,
+    data: &str,
+    detail: Option<&str>,
+) -> Result<StoredState, StateDecodeError> {
     match format {
-        BUDGET_STATE => decode_budget_state(data).map(|s| encode_budget_state(&s)),
-        POST_STATE => decode_post_state(data).map(|s| encode_post_state(&s)),
+        BUDGET_STATE => {
+            let mut state = decode_budget_state(data)?;
+            list_budget_settled(&mut state, detail.expect("budget.state has a detail"))?;
+            Ok(encode_budget_state(&state).expect("a listed state encodes"))
+        }
+        POST_STATE => decode_post_state(data).map(|s| StoredState {
+            data: encode_post_state(&s),
+            detail: None,
+        }),
         other => panic!("no reader for {other:?}"),
     }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).expect("JSON text")
 }
 
 #[test]
 fn every_state_format_has_a_golden_example_that_decodes_and_re_encodes_unchanged() {
     for &format in STATE_FORMATS {
         let text = read_golden(format);
-        let encoded = round_trip(format, &text).unwrap_or_else(|e| {
+        let detail = read_golden_detail(format);
+        let encoded = round_trip(format, &text, detail.as_deref()).unwrap_or_else(|e| {
             panic!(
                 "golden/states/{} no longer decodes: {e:?}",
                 golden_name(format)
             )
         });
-        let golden: Value = serde_json::from_str(&text).expect("the golden file is JSON");
-        let again: Value = serde_json::from_str(&encoded).expect("encode writes JSON");
         assert_eq!(
-            again,
-            golden,
+            json(&encoded.data),
+            json(&text),
             "{} re-encodes differently",
+            golden_name(format)
+        );
+        assert_eq!(
+            encoded.detail.as_deref().map(json),
+            detail.as_deref().map(json),
+            "{}'s detail re-encodes differently",
             golden_name(format)
         );
     }
@@ -58,7 +92,13 @@ fn every_state_format_has_a_golden_example_that_decodes_and_re_encodes_unchanged
 
 #[test]
 fn every_golden_state_belongs_to_a_known_format() {
-    let known: Vec<String> = STATE_FORMATS.iter().map(|f| golden_name(*f)).collect();
+    let mut known: Vec<String> = STATE_FORMATS.iter().map(|f| golden_name(*f)).collect();
+    known.extend(
+        STATE_FORMATS
+            .iter()
+            .filter(|f| state_detail_schema(**f).is_some())
+            .map(|f| golden_detail_name(*f)),
+    );
     for name in file_names("golden/states") {
         assert!(
             known.contains(&name),
@@ -67,7 +107,8 @@ fn every_golden_state_belongs_to_a_known_format() {
     }
 }
 
-/// The `settled` string of a budget state holding these records (id, outcome byte).
+/// The `settled` string of a budget state's detail holding these records (id, outcome
+/// byte).
 fn settled(records: &[(&str, u8)]) -> Value {
     use base64::Engine as _;
     let mut bytes = Vec::new();
@@ -78,20 +119,46 @@ fn settled(records: &[(&str, u8)]) -> Value {
     Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-fn decode_with_settled(value: Value) -> Result<budget::State, StateDecodeError> {
-    let mut golden: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
-    golden["settled"] = value;
-    decode_budget_state(&golden.to_string())
+/// The data of a budget state that has settled these reservations (committed), and
+/// holds `open` open.
+fn head_settling(ids: &[&str], open: &[&str]) -> String {
+    let id = |text: &&str| ReservationId::from_uuid(Uuid::parse_str(text).expect("uuid"));
+    let state = budget::State::from_parts(budget::Parts {
+        settled: ids
+            .iter()
+            .map(|text| (id(text), budget::ReservationOutcome::Committed))
+            .collect(),
+        ..budget::Parts::default()
+    })
+    .expect("consistent parts");
+    let mut data = json(&encode_budget_state(&state).expect("listed").data);
+    for text in open {
+        data["open"]
+            .as_array_mut()
+            .expect("a list")
+            .push(serde_json::json!({
+                "reservation_id": text,
+                "amount_micros": 10,
+                "purpose": "test",
+                "expires_at": "2026-11-03T09:25:00Z",
+            }));
+    }
+    data.to_string()
+}
+
+/// A state from `head`, listed with a detail whose `settled` is `value`.
+fn listed_with(head: &str, value: Value) -> Result<budget::State, StateDecodeError> {
+    let mut state = decode_budget_state(head)?;
+    let detail = serde_json::json!({ "settled": value }).to_string();
+    list_budget_settled(&mut state, &detail).map(|()| state)
 }
 
 #[test]
 fn a_budget_state_with_a_reservation_both_open_and_settled_is_refused() {
-    let golden: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
-    let open_id = golden["open"][0]["reservation_id"]
-        .as_str()
-        .expect("an id")
-        .to_owned();
-    let result = decode_with_settled(settled(&[(&open_id, 3)]));
+    let a = "0193a4a0-1111-7c3a-8d20-1a2b3c4d5e6f";
+    // The filter alone cannot tell; the list, once read, can.
+    let head = head_settling(&[a], &[a]);
+    let result = listed_with(&head, settled(&[(a, 1)]));
     assert!(
         matches!(result, Err(StateDecodeError::Inconsistent { .. })),
         "{result:?}"
@@ -102,13 +169,17 @@ fn a_budget_state_with_a_reservation_both_open_and_settled_is_refused() {
 fn a_budget_state_whose_settled_reservations_are_out_of_order_or_garbled_is_refused() {
     let a = "0193a4a0-1111-7c3a-8d20-1a2b3c4d5e6f";
     let b = "0193a4a1-2222-7c3a-8d20-1a2b3c4d5e6f";
-    let decoded = decode_with_settled(settled(&[(a, 1), (b, 2)])).expect("in order");
-    assert_eq!(decoded.settled.len(), 2);
+    let c = "0193a4a2-3333-7c3a-8d20-1a2b3c4d5e6f";
+    let head = head_settling(&[a, b], &[]);
+    let decoded = listed_with(&head, settled(&[(a, 1), (b, 2)])).expect("in order");
+    assert_eq!(decoded.settled.iter().expect("listed").count(), 2);
     for (records, what) in [
         (settled(&[(b, 1), (a, 2)]), "out of order"),
         (settled(&[(a, 1), (a, 2)]), "repeated"),
+        (settled(&[(a, 1)]), "shorter than its filter"),
+        (settled(&[(a, 1), (c, 2)]), "not the filter's ids"),
     ] {
-        let result = decode_with_settled(records);
+        let result = listed_with(&head, records);
         assert!(
             matches!(result, Err(StateDecodeError::Inconsistent { .. })),
             "{what}: {result:?}"
@@ -125,21 +196,42 @@ fn a_budget_state_whose_settled_reservations_are_out_of_order_or_garbled_is_refu
         (Value::from(truncated), "not whole records"),
         (Value::from(7), "not a string"),
     ] {
-        let result = decode_with_settled(records);
+        let result = listed_with(&head, records);
         assert!(
             matches!(result, Err(StateDecodeError::Malformed { .. })),
             "{what}: {result:?}"
         );
     }
-    // A v1 state (the settled ids as JSON lists) is not a v2 one.
-    let mut v1: Value = serde_json::from_str(&read_golden(BUDGET_STATE)).expect("JSON");
-    let object = v1.as_object_mut().expect("an object");
-    object.remove("settled");
-    object.insert("committed_ids".into(), Value::Array(vec![Value::from(a)]));
-    object.insert("released_ids".into(), Value::Array(Vec::new()));
-    object.insert("expired_ids".into(), Value::Array(Vec::new()));
+    // A filter that is not one.
+    for (filter, what) in [
+        (
+            serde_json::json!({"count": 0, "hashes": 7, "bits": "AAAA"}),
+            "too small",
+        ),
+        (
+            serde_json::json!({"count": 0, "hashes": 0, "bits": "AAAAAAAAAAA="}),
+            "no probes",
+        ),
+        (
+            serde_json::json!({"count": 0, "hashes": 7, "bits": "not base64!"}),
+            "not base64",
+        ),
+    ] {
+        let mut data = json(&head);
+        data["settled_filter"] = filter;
+        let result = decode_budget_state(&data.to_string());
+        assert!(
+            matches!(result, Err(StateDecodeError::Malformed { .. })),
+            "{what}: {result:?}"
+        );
+    }
+    // A v2 state (the settled list in the data) is not a v3 one.
+    let mut v2 = json(&read_golden(BUDGET_STATE));
+    let object = v2.as_object_mut().expect("an object");
+    object.remove("settled_filter");
+    object.insert("settled".into(), settled(&[(a, 1)]));
     assert!(matches!(
-        decode_budget_state(&v1.to_string()),
+        decode_budget_state(&v2.to_string()),
         Err(StateDecodeError::Malformed { .. })
     ));
 }
@@ -336,12 +428,45 @@ proptest! {
         let whole = log.iter().fold(budget::State::default(), budget::evolve);
         let at = split.index(log.len() + 1);
         let head = log[..at].iter().fold(budget::State::default(), budget::evolve);
-        let snapshot = decode_budget_state(&encode_budget_state(&head));
+        let stored = encode_budget_state(&head).expect("a folded state is listed");
+        let detail = stored.detail.expect("budget.state has a detail");
+        let snapshot = decode_budget_state(&stored.data);
         prop_assert!(snapshot.is_ok(), "the snapshot of a valid prefix decodes: {:?}", snapshot.err());
         let restored = snapshot.unwrap_or_default();
-        prop_assert_eq!(&restored, &head);
-        let resumed = log[at..].iter().fold(restored, budget::evolve);
+        // Listed at once, it is the prefix's state.
+        let mut listed = restored.clone();
+        prop_assert!(list_budget_settled(&mut listed, &detail).is_ok());
+        prop_assert_eq!(&listed, &head);
+        // Listed only after the tail is folded on, as the command side may do it, it is
+        // the whole stream's.
+        let mut resumed = log[at..].iter().fold(restored, budget::evolve);
+        prop_assert!(list_budget_settled(&mut resumed, &detail).is_ok());
         prop_assert_eq!(resumed, whole);
+    }
+
+    #[test]
+    fn a_ledger_from_a_snapshot_decides_as_the_folded_one_or_asks_for_its_list(
+        steps in prop::collection::vec((0..=3_600i64, step()), 1..80),
+        next in step(),
+        advance in 0..=3_600i64,
+    ) {
+        let log = valid_budget_stream(&steps);
+        let folded = log.iter().fold(budget::State::default(), budget::evolve);
+        let stored = encode_budget_state(&folded).expect("a folded state is listed");
+        let mut restored = decode_budget_state(&stored.data).unwrap_or_default();
+        let now = start() + TimeDelta::seconds(advance + steps.iter().map(|(a, _)| a).sum::<i64>());
+        let ctx = Ctx { now, period: Period::containing(now), inherited_limits: None };
+        let command = command(&next);
+        let expected = budget::decide(&folded, command.clone(), &ctx);
+        if budget::needs_settled_list(&restored, &command) {
+            let id = command.reservation_id().expect("only a named reservation needs the list");
+            prop_assert_eq!(
+                budget::decide(&restored, command.clone(), &ctx),
+                Err(budget::Rejection::SettledUnlisted(id))
+            );
+            prop_assert!(list_budget_settled(&mut restored, &stored.detail.unwrap_or_default()).is_ok());
+        }
+        prop_assert_eq!(budget::decide(&restored, command, &ctx), expected);
     }
 
     #[test]

@@ -755,7 +755,7 @@ impl Ledger {
             .keys()
             .map(|id| (id.as_uuid(), ReservationStatus::Open))
             .collect();
-        for (id, outcome) in &state.settled {
+        for (id, outcome) in state.settled.iter().expect("a folded state is listed") {
             let status = match outcome {
                 ReservationOutcome::Committed => ReservationStatus::Committed,
                 ReservationOutcome::Released => ReservationStatus::Released,

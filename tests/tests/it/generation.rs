@@ -86,7 +86,12 @@ async fn reservation_outcome(app: &TestApp, tenant: Uuid, id: &str) -> Option<Re
         .await,
     );
     let id = ReservationId::from_uuid(Uuid::parse_str(id).expect("uuid"));
-    folded.state.settled.get(&id).copied()
+    folded
+        .state
+        .settled
+        .get(&id)
+        .expect("a folded state is listed")
+        .copied()
 }
 
 /// The amount the ledger committed for a reservation.

@@ -12,11 +12,14 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 /// A store that hands every call to `inner`, counting the snapshots it gave to cold
-/// loads and letting a test change a chained append before it is queued.
+/// loads and the snapshot details asked for, and letting a test change a chained append before it is queued.
 pub struct Probe<S> {
     inner: S,
     /// How many reads of a snapshot and the events after it found a snapshot.
     pub snapshots_used: AtomicUsize,
+    /// How many snapshot details were asked for, and how many of those were found.
+    pub details_asked: AtomicUsize,
+    pub details_found: AtomicUsize,
     /// Runs on every chained append's request before it goes to `inner`.
     tamper: Option<Tamper>,
 }
@@ -28,6 +31,8 @@ impl<S> Probe<S> {
         Self {
             inner,
             snapshots_used: AtomicUsize::new(0),
+            details_asked: AtomicUsize::new(0),
+            details_found: AtomicUsize::new(0),
             tamper: None,
         }
     }
@@ -117,6 +122,24 @@ impl<S: EventStore> EventStore for Probe<S> {
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError> {
         self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot_detail(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        snapshot_version: u32,
+        version: Version,
+    ) -> Result<Option<String>, StoreError> {
+        self.details_asked.fetch_add(1, Ordering::Relaxed);
+        let detail = self
+            .inner
+            .load_snapshot_detail(tenant_id, stream_id, snapshot_version, version)
+            .await?;
+        if detail.is_some() {
+            self.details_found.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(detail)
     }
 
     async fn drop_snapshots(&self) -> Result<u64, StoreError> {

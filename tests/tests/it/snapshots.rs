@@ -92,6 +92,13 @@ async fn check<S: EventStore>(with: Arc<Probe<S>>, without: Arc<dyn EventStore>)
         used >= 10,
         "cold loads should have started from stored snapshots, but only {used} did"
     );
+    // Ids come from a pool of ten, so cold ledgers met settled ids their filter holds
+    // and read their list.
+    let details = with.details_found.load(Ordering::Relaxed);
+    assert!(
+        details >= 3,
+        "cold ledgers should have read their settled lists, but only {details} did"
+    );
 
     // A snapshot that does not decode is ignored: the stream is folded from its start.
     // (The good ones are dropped first, so the bad one is the only one there is.)
@@ -110,6 +117,7 @@ async fn check<S: EventStore>(with: Arc<Probe<S>>, without: Arc<dyn EventStore>)
             snapshot_version: schemas::states::BUDGET_STATE.version,
             version: head,
             data: r#"{"committed_micros": 1, "open": []}"#.to_owned(),
+            detail: None,
         })
         .await
         .expect("a snapshot saves");
@@ -308,6 +316,7 @@ async fn rebuilding_snapshots_takes_one_at_the_head_of_every_long_stream_only() 
             snapshot_version: schemas::states::BUDGET_STATE.version,
             version: head,
             data: "{}".to_owned(),
+            detail: None,
         })
         .await
         .expect("a snapshot saves");
@@ -346,10 +355,20 @@ async fn rebuilding_snapshots_takes_one_at_the_head_of_every_long_stream_only() 
             },
         )
         .fold(budget::State::default(), |s, e| budget::evolve(s, &e));
-    assert_eq!(
-        schemas::states::decode_budget_state(&snapshot.data).expect("the snapshot decodes"),
-        folded
-    );
+    let mut restored =
+        schemas::states::decode_budget_state(&snapshot.data).expect("the snapshot decodes");
+    let detail = store
+        .load_snapshot_detail(
+            long.as_uuid(),
+            budget.as_str(),
+            schemas::states::BUDGET_STATE.version,
+            snapshot.version,
+        )
+        .await
+        .expect("loading succeeds")
+        .expect("a budget snapshot has a detail");
+    schemas::states::list_budget_settled(&mut restored, &detail).expect("the detail lists");
+    assert_eq!(restored, folded);
     let short_budget = StreamName::budget(short, Period::containing(clock.now()));
     assert_eq!(
         store
@@ -372,4 +391,164 @@ async fn rebuilding_snapshots_takes_one_at_the_head_of_every_long_stream_only() 
         (head, 0),
         "a cold load starts from the rebuilt snapshot"
     );
+}
+
+/// A ledger loaded cold from a snapshot reads its settled list only for a reservation
+/// the snapshot's filter cannot rule out, and answers then exactly as a folded ledger
+/// does; when another process has replaced that snapshot in the meantime, it loads
+/// again from the newest one and reads that one's list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_ledger_reads_its_settled_list_only_when_its_filter_cannot_rule_an_id_out_on_sqlite()
+{
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(&dir.path().join("events.db"))
+        .await
+        .expect("a store opens");
+    check_settled_list(Arc::new(Probe::new(store))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_ledger_reads_its_settled_list_only_when_its_filter_cannot_rule_an_id_out_on_postgres()
+ {
+    let db = TestDatabase::create().await;
+    check_settled_list(Arc::new(Probe::new(db.store().await))).await;
+    db.drop_database().await;
+}
+
+async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
+    let store: Arc<dyn EventStore> = probe.clone();
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2026, 11, 10, 12, 0, 0)
+        .single()
+        .expect("a valid time");
+    let clock = ManualClock::new(start);
+    let tenant = TenantId::from_uuid(Uuid::from_u128(0x5e771ed));
+    let envelope = Envelope::system(tenant, "settled-list-test", None);
+    let stream = StreamName::budget(tenant, Period::containing(start));
+    let service =
+        || CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(Some(1_000));
+    let micros = |v: i64| Micros::new(v).expect("not negative");
+    let reservation = |n: u128| ReservationId::from_uuid(Uuid::from_u128(0xaaaa_0000 + n));
+    let reserve = |n: u128| budget::Command::Reserve {
+        reservation_id: reservation(n),
+        amount: micros(1_000),
+        purpose: "settled list test".to_owned(),
+        ttl: TimeDelta::hours(1),
+    };
+    let commit = |n: u128| budget::Command::Commit {
+        reservation_id: reservation(n),
+        actual: micros(900),
+    };
+    let asked = || probe.details_asked.load(Ordering::Relaxed);
+    let found = || probe.details_found.load(Ordering::Relaxed);
+
+    // Another process's history: forty reservations, each committed, then a snapshot.
+    let writer = service();
+    writer
+        .budget(
+            &envelope,
+            None,
+            budget::Command::SetLimits {
+                soft: micros(1_000_000_000),
+                hard: micros(1_000_000_000),
+                alert_thresholds_pct: vec![],
+            },
+        )
+        .await
+        .expect("limits set");
+    for n in 1..=40 {
+        writer
+            .budget(&envelope, None, reserve(n))
+            .await
+            .expect("reserved");
+        writer
+            .budget(&envelope, None, commit(n))
+            .await
+            .expect("committed");
+    }
+    let at = writer
+        .snapshot_stream(tenant, &stream)
+        .await
+        .expect("a snapshot is taken")
+        .expect("the month has events");
+
+    // A new reservation and its commit need no list: the filter rules the new id out,
+    // and an open reservation is found in the snapshot's data.
+    let cold = service();
+    cold.budget(&envelope, None, reserve(100))
+        .await
+        .expect("reserved");
+    cold.budget(&envelope, None, commit(100))
+        .await
+        .expect("committed");
+    assert_eq!(
+        (asked(), found()),
+        (0, 0),
+        "no list read for new or open ids"
+    );
+
+    // A settled id needs the list, and gets the folded ledger's answer.
+    let again = cold.budget(&envelope, None, commit(7)).await;
+    assert!(
+        matches!(
+            again,
+            Err(CommandError::Budget(budget::Rejection::AlreadySettled {
+                outcome: budget::ReservationOutcome::Committed,
+                ..
+            }))
+        ),
+        "a committed reservation stays committed, got {again:?}"
+    );
+    assert_eq!((asked(), found()), (1, 1), "the list read once");
+    let reused = cold.budget(&envelope, None, reserve(8)).await;
+    assert!(
+        matches!(
+            reused,
+            Err(CommandError::Budget(budget::Rejection::ReservationExists(
+                _
+            )))
+        ),
+        "a settled id is never reserved again, got {reused:?}"
+    );
+    assert_eq!((asked(), found()), (1, 1), "a listed ledger reads no more");
+
+    // A ledger loaded from the snapshot at `at`, which the other process then replaces.
+    let stale = service();
+    stale
+        .budget(&envelope, None, reserve(200))
+        .await
+        .expect("reserved");
+    writer
+        .budget(&envelope, None, reserve(201))
+        .await
+        .expect("reserved");
+    writer
+        .budget(&envelope, None, commit(201))
+        .await
+        .expect("committed");
+    let newer = writer
+        .snapshot_stream(tenant, &stream)
+        .await
+        .expect("a snapshot is taken")
+        .expect("the month has events");
+    assert!(newer > at);
+    let replaced = stale.budget(&envelope, None, commit(9)).await;
+    assert!(
+        matches!(
+            replaced,
+            Err(CommandError::Budget(
+                budget::Rejection::AlreadySettled { .. }
+            ))
+        ),
+        "a reservation settled before either snapshot stays settled, got {replaced:?}"
+    );
+    assert_eq!(
+        (asked(), found()),
+        (3, 2),
+        "the replaced snapshot's list is gone; the newest one's is read"
+    );
+    stale
+        .budget(&envelope, None, commit(200))
+        .await
+        .expect("its own open reservation commits after the reload");
 }
