@@ -8,6 +8,10 @@
 //!   the first command on a stream after a restart, or after its slot was evicted,
 //!   costs. Each stream gets a snapshot at its head before the runs, as the command side
 //!   takes one every 1,000 events (`tidemark snapshots rebuild` does the same);
+//! - **cold, settled id** (budget only): a fresh service's first command names a
+//!   reservation settled long ago (a release, refused as already settled), so the
+//!   cold ledger must read its snapshot's settled list, which an ordinary cold command
+//!   leaves in the store (docs/adr/0008);
 //! - **cold, no snapshot**: the same with snapshots off, so the whole stream is read
 //!   and folded (what cold cost before snapshots, measured in the same run);
 //! - **warm**: the same service runs ten more commands, with the state already in memory;
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use command_api::{CommandService, Envelope, SystemClock};
+use command_api::{CommandError, CommandService, Envelope, SystemClock};
 use domain::budget;
 use domain::{Micros, Period, PostId, ReservationId, TenantId, post};
 use eventlog::EventStore;
@@ -113,6 +117,15 @@ pub async fn run(
             figures.tail_events,
             figures.snapshot_load.as_secs_f64() * 1e3
         ));
+        let mut settled = (!figures.cold_settled.is_empty()).then(|| {
+            let mut row = Row::from_series(
+                "decide-vs-history",
+                &label("cold, settled id"),
+                &figures.cold_settled,
+            );
+            row.note("reads the snapshot's settled list; refused as already settled, as expected");
+            row
+        });
         let mut unsnapped = Row::from_series(
             "decide-vs-history",
             &label("cold, no snapshot"),
@@ -135,6 +148,10 @@ pub async fn run(
         if let Some(base) = base.filter(|_| stream.events != short) {
             let against = format!("same, {short} events (p50)");
             cold.latency_ratio = ratio(cold.p50_ms, base.cold.quantile_ms(0.5));
+            if let Some(row) = &mut settled {
+                row.latency_ratio = ratio(row.p50_ms, base.cold_settled.quantile_ms(0.5));
+                row.baseline.clone_from(&against);
+            }
             unsnapped.latency_ratio = ratio(unsnapped.p50_ms, base.cold_unsnapped.quantile_ms(0.5));
             warm.latency_ratio = ratio(warm.p50_ms, base.warm.quantile_ms(0.5));
             decide.latency_ratio = ratio(decide.p50_ms, Some(base.decide_p50_us / 1e3));
@@ -142,7 +159,9 @@ pub async fn run(
                 row.baseline.clone_from(&against);
             }
         }
-        rows.extend([cold, unsnapped, warm, decide]);
+        rows.push(cold);
+        rows.extend(settled);
+        rows.extend([unsnapped, warm, decide]);
     }
     Ok(rows)
 }
@@ -165,6 +184,8 @@ fn kind(stream: &LongStream) -> &'static str {
 
 struct Figures {
     cold: Series,
+    /// Cold commands naming a settled reservation (budget streams only).
+    cold_settled: Series,
     cold_unsnapped: Series,
     warm: Series,
     read: Duration,
@@ -208,6 +229,11 @@ async fn measure(
         }
     }
     let fold = started.elapsed();
+    let settled_id = budget_state
+        .settled
+        .iter()
+        .ok()
+        .and_then(|mut settled| settled.next().map(|(id, _)| *id));
 
     // One cold load through the snapshot, as a fresh service does it.
     let snapshot: Option<Snapshot> = match snapshot_format(stream) {
@@ -339,8 +365,28 @@ async fn measure(
         }
         service.flush_snapshots().await;
     }
+    // A cold ledger whose first command names a settled reservation.
+    let mut cold_settled = Series::new();
+    if let (Aggregate::Budget(period), Some(reservation_id)) = (stream.aggregate, settled_id) {
+        for _ in 0..reps {
+            let service = CommandService::new(store.clone(), Arc::new(SystemClock));
+            let envelope = Envelope::system(tenant, "bench", None);
+            let started = Instant::now();
+            let release = budget::Command::Release { reservation_id };
+            match service.budget(&envelope, Some(period), release).await {
+                Err(CommandError::Budget(budget::Rejection::AlreadySettled { .. })) => {
+                    cold_settled.record_rejected(started.elapsed());
+                }
+                Ok(_) => cold_settled
+                    .record_failure("a settled reservation was released again".to_owned()),
+                Err(error) => cold_settled.record_failure(error.to_string()),
+            }
+            progress.add(1);
+        }
+    }
     Ok(Figures {
         cold,
+        cold_settled,
         cold_unsnapped,
         warm,
         read,

@@ -157,6 +157,17 @@ impl Series {
         self.record_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
     }
 
+    /// Records one expected refusal timed directly.
+    pub fn record_rejected(&mut self, elapsed: Duration) {
+        self.rejected += 1;
+        self.record_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.answered() == 0 && self.errors == 0
+    }
+
     /// Records one failed operation timed directly.
     pub fn record_failure(&mut self, reason: String) {
         self.errors += 1;
