@@ -718,7 +718,7 @@ impl CommandService {
         } else {
             self.load_cold::<A>(tenant, stream, slot, true).await?;
         }
-        self.maybe_snapshot::<A>(tenant, stream, slot, None);
+        self.maybe_snapshot::<A>(tenant, stream, slot, None).await;
         Ok(())
     }
 
@@ -870,7 +870,12 @@ impl CommandService {
     /// With `pending`, the slot's state waits on that chain's appends (it was taken
     /// right after queuing one): the save waits until they commit, and is skipped if
     /// one fails, since the state then never existed.
-    fn maybe_snapshot<A: Aggregate>(
+    ///
+    /// A state that still lacks its snapshot's detail is completed first, on the slot
+    /// itself, since a new snapshot must hold the whole state and the snapshot it came
+    /// from is about to be replaced: one read per slot loaded cold, 1,000 events after
+    /// the load. If that fails, no snapshot is taken this time.
+    async fn maybe_snapshot<A: Aggregate>(
         &self,
         tenant: TenantId,
         stream: &StreamName,
@@ -883,9 +888,23 @@ impl CommandService {
         if slot.version < slot.snapshot_at.saturating_add(every) {
             return;
         }
+        if (codec.incomplete)(&slot.state) {
+            if let Err(error) = self.complete::<A>(tenant, stream, slot).await {
+                tracing::warn!(
+                    stream = %stream,
+                    error = &error as &dyn std::error::Error,
+                    "completing a state for its snapshot failed; the next one is due {every} events later"
+                );
+                slot.snapshot_at = slot.version;
+                return;
+            }
+            // Completing may have loaded the slot again, from a newer snapshot.
+            if slot.version < slot.snapshot_at.saturating_add(every) {
+                return;
+            }
+        }
         slot.snapshot_at = slot.version;
-        let mut state = slot.state.clone();
-        let detail_from = slot.detail_from;
+        let state = slot.state.clone();
         let store = Arc::clone(&self.store);
         let tenant_id = tenant.as_uuid();
         let stream_id = stream.to_string();
@@ -898,32 +917,12 @@ impl CommandService {
                 tracing::debug!(stream = %stream_id, version, "not saving a snapshot of an append that failed");
                 return;
             }
-            // A state from a snapshot that kept part of it in its detail is completed
-            // here, off the command path; the slot itself stays as it is.
-            if (codec.incomplete)(&state) {
-                let detail = store
-                    .load_snapshot_detail(tenant_id, &stream_id, codec.format.version, detail_from)
-                    .await;
-                let completed = match detail {
-                    Ok(Some(detail)) => (codec.complete)(&mut state, &detail).is_ok(),
-                    Ok(None) => false,
-                    Err(error) => {
-                        tracing::warn!(stream = %stream_id, %error, "reading a snapshot's detail failed");
-                        false
-                    }
-                };
-                if !completed {
-                    // Another process replaced that snapshot with a newer one, which
-                    // this save could not have replaced anyway.
-                    tracing::debug!(stream = %stream_id, version, "not saving a snapshot whose base is gone");
-                    return;
-                }
-            }
             let encoded = tokio::task::spawn_blocking(move || (codec.encode)(&state)).await;
             let stored = match encoded {
                 Ok(Some(stored)) => stored,
                 Ok(None) => {
-                    tracing::warn!(stream = %stream_id, "a snapshot's state was incomplete after completing it");
+                    // `maybe_snapshot` completed the state before cloning it.
+                    tracing::warn!(stream = %stream_id, "not saving a snapshot of an incomplete state");
                     return;
                 }
                 Err(error) => {
@@ -1072,7 +1071,8 @@ impl CommandService {
             // The append at the slot's version will prove the slot holds the whole
             // stream, even one it never read (a new stream).
             slot.loaded = true;
-            self.maybe_snapshot::<A>(envelope.tenant, stream, &mut slot, Some(&chain));
+            self.maybe_snapshot::<A>(envelope.tenant, stream, &mut slot, Some(&chain))
+                .await;
             drop(slot);
 
             let error = match pending.await {

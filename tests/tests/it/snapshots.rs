@@ -551,4 +551,59 @@ async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
         .budget(&envelope, None, commit(200))
         .await
         .expect("its own open reservation commits after the reload");
+
+    // A ledger loaded cold keeps taking snapshots: before the first one replaces the
+    // snapshot it came from, it reads that one's list, so every later one can be
+    // taken from the state it holds.
+    let every = 5;
+    let busy =
+        CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(Some(every));
+    // Ids the snapshot's filter rules out, so that no command of the loop reads the list.
+    let head_snapshot = store
+        .load_snapshot(
+            tenant.as_uuid(),
+            stream.as_str(),
+            schemas::states::BUDGET_STATE.version,
+        )
+        .await
+        .expect("loading succeeds")
+        .expect("the month has a snapshot");
+    let filtered =
+        schemas::states::decode_budget_state(&head_snapshot.data).expect("the snapshot decodes");
+    let fresh: Vec<u128> = (300..400)
+        .filter(|n| !budget::needs_settled_list(&filtered, &reserve(*n)))
+        .take(12)
+        .collect();
+    assert_eq!(fresh.len(), 12, "the filter rules out most fresh ids");
+    let before = asked();
+    for n in fresh {
+        busy.budget(&envelope, None, reserve(n))
+            .await
+            .expect("reserved");
+    }
+    busy.flush_snapshots().await;
+    let head = store
+        .read_stream(tenant.as_uuid(), stream.as_str(), 0)
+        .await
+        .expect("the stream reads")
+        .len() as Version;
+    let newest = store
+        .load_snapshot(
+            tenant.as_uuid(),
+            stream.as_str(),
+            schemas::states::BUDGET_STATE.version,
+        )
+        .await
+        .expect("loading succeeds")
+        .expect("the month has a snapshot");
+    assert!(
+        newest.version + every > head,
+        "snapshots went on every {every} events: the newest covers v{} of v{head}",
+        newest.version
+    );
+    assert_eq!(
+        asked() - before,
+        1,
+        "the list is read once, for the first snapshot"
+    );
 }
