@@ -276,6 +276,23 @@ async fn log(
         .collect()
 }
 
+/// The month's newest budget snapshot, which the test expects to be stored.
+async fn budget_snapshot(
+    store: &dyn EventStore,
+    tenant: TenantId,
+    stream: &StreamName,
+) -> Snapshot {
+    store
+        .load_snapshot(
+            tenant.as_uuid(),
+            stream.as_str(),
+            schemas::states::BUDGET_STATE.version,
+        )
+        .await
+        .expect("loading succeeds")
+        .expect("the month has a snapshot")
+}
+
 /// `tidemark snapshots rebuild` drops what is there and takes one snapshot at the head
 /// of each long enough budget or post stream, which a cold load then starts from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,15 +350,7 @@ async fn rebuilding_snapshots_takes_one_at_the_head_of_every_long_stream_only() 
         rebuilt.taken, expected,
         "one snapshot per long stream of the long tenant, none for the short tenant's"
     );
-    let snapshot = store
-        .load_snapshot(
-            long.as_uuid(),
-            budget.as_str(),
-            schemas::states::BUDGET_STATE.version,
-        )
-        .await
-        .expect("loading succeeds")
-        .expect("the long month has a snapshot");
+    let snapshot = budget_snapshot(store.as_ref(), long, &budget).await;
     assert_eq!(snapshot.version, head, "taken at the stream's head");
     let folded = store
         .read_stream(long.as_uuid(), budget.as_str(), 0)
@@ -559,15 +568,7 @@ async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
     let busy =
         CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(Some(every));
     // Ids the snapshot's filter rules out, so that no command of the loop reads the list.
-    let head_snapshot = store
-        .load_snapshot(
-            tenant.as_uuid(),
-            stream.as_str(),
-            schemas::states::BUDGET_STATE.version,
-        )
-        .await
-        .expect("loading succeeds")
-        .expect("the month has a snapshot");
+    let head_snapshot = budget_snapshot(store.as_ref(), tenant, &stream).await;
     let filtered =
         schemas::states::decode_budget_state(&head_snapshot.data).expect("the snapshot decodes");
     let fresh: Vec<u128> = (300..400)
@@ -587,15 +588,7 @@ async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
         .await
         .expect("the stream reads")
         .len() as Version;
-    let newest = store
-        .load_snapshot(
-            tenant.as_uuid(),
-            stream.as_str(),
-            schemas::states::BUDGET_STATE.version,
-        )
-        .await
-        .expect("loading succeeds")
-        .expect("the month has a snapshot");
+    let newest = budget_snapshot(store.as_ref(), tenant, &stream).await;
     assert!(
         newest.version + every > head,
         "snapshots went on every {every} events: the newest covers v{} of v{head}",
