@@ -903,6 +903,10 @@ impl CommandService {
                 return;
             }
         }
+        // Loading again waited for the slot's appends in flight and let go of their
+        // chain: the state is then all committed, and the chain may never confirm the
+        // version the reload reached (other processes' events), so nothing waits on it.
+        let pending = pending.filter(|_| slot.chain.is_some());
         slot.snapshot_at = slot.version;
         let state = slot.state.clone();
         let store = Arc::clone(&self.store);

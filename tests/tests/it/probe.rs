@@ -20,11 +20,16 @@ pub struct Probe<S> {
     /// How many snapshot details were asked for, and how many of those were found.
     pub details_asked: AtomicUsize,
     pub details_found: AtomicUsize,
+    /// Runs once, at the next request for a snapshot detail, before it is answered.
+    pub before_detail: std::sync::Mutex<Option<Hook>>,
     /// Runs on every chained append's request before it goes to `inner`.
     tamper: Option<Tamper>,
 }
 
 type Tamper = Box<dyn Fn(&mut AppendRequest) + Send + Sync>;
+
+/// Work a test runs in the middle of a store call.
+pub type Hook = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl<S> Probe<S> {
     pub fn new(inner: S) -> Self {
@@ -33,6 +38,7 @@ impl<S> Probe<S> {
             snapshots_used: AtomicUsize::new(0),
             details_asked: AtomicUsize::new(0),
             details_found: AtomicUsize::new(0),
+            before_detail: std::sync::Mutex::new(None),
             tamper: None,
         }
     }
@@ -132,6 +138,14 @@ impl<S: EventStore> EventStore for Probe<S> {
         version: Version,
     ) -> Result<Option<String>, StoreError> {
         self.details_asked.fetch_add(1, Ordering::Relaxed);
+        let hook = self
+            .before_detail
+            .lock()
+            .expect("no test panicked holding the hook")
+            .take();
+        if let Some(hook) = hook {
+            hook.await;
+        }
         let detail = self
             .inner
             .load_snapshot_detail(tenant_id, stream_id, snapshot_version, version)

@@ -276,6 +276,130 @@ async fn log(
         .collect()
 }
 
+/// A slot loaded cold whose snapshot another process replaced reads the stream again
+/// when its first snapshot is due; if the other process appends meanwhile, the slot
+/// reaches a version its own appends never confirm. The snapshot it then takes must
+/// not wait for them to (it would wait forever, and so would every flush).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_that_loads_again_for_its_first_snapshot_saves_it_without_waiting_on_its_appends() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let probe = Arc::new(Probe::new(
+        SqliteStore::open(&dir.path().join("events.db"))
+            .await
+            .expect("a store opens"),
+    ));
+    let store: Arc<dyn EventStore> = probe.clone();
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2026, 11, 10, 12, 0, 0)
+        .single()
+        .expect("a valid time");
+    let clock = ManualClock::new(start);
+    let tenant = TenantId::from_uuid(Uuid::from_u128(0x5107));
+    let envelope = Envelope::system(tenant, "snapshot-hook-test", None);
+    let stream = StreamName::budget(tenant, Period::containing(start));
+    let micros = |v: i64| Micros::new(v).expect("not negative");
+    let reservation = |n: u128| ReservationId::from_uuid(Uuid::from_u128(0xbbbb_0000 + n));
+    let reserve = move |n: u128| budget::Command::Reserve {
+        reservation_id: reservation(n),
+        amount: micros(1_000),
+        purpose: "snapshot hook test".to_owned(),
+        ttl: TimeDelta::hours(1),
+    };
+    let commit = move |n: u128| budget::Command::Commit {
+        reservation_id: reservation(n),
+        actual: micros(900),
+    };
+    let writer =
+        Arc::new(CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(None));
+    writer
+        .budget(
+            &envelope,
+            None,
+            budget::Command::SetLimits {
+                soft: micros(1_000_000_000),
+                hard: micros(1_000_000_000),
+                alert_thresholds_pct: vec![],
+            },
+        )
+        .await
+        .expect("limits set");
+    for n in 1..=20 {
+        writer
+            .budget(&envelope, None, reserve(n))
+            .await
+            .expect("reserved");
+        writer
+            .budget(&envelope, None, commit(n))
+            .await
+            .expect("committed");
+    }
+    writer
+        .snapshot_stream(tenant, &stream)
+        .await
+        .expect("a snapshot is taken");
+    let filtered = schemas::states::decode_budget_state(
+        &budget_snapshot(store.as_ref(), tenant, &stream).await.data,
+    )
+    .expect("the snapshot decodes");
+    let mut fresh = (100..1_000).filter(|n| !budget::needs_settled_list(&filtered, &reserve(*n)));
+
+    // A slot loaded cold from that snapshot, one event past it; then the snapshot is
+    // replaced by one at the same head.
+    let slot_owner =
+        CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(Some(2));
+    let first = fresh.next().expect("a fresh id");
+    slot_owner
+        .budget(&envelope, None, reserve(first))
+        .await
+        .expect("reserved");
+    writer
+        .snapshot_stream(tenant, &stream)
+        .await
+        .expect("a snapshot is taken");
+
+    // The next command makes a snapshot due. Reading the replaced snapshot's list finds
+    // nothing, and meanwhile the other process appends twice.
+    let hook_writer = Arc::clone(&writer);
+    let hook_envelope = envelope.clone();
+    *probe
+        .before_detail
+        .lock()
+        .expect("no test panicked holding the hook") = Some(Box::pin(async move {
+        hook_writer
+            .budget(&hook_envelope, None, reserve(999_999))
+            .await
+            .expect("the other process reserves");
+        hook_writer
+            .budget(&hook_envelope, None, commit(999_999))
+            .await
+            .expect("the other process commits");
+    }));
+    let second = fresh.next().expect("a fresh id");
+    slot_owner
+        .budget(&envelope, None, reserve(second))
+        .await
+        .expect("reserved");
+    assert_eq!(
+        probe.details_asked.load(Ordering::Relaxed),
+        2,
+        "the replaced snapshot's list, then the newest one's"
+    );
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        slot_owner.flush_snapshots(),
+    )
+    .await
+    .expect("the snapshot save ends");
+    let head = log(store.as_ref(), tenant, &stream).await.len() as Version;
+    assert_eq!(
+        budget_snapshot(store.as_ref(), tenant, &stream)
+            .await
+            .version,
+        head,
+        "the slot's snapshot covers everything it loaded"
+    );
+}
+
 /// The month's newest budget snapshot, which the test expects to be stored.
 async fn budget_snapshot(
     store: &dyn EventStore,
