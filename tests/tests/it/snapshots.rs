@@ -288,95 +288,38 @@ async fn a_slot_that_loads_again_for_its_first_snapshot_saves_it_without_waiting
             .await
             .expect("a store opens"),
     ));
-    let store: Arc<dyn EventStore> = probe.clone();
-    let start: DateTime<Utc> = Utc
-        .with_ymd_and_hms(2026, 11, 10, 12, 0, 0)
-        .single()
-        .expect("a valid time");
-    let clock = ManualClock::new(start);
-    let tenant = TenantId::from_uuid(Uuid::from_u128(0x5107));
-    let envelope = Envelope::system(tenant, "snapshot-hook-test", None);
-    let stream = StreamName::budget(tenant, Period::containing(start));
-    let micros = |v: i64| Micros::new(v).expect("not negative");
-    let reservation = |n: u128| ReservationId::from_uuid(Uuid::from_u128(0xbbbb_0000 + n));
-    let reserve = move |n: u128| budget::Command::Reserve {
-        reservation_id: reservation(n),
-        amount: micros(1_000),
-        purpose: "snapshot hook test".to_owned(),
-        ttl: TimeDelta::hours(1),
-    };
-    let commit = move |n: u128| budget::Command::Commit {
-        reservation_id: reservation(n),
-        actual: micros(900),
-    };
-    let writer =
-        Arc::new(CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(None));
-    writer
-        .budget(
-            &envelope,
-            None,
-            budget::Command::SetLimits {
-                soft: micros(1_000_000_000),
-                hard: micros(1_000_000_000),
-                alert_thresholds_pct: vec![],
-            },
-        )
-        .await
-        .expect("limits set");
-    for n in 1..=20 {
-        writer
-            .budget(&envelope, None, reserve(n))
-            .await
-            .expect("reserved");
-        writer
-            .budget(&envelope, None, commit(n))
-            .await
-            .expect("committed");
-    }
-    writer
-        .snapshot_stream(tenant, &stream)
-        .await
-        .expect("a snapshot is taken");
-    let filtered = schemas::states::decode_budget_state(
-        &budget_snapshot(store.as_ref(), tenant, &stream).await.data,
-    )
-    .expect("the snapshot decodes");
-    let mut fresh = (100..1_000).filter(|n| !budget::needs_settled_list(&filtered, &reserve(*n)));
+    let month = SettledMonth::fill(probe.clone(), 0x5107, 20).await;
+    let mut fresh = month.fresh_ids(300).await.into_iter();
 
     // A slot loaded cold from that snapshot, one event past it; then the snapshot is
     // replaced by one at the same head.
-    let slot_owner =
-        CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(Some(2));
+    let slot_owner = month.service(Some(2));
     let first = fresh.next().expect("a fresh id");
-    slot_owner
-        .budget(&envelope, None, reserve(first))
+    month
+        .budget(&slot_owner, reserve(first))
         .await
         .expect("reserved");
-    writer
-        .snapshot_stream(tenant, &stream)
-        .await
-        .expect("a snapshot is taken");
+    let mut month = month;
+    month.snapshot_again().await;
 
     // The next command makes a snapshot due. Reading the replaced snapshot's list finds
     // nothing, and meanwhile the other process appends twice.
-    let hook_writer = Arc::clone(&writer);
-    let hook_envelope = envelope.clone();
+    let writer = Arc::clone(&month.writer);
+    let envelope = month.envelope.clone();
     *probe
         .before_detail
         .lock()
         .expect("no test panicked holding the hook") = Some(Box::pin(async move {
-        hook_writer
-            .budget(&hook_envelope, None, reserve(999_999))
-            .await
-            .expect("the other process reserves");
-        hook_writer
-            .budget(&hook_envelope, None, commit(999_999))
-            .await
-            .expect("the other process commits");
+        for command in [reserve(999_999), commit(999_999)] {
+            writer
+                .budget(&envelope, None, command)
+                .await
+                .expect("the other process appends");
+        }
     }));
     let second = fresh.next().expect("a fresh id");
-    slot_owner
-        .budget(&envelope, None, reserve(second))
+    month
+        .budget(&slot_owner, reserve(second))
         .await
         .expect("reserved");
     assert_eq!(
@@ -390,14 +333,136 @@ async fn a_slot_that_loads_again_for_its_first_snapshot_saves_it_without_waiting
     )
     .await
     .expect("the snapshot save ends");
-    let head = log(store.as_ref(), tenant, &stream).await.len() as Version;
     assert_eq!(
-        budget_snapshot(store.as_ref(), tenant, &stream)
-            .await
-            .version,
-        head,
+        month.snapshot().await.version,
+        month.head().await,
         "the slot's snapshot covers everything it loaded"
     );
+}
+
+/// A budget month another process filled before the test: limits, then reservations
+/// `1..=settled` (see [`reserve`]), each reserved and committed, and a snapshot at its
+/// head.
+struct SettledMonth {
+    store: Arc<dyn EventStore>,
+    clock: ManualClock,
+    tenant: TenantId,
+    envelope: Envelope,
+    stream: StreamName,
+    /// The other process, which takes no snapshot by itself.
+    writer: Arc<CommandService>,
+    /// The stream version of the snapshot taken last.
+    snapshot_at: Version,
+}
+
+impl SettledMonth {
+    async fn fill(store: Arc<dyn EventStore>, tenant: u128, settled: u128) -> Self {
+        let start: DateTime<Utc> = Utc
+            .with_ymd_and_hms(2026, 11, 10, 12, 0, 0)
+            .single()
+            .expect("a valid time");
+        let clock = ManualClock::new(start);
+        let tenant = TenantId::from_uuid(Uuid::from_u128(tenant));
+        let envelope = Envelope::system(tenant, "settled-month", None);
+        let writer = Arc::new(
+            CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(None),
+        );
+        let limits = budget::Command::SetLimits {
+            soft: money(1_000_000_000),
+            hard: money(1_000_000_000),
+            alert_thresholds_pct: vec![],
+        };
+        let settling = (1..=settled).flat_map(|n| [reserve(n), commit(n)]);
+        for command in std::iter::once(limits).chain(settling) {
+            writer
+                .budget(&envelope, None, command)
+                .await
+                .expect("the other process appends");
+        }
+        let mut month = Self {
+            store,
+            clock,
+            tenant,
+            envelope,
+            stream: StreamName::budget(tenant, Period::containing(start)),
+            writer,
+            snapshot_at: 0,
+        };
+        month.snapshot_again().await;
+        month
+    }
+
+    /// A fresh command service of this process, taking a snapshot every `every` events.
+    fn service(&self, every: Option<u64>) -> CommandService {
+        CommandService::new(self.store.clone(), Arc::new(self.clock.clone())).with_snapshots(every)
+    }
+
+    async fn budget(
+        &self,
+        service: &CommandService,
+        command: budget::Command,
+    ) -> Result<command_api::Done, CommandError> {
+        service.budget(&self.envelope, None, command).await
+    }
+
+    /// The other process takes a snapshot at the month's head, replacing the last one.
+    async fn snapshot_again(&mut self) {
+        self.snapshot_at = self
+            .writer
+            .snapshot_stream(self.tenant, &self.stream)
+            .await
+            .expect("a snapshot is taken")
+            .expect("the month has events");
+    }
+
+    async fn snapshot(&self) -> Snapshot {
+        budget_snapshot(self.store.as_ref(), self.tenant, &self.stream).await
+    }
+
+    async fn head(&self) -> Version {
+        log(self.store.as_ref(), self.tenant, &self.stream)
+            .await
+            .len() as Version
+    }
+
+    /// A dozen ids from `from` up that the newest snapshot's filter rules out, so that
+    /// no command reserving them reads the list.
+    async fn fresh_ids(&self, from: u128) -> Vec<u128> {
+        let filtered = schemas::states::decode_budget_state(&self.snapshot().await.data)
+            .expect("the snapshot decodes");
+        let fresh: Vec<u128> = (from..from + 1_000)
+            .filter(|n| !budget::needs_settled_list(&filtered, &reserve(*n)))
+            .take(12)
+            .collect();
+        assert_eq!(fresh.len(), 12, "the filter rules out most fresh ids");
+        fresh
+    }
+}
+
+fn money(micros: i64) -> Micros {
+    Micros::new(micros).expect("not negative")
+}
+
+/// The `n`th test reservation id.
+fn reservation(n: u128) -> ReservationId {
+    ReservationId::from_uuid(Uuid::from_u128(0xaaaa_0000 + n))
+}
+
+/// Reserves 1,000 µ$ for an hour under the `n`th test reservation id.
+fn reserve(n: u128) -> budget::Command {
+    budget::Command::Reserve {
+        reservation_id: reservation(n),
+        amount: money(1_000),
+        purpose: "settled month test".to_owned(),
+        ttl: TimeDelta::hours(1),
+    }
+}
+
+fn commit(n: u128) -> budget::Command {
+    budget::Command::Commit {
+        reservation_id: reservation(n),
+        actual: money(900),
+    }
 }
 
 /// The month's newest budget snapshot, which the test expects to be stored.
@@ -549,69 +614,20 @@ async fn a_cold_ledger_reads_its_settled_list_only_when_its_filter_cannot_rule_a
 }
 
 async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
-    let store: Arc<dyn EventStore> = probe.clone();
-    let start: DateTime<Utc> = Utc
-        .with_ymd_and_hms(2026, 11, 10, 12, 0, 0)
-        .single()
-        .expect("a valid time");
-    let clock = ManualClock::new(start);
-    let tenant = TenantId::from_uuid(Uuid::from_u128(0x5e771ed));
-    let envelope = Envelope::system(tenant, "settled-list-test", None);
-    let stream = StreamName::budget(tenant, Period::containing(start));
-    let service =
-        || CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(Some(1_000));
-    let micros = |v: i64| Micros::new(v).expect("not negative");
-    let reservation = |n: u128| ReservationId::from_uuid(Uuid::from_u128(0xaaaa_0000 + n));
-    let reserve = |n: u128| budget::Command::Reserve {
-        reservation_id: reservation(n),
-        amount: micros(1_000),
-        purpose: "settled list test".to_owned(),
-        ttl: TimeDelta::hours(1),
-    };
-    let commit = |n: u128| budget::Command::Commit {
-        reservation_id: reservation(n),
-        actual: micros(900),
-    };
+    let mut month = SettledMonth::fill(probe.clone(), 0x5e771ed, 40).await;
     let asked = || probe.details_asked.load(Ordering::Relaxed);
     let found = || probe.details_found.load(Ordering::Relaxed);
-
-    // Another process's history: forty reservations, each committed, then a snapshot.
-    let writer = service();
-    writer
-        .budget(
-            &envelope,
-            None,
-            budget::Command::SetLimits {
-                soft: micros(1_000_000_000),
-                hard: micros(1_000_000_000),
-                alert_thresholds_pct: vec![],
-            },
-        )
-        .await
-        .expect("limits set");
-    for n in 1..=40 {
-        writer
-            .budget(&envelope, None, reserve(n))
-            .await
-            .expect("reserved");
-        writer
-            .budget(&envelope, None, commit(n))
-            .await
-            .expect("committed");
-    }
-    let at = writer
-        .snapshot_stream(tenant, &stream)
-        .await
-        .expect("a snapshot is taken")
-        .expect("the month has events");
+    let fresh = month.fresh_ids(300).await;
 
     // A new reservation and its commit need no list: the filter rules the new id out,
     // and an open reservation is found in the snapshot's data.
-    let cold = service();
-    cold.budget(&envelope, None, reserve(100))
+    let cold = month.service(Some(1_000));
+    month
+        .budget(&cold, reserve(fresh[0]))
         .await
         .expect("reserved");
-    cold.budget(&envelope, None, commit(100))
+    month
+        .budget(&cold, commit(fresh[0]))
         .await
         .expect("committed");
     assert_eq!(
@@ -621,7 +637,7 @@ async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
     );
 
     // A settled id needs the list, and gets the folded ledger's answer.
-    let again = cold.budget(&envelope, None, commit(7)).await;
+    let again = month.budget(&cold, commit(7)).await;
     assert!(
         matches!(
             again,
@@ -633,7 +649,7 @@ async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
         "a committed reservation stays committed, got {again:?}"
     );
     assert_eq!((asked(), found()), (1, 1), "the list read once");
-    let reused = cold.budget(&envelope, None, reserve(8)).await;
+    let reused = month.budget(&cold, reserve(8)).await;
     assert!(
         matches!(
             reused,
@@ -645,27 +661,22 @@ async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
     );
     assert_eq!((asked(), found()), (1, 1), "a listed ledger reads no more");
 
-    // A ledger loaded from the snapshot at `at`, which the other process then replaces.
-    let stale = service();
-    stale
-        .budget(&envelope, None, reserve(200))
+    // A ledger loaded from the snapshot, which the other process then replaces.
+    let at = month.snapshot_at;
+    let stale = month.service(Some(1_000));
+    month
+        .budget(&stale, reserve(fresh[1]))
         .await
         .expect("reserved");
-    writer
-        .budget(&envelope, None, reserve(201))
-        .await
-        .expect("reserved");
-    writer
-        .budget(&envelope, None, commit(201))
-        .await
-        .expect("committed");
-    let newer = writer
-        .snapshot_stream(tenant, &stream)
-        .await
-        .expect("a snapshot is taken")
-        .expect("the month has events");
-    assert!(newer > at);
-    let replaced = stale.budget(&envelope, None, commit(9)).await;
+    for command in [reserve(201), commit(201)] {
+        month
+            .budget(&month.writer, command)
+            .await
+            .expect("the other process appends");
+    }
+    month.snapshot_again().await;
+    assert!(month.snapshot_at > at);
+    let replaced = month.budget(&stale, commit(9)).await;
     assert!(
         matches!(
             replaced,
@@ -680,8 +691,8 @@ async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
         (3, 2),
         "the replaced snapshot's list is gone; the newest one's is read"
     );
-    stale
-        .budget(&envelope, None, commit(200))
+    month
+        .budget(&stale, commit(fresh[1]))
         .await
         .expect("its own open reservation commits after the reload");
 
@@ -689,30 +700,14 @@ async fn check_settled_list<S: EventStore>(probe: Arc<Probe<S>>) {
     // snapshot it came from, it reads that one's list, so every later one can be
     // taken from the state it holds.
     let every = 5;
-    let busy =
-        CommandService::new(store.clone(), Arc::new(clock.clone())).with_snapshots(Some(every));
-    // Ids the snapshot's filter rules out, so that no command of the loop reads the list.
-    let head_snapshot = budget_snapshot(store.as_ref(), tenant, &stream).await;
-    let filtered =
-        schemas::states::decode_budget_state(&head_snapshot.data).expect("the snapshot decodes");
-    let fresh: Vec<u128> = (300..400)
-        .filter(|n| !budget::needs_settled_list(&filtered, &reserve(*n)))
-        .take(12)
-        .collect();
-    assert_eq!(fresh.len(), 12, "the filter rules out most fresh ids");
+    let busy = month.service(Some(every));
     let before = asked();
-    for n in fresh {
-        busy.budget(&envelope, None, reserve(n))
-            .await
-            .expect("reserved");
+    for n in month.fresh_ids(2_000).await {
+        month.budget(&busy, reserve(n)).await.expect("reserved");
     }
     busy.flush_snapshots().await;
-    let head = store
-        .read_stream(tenant.as_uuid(), stream.as_str(), 0)
-        .await
-        .expect("the stream reads")
-        .len() as Version;
-    let newest = budget_snapshot(store.as_ref(), tenant, &stream).await;
+    let head = month.head().await;
+    let newest = month.snapshot().await;
     assert!(
         newest.version + every > head,
         "snapshots went on every {every} events: the newest covers v{} of v{head}",
