@@ -13,11 +13,10 @@ use domain::ids::StreamKind;
 use domain::{Channel, StreamName, budget, generation, post};
 use eventlog::RecordedEvent;
 use schemas::DomainEvent;
-use sqlx::AnyConnection;
 
 use crate::batch::{
-    BUDGETS, Batch, GENERATION_ATTEMPTS, GENERATIONS, Key, POST_TARGETS, POSTS, RESERVATIONS, Row,
-    TIMERS, Value,
+    BUDGETS, Batch, GENERATION_ATTEMPTS, GENERATIONS, Key, Lane, POST_TARGETS, POSTS, RESERVATIONS,
+    Row, TIMERS, Value,
 };
 use crate::readmodel::ts;
 
@@ -40,7 +39,7 @@ pub enum ApplyError {
 /// caller's transaction) what the batch does not hold yet.
 pub async fn apply(
     batch: &mut Batch,
-    conn: &mut AnyConnection,
+    conn: &mut Lane<'_>,
     recorded: &RecordedEvent,
 ) -> Result<(), ApplyError> {
     let event = schemas::decode(
@@ -101,7 +100,7 @@ impl On {
 
 async fn apply_budget(
     batch: &mut Batch,
-    conn: &mut AnyConnection,
+    conn: &mut Lane<'_>,
     on: &On,
     period: &str,
     event: budget::Event,
@@ -221,7 +220,7 @@ async fn apply_budget(
 /// Moves a month's committed and reserved totals.
 async fn budget_delta(
     batch: &mut Batch,
-    conn: &mut AnyConnection,
+    conn: &mut Lane<'_>,
     month: Key,
     committed: i64,
     reserved: i64,
@@ -236,7 +235,7 @@ async fn budget_delta(
 /// Marks a reservation settled: committed at `actual`, released or expired.
 async fn settle(
     batch: &mut Batch,
-    conn: &mut AnyConnection,
+    conn: &mut Lane<'_>,
     on: &On,
     reservation: Key,
     status: &'static str,
@@ -273,7 +272,7 @@ impl PostRef<'_> {
     async fn touch(
         &self,
         batch: &mut Batch,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         set: impl FnOnce(&mut Row),
     ) -> Result<(), ApplyError> {
         if let Some(row) = batch.update(conn, &POSTS, self.key()).await? {
@@ -288,7 +287,7 @@ impl PostRef<'_> {
     async fn targets(
         &self,
         batch: &mut Batch,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
     ) -> Result<Vec<Row>, ApplyError> {
         let mut targets = batch.children(conn, &POST_TARGETS, self.key()).await?;
         targets.sort_by_key(|t| t.int("position"));
@@ -300,7 +299,7 @@ impl PostRef<'_> {
     async fn channel(
         &self,
         batch: &mut Batch,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         channel: Option<&Channel>,
     ) -> Result<String, ApplyError> {
         Ok(match channel {
@@ -318,7 +317,7 @@ impl PostRef<'_> {
     async fn update_target(
         &self,
         batch: &mut Batch,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         channel: &str,
         set: impl FnOnce(&mut Row),
     ) -> Result<(), ApplyError> {
@@ -335,7 +334,7 @@ impl PostRef<'_> {
     async fn attempts(
         &self,
         batch: &mut Batch,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         channel: &str,
     ) -> Result<Vec<serde_json::Value>, ApplyError> {
         let row = batch
@@ -354,7 +353,7 @@ impl PostRef<'_> {
     async fn end_attempt(
         &self,
         batch: &mut Batch,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         channel: &str,
         end: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
     ) -> Result<String, ApplyError> {
@@ -373,7 +372,7 @@ impl PostRef<'_> {
     async fn derive_status(
         &self,
         batch: &mut Batch,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
     ) -> Result<(), ApplyError> {
         let targets = self.targets(batch, conn).await?;
         // Only this file writes the states, always as `DeliveryState::as_str`.
@@ -396,7 +395,7 @@ impl PostRef<'_> {
 
 async fn apply_post(
     batch: &mut Batch,
-    conn: &mut AnyConnection,
+    conn: &mut Lane<'_>,
     post: &PostRef<'_>,
     position: u64,
     event: post::Event,
@@ -615,7 +614,7 @@ async fn apply_post(
 
 async fn apply_generation(
     batch: &mut Batch,
-    conn: &mut AnyConnection,
+    conn: &mut Lane<'_>,
     on: &On,
     generation_id: &str,
     event: generation::Event,
@@ -718,7 +717,7 @@ async fn apply_generation(
 /// Bumps the generation's version and time, and hands its row to `set`.
 async fn touch_generation(
     batch: &mut Batch,
-    conn: &mut AnyConnection,
+    conn: &mut Lane<'_>,
     on: &On,
     key: Key,
     set: impl FnOnce(&mut Row),

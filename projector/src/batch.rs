@@ -18,13 +18,22 @@
 //! checkpoint is saved, in the same transaction, so the batch and its checkpoint still
 //! commit together.
 //!
+//! A rebuild does not wait for its write-backs: it takes the changed rows out of the
+//! batch ([`Batch::take_write_back`]) and lends its transaction to a task that writes
+//! them ([`Lane::lend`]), while it goes on applying the next events on top of what the
+//! batch still holds. A row it must read waits until that write-back has ended
+//! ([`Lane::conn`]), so every read still sees every row written before it. The
+//! database writes while the projector applies, where each used to wait for the other
+//! (docs/adr/0006).
+//!
 //! Rows are described by [`Table`]s, one per read-model table, column for column; a
 //! test checks them against the migrated tables of both databases.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row as _};
+use sqlx::{Any, AnyConnection, Row as _, Transaction};
+use tokio::task::JoinHandle;
 
 use crate::dialect::{Dialect, TenantScope};
 
@@ -493,6 +502,103 @@ pub(crate) struct Batch {
     reads: usize,
 }
 
+/// The connection a batch reads rows through. During a rebuild the batch's
+/// transaction is lent to a write-back of earlier rows while the batch goes on applying
+/// events; a read then waits for that write-back to end and takes the transaction back
+/// ([`Lane::conn`]), so it sees every row written so far.
+pub(crate) enum Lane<'c> {
+    /// A connection the caller holds.
+    Borrowed(&'c mut AnyConnection),
+    /// A rebuild's transaction, not lent.
+    Owned(Transaction<'static, Any>),
+    /// A rebuild's transaction, lent to the write-back running in this task (a task
+    /// of its own).
+    WritingBack(JoinHandle<WriteBackDone>),
+    /// Between taking a write-back's result and putting the transaction back, and for
+    /// good after a write-back failed.
+    Taken,
+}
+
+/// A write-back task's transaction, and how it went.
+pub(crate) type WriteBackDone = (Transaction<'static, Any>, Result<usize, sqlx::Error>);
+
+impl Lane<'_> {
+    /// The connection, once no write-back holds it; a write-back's failure is the
+    /// error here.
+    pub(crate) async fn conn(&mut self) -> Result<&mut AnyConnection, sqlx::Error> {
+        if matches!(self, Lane::WritingBack(_)) {
+            let tx = self.finish_write_back().await?;
+            *self = Lane::Owned(tx);
+        }
+        match self {
+            Lane::Borrowed(conn) => Ok(conn),
+            Lane::Owned(tx) => Ok(&mut **tx),
+            Lane::WritingBack(_) | Lane::Taken => Err(no_transaction()),
+        }
+    }
+
+    /// The rebuild's transaction, once no write-back holds it.
+    pub(crate) async fn into_transaction(
+        mut self,
+    ) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        if matches!(self, Lane::WritingBack(_)) {
+            return self.finish_write_back().await;
+        }
+        match self {
+            Lane::Owned(tx) => Ok(tx),
+            // A rebuild's lane is never borrowed, and never left taken.
+            Lane::Borrowed(_) | Lane::WritingBack(_) | Lane::Taken => Err(no_transaction()),
+        }
+    }
+
+    /// Lends the rebuild's transaction to `write_back`, which runs in a task of its
+    /// own from now on, after any write-back still running ends. The batch forgets
+    /// which tenant its transaction is scoped to, since the write-back changes it.
+    pub(crate) async fn lend(
+        &mut self,
+        batch: &mut Batch,
+        write_back: WriteBack,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = match std::mem::replace(self, Lane::Taken) {
+            Lane::Owned(tx) => tx,
+            Lane::WritingBack(handle) => {
+                *self = Lane::WritingBack(handle);
+                self.finish_write_back().await?
+            }
+            other @ (Lane::Borrowed(_) | Lane::Taken) => {
+                *self = other;
+                return Err(no_transaction());
+            }
+        };
+        batch.scope = TenantScope::unknown(batch.dialect);
+        let dialect = batch.dialect;
+        *self = Lane::WritingBack(tokio::spawn(async move {
+            let mut scope = TenantScope::unknown(dialect);
+            let written = write_back.run(&mut tx, &mut scope).await;
+            (tx, written)
+        }));
+        Ok(())
+    }
+
+    async fn finish_write_back(&mut self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        let Lane::WritingBack(handle) = std::mem::replace(self, Lane::Taken) else {
+            return Err(no_transaction());
+        };
+        let (tx, written) = handle.await.map_err(|e| {
+            sqlx::Error::Protocol(format!("a rebuild's write-back task ended abnormally: {e}"))
+        })?;
+        written?;
+        Ok(tx)
+    }
+}
+
+/// What a lane answers when it has no transaction to give: a borrowed connection asked
+/// to be lent, or a rebuild's transaction after its write-back failed (whose error was
+/// answered first).
+fn no_transaction() -> sqlx::Error {
+    sqlx::Error::Protocol("the rebuild's transaction is not available".to_owned())
+}
+
 /// Where `table` is in [`ALL`]. Every table this crate describes is listed there (the
 /// column tests go through `ALL`), so the panic would be a table added to one and not
 /// the other.
@@ -531,7 +637,7 @@ impl Batch {
     /// Reads the row of `table` at `key` unless the batch knows it already.
     async fn ensure(
         &mut self,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         table: &'static Table,
         key: &Key,
     ) -> Result<(), sqlx::Error> {
@@ -557,10 +663,11 @@ impl Batch {
     /// scope (the prefix's first value).
     async fn select(
         &mut self,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         table: &'static Table,
         prefix: &[Value],
     ) -> Result<Vec<Row>, sqlx::Error> {
+        let conn = conn.conn().await?;
         if let Some(Value::Text(tenant)) = prefix.first() {
             self.scope.enter(conn, tenant).await?;
         }
@@ -577,7 +684,7 @@ impl Batch {
     /// The row of `table` at `key`, if there is one.
     pub(crate) async fn get(
         &mut self,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         table: &'static Table,
         key: Key,
     ) -> Result<Option<&Row>, sqlx::Error> {
@@ -592,7 +699,7 @@ impl Batch {
     /// key`, a missing row is not an error: there is just nothing to change.
     pub(crate) async fn update(
         &mut self,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         table: &'static Table,
         key: Key,
     ) -> Result<Option<&mut Row>, sqlx::Error> {
@@ -610,7 +717,7 @@ impl Batch {
     /// there is none yet (an upsert).
     pub(crate) async fn upsert(
         &mut self,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         table: &'static Table,
         key: Key,
         fill: impl FnOnce(&mut Row),
@@ -679,7 +786,7 @@ impl Batch {
     /// The rows of `table` whose key starts with `prefix`, reading them all once.
     pub(crate) async fn children(
         &mut self,
-        conn: &mut AnyConnection,
+        conn: &mut Lane<'_>,
         table: &'static Table,
         prefix: Key,
     ) -> Result<Vec<Row>, sqlx::Error> {
@@ -726,6 +833,14 @@ impl Batch {
         conn: &mut AnyConnection,
         keep: &[&Table],
     ) -> Result<usize, sqlx::Error> {
+        let write_back = self.take_write_back(keep);
+        write_back.run(conn, &mut self.scope).await
+    }
+
+    /// Takes every changed row out of the batch, as [`Batch::flush_keeping`] writes
+    /// them, leaving the rows of `keep` held (as written); [`WriteBack::run`] writes
+    /// them.
+    pub(crate) fn take_write_back(&mut self, keep: &[&Table]) -> WriteBack {
         let mut changes: Changes = BTreeMap::new();
         let per_tenant = self.dialect == Dialect::Postgres;
         let mut kept = 0;
@@ -757,12 +872,36 @@ impl Batch {
         }
         self.held = kept;
         changes.retain(|_, tables| tables.iter().any(|(w, d)| !w.is_empty() || !d.is_empty()));
+        WriteBack {
+            dialect: self.dialect,
+            changes,
+        }
+    }
+}
+
+/// The changed rows a batch handed over to be written, by tenant
+/// ([`Batch::take_write_back`]).
+pub(crate) struct WriteBack {
+    dialect: Dialect,
+    changes: Changes,
+}
+
+impl WriteBack {
+    /// Writes the rows: per table, one multi-row upsert of the rows that exist and one
+    /// multi-row delete of those that do not, for each group of up to
+    /// [`TENANTS_PER_STATEMENT`] tenants on PostgreSQL (row-level security) and for all
+    /// of them at once on SQLite. Returns how many statements it sent.
+    pub(crate) async fn run(
+        self,
+        conn: &mut AnyConnection,
+        scope: &mut TenantScope,
+    ) -> Result<usize, sqlx::Error> {
         // On PostgreSQL the tenants go in groups, each named in `app.tenants` for the
         // statements that hold its rows: long enough a list to save the round trips,
         // short enough that checking a row against it stays cheap.
         let groups: Vec<Vec<(Option<String>, Vec<TableChanges>)>> = {
             let mut groups = Vec::new();
-            let mut changes = changes.into_iter().peekable();
+            let mut changes = self.changes.into_iter().peekable();
             while changes.peek().is_some() {
                 groups.push(changes.by_ref().take(TENANTS_PER_STATEMENT).collect());
             }
@@ -772,7 +911,7 @@ impl Batch {
         for group in groups {
             let tenants: Vec<&str> = group.iter().filter_map(|(t, _)| t.as_deref()).collect();
             if !tenants.is_empty() {
-                self.scope.enter_several(conn, &tenants).await?;
+                scope.enter_several(conn, &tenants).await?;
                 statements += 1;
             }
             let mut tables: Vec<TableChanges> = ALL.iter().map(|_| Default::default()).collect();
@@ -942,13 +1081,13 @@ mod tests {
         let key = |tenant: &str, k: &str| vec![text(tenant), text("post_publish"), text(k)];
         // Read, changed, read but unchanged, deleted, and a delete of nothing.
         batch
-            .update(&mut conn, &TIMERS, key("t1", "a"))
+            .update(&mut Lane::Borrowed(&mut conn), &TIMERS, key("t1", "a"))
             .await
             .expect("read")
             .expect("the row is there")
             .set("version", 7);
         let unchanged = batch
-            .get(&mut conn, &TIMERS, key("t1", "b"))
+            .get(&mut Lane::Borrowed(&mut conn), &TIMERS, key("t1", "b"))
             .await
             .expect("read");
         assert_eq!(unchanged.and_then(|r| r.text("subject")), Some("b"));
@@ -956,7 +1095,11 @@ mod tests {
         batch.delete(&TIMERS, key("t2", "nothing"));
         assert!(
             batch
-                .update(&mut conn, &TIMERS, key("t2", "missing"))
+                .update(
+                    &mut Lane::Borrowed(&mut conn),
+                    &TIMERS,
+                    key("t2", "missing")
+                )
                 .await
                 .expect("read")
                 .is_none()
@@ -1011,7 +1154,12 @@ mod tests {
         let mut batch = Batch::new(Dialect::Sqlite);
         let month = vec![text("t"), text("2026-12")];
         batch
-            .upsert(&mut conn, &BUDGETS, month.clone(), |_| {})
+            .upsert(
+                &mut Lane::Borrowed(&mut conn),
+                &BUDGETS,
+                month.clone(),
+                |_| {},
+            )
             .await
             .expect("read")
             .set("version", 1)
@@ -1030,7 +1178,7 @@ mod tests {
             .expect("read back");
         assert_eq!(stored, 5);
         batch
-            .update(&mut conn, &BUDGETS, month)
+            .update(&mut Lane::Borrowed(&mut conn), &BUDGETS, month)
             .await
             .expect("held")
             .expect("there")
@@ -1065,7 +1213,7 @@ mod tests {
         let mut batch = Batch::new(Dialect::Sqlite);
         batch
             .update(
-                &mut conn,
+                &mut Lane::Borrowed(&mut conn),
                 &POST_TARGETS,
                 vec![text("t"), text("p"), text("two")],
             )
@@ -1076,7 +1224,11 @@ mod tests {
         batch.delete(&POST_TARGETS, vec![text("t"), text("p"), text("one")]);
         let prefix = vec![text("t"), text("p")];
         let rows = batch
-            .children(&mut conn, &POST_TARGETS, prefix.clone())
+            .children(
+                &mut Lane::Borrowed(&mut conn),
+                &POST_TARGETS,
+                prefix.clone(),
+            )
             .await
             .expect("children");
         assert_eq!(rows.len(), 1, "the deleted target is gone: {rows:?}");
@@ -1088,13 +1240,13 @@ mod tests {
         // Listed once: a second call, and a missing child under it, read nothing.
         let reads = batch.reads();
         batch
-            .children(&mut conn, &POST_TARGETS, prefix)
+            .children(&mut Lane::Borrowed(&mut conn), &POST_TARGETS, prefix)
             .await
             .expect("children");
         let missing = vec![text("t"), text("p"), text("three")];
         assert!(
             batch
-                .get(&mut conn, &POST_TARGETS, missing)
+                .get(&mut Lane::Borrowed(&mut conn), &POST_TARGETS, missing)
                 .await
                 .expect("get")
                 .is_none()

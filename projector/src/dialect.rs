@@ -179,6 +179,16 @@ impl TenantScope {
         }
     }
 
+    /// A transaction whose scope is not known: the next [`TenantScope::enter`] sets
+    /// both forms of it.
+    pub(crate) fn unknown(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            current: None,
+            several: true,
+        }
+    }
+
     /// Scopes the transaction to `tenant`, unless it already is.
     pub(crate) async fn enter(
         &mut self,

@@ -30,7 +30,7 @@ use eventlog::{Position, StoreError};
 use tokio::sync::watch;
 
 use crate::apply::apply;
-use crate::batch::Batch;
+use crate::batch::{Batch, Lane};
 use crate::projector::ProjectError;
 use crate::projector::READ_MODELS;
 use crate::readmodel::ReadModels;
@@ -104,7 +104,7 @@ impl TopicProjector {
                 continue;
             }
             *mark = sourced.event.global_position;
-            apply(&mut rows, &mut tx, &sourced.event).await?;
+            apply(&mut rows, &mut Lane::Borrowed(&mut tx), &sourced.event).await?;
             highest = highest.max(sourced.event.global_position);
             let tenant = tenants.entry(sourced.event.tenant_id).or_default();
             *tenant = (*tenant).max(sourced.event.global_position);

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::TABLES;
 use crate::apply::{ApplyError, apply};
-use crate::batch::{BUDGETS, Batch};
+use crate::batch::{BUDGETS, Batch, Lane};
 use crate::readmodel::ReadModels;
 
 /// Checkpoint name of the read-model projector.
@@ -50,6 +50,8 @@ pub struct Projector {
     store: Arc<dyn EventStore>,
     models: ReadModels,
     batch_size: usize,
+    /// How many rows a rebuild holds before it writes them back.
+    rebuild_rows_held: usize,
 }
 
 impl Projector {
@@ -59,10 +61,18 @@ impl Projector {
             store,
             models,
             batch_size: 1_000,
+            rebuild_rows_held: REBUILD_ROWS_HELD,
         }
     }
 
     /// Sets how many events one transaction applies at most.
+    /// Makes a rebuild write its rows back whenever it holds `rows` of them (default
+    /// 100,000); tests use a few, so that a small log takes many write-backs.
+    pub fn with_rebuild_rows_held(mut self, rows: usize) -> Self {
+        self.rebuild_rows_held = rows.max(1);
+        self
+    }
+
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self
@@ -80,8 +90,9 @@ impl Projector {
             return Ok(Outcome::CaughtUp);
         };
         let mut batch = Batch::new(dialect);
+        let mut lane = Lane::Borrowed(&mut tx);
         for event in &events {
-            apply(&mut batch, &mut tx, event).await?;
+            apply(&mut batch, &mut lane, event).await?;
         }
         let reads = batch.reads();
         let writes = batch.flush(&mut tx).await?;
@@ -166,6 +177,11 @@ impl Projector {
         // statements per event (every tenant's rows of a table in one upsert), up to
         // a bound on the rows it holds in memory.
         let mut batch = Batch::new(dialect);
+        // The transaction is lent to each write-back while the next events are applied
+        // on top of what the batch still holds; a row the batch must read waits for the
+        // write-back to end (see `Lane`). The database writes while the projector
+        // applies, instead of each waiting for the other.
+        let mut lane = Lane::Owned(tx);
         let mut from: Position = 0;
         let mut total = 0;
         loop {
@@ -174,15 +190,17 @@ impl Projector {
                 break;
             };
             for event in &events {
-                apply(&mut batch, &mut tx, event).await?;
+                apply(&mut batch, &mut lane, event).await?;
             }
-            if batch.held() >= REBUILD_ROWS_HELD {
-                batch.flush_keeping(&mut tx, &[&BUDGETS]).await?;
+            if batch.held() >= self.rebuild_rows_held {
+                let write_back = batch.take_write_back(&[&BUDGETS]);
+                lane.lend(&mut batch, write_back).await?;
             }
             total += events.len();
             from = last;
             progress(from, head.max(from));
         }
+        let mut tx = lane.into_transaction().await?;
         batch.flush(&mut tx).await?;
         save_checkpoint(&mut tx, from).await?;
         tx.commit().await?;
