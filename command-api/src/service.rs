@@ -664,7 +664,7 @@ impl CommandService {
         let slot = self.budgets.slot(stream.as_str());
         let mut slot = slot.lock().await;
         self.catch_up::<Budget>(tenant, &stream, &mut slot).await?;
-        if !slot.state.open.contains_key(&id) && slot.state.settled.get(&id).is_err() {
+        if slot.state.needs_settled_list(&id) {
             self.complete::<Budget>(tenant, &stream, &mut slot).await?;
         }
         let state = &slot.state;

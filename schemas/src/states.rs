@@ -286,11 +286,7 @@ pub fn decode_budget_state(data: &str) -> Result<budget::State, StateDecodeError
             },
         );
     }
-    let malformed = |why: String| StateDecodeError::Malformed {
-        name: format.name,
-        version: format.version,
-        source: serde::de::Error::custom(why),
-    };
+    let malformed = |why: String| malformed_because(format, why);
     let bits = BASE64
         .decode(&dto.settled_filter.bits)
         .map_err(|e| malformed(format!("settled_filter.bits is not base64: {e}")))?;
@@ -342,11 +338,7 @@ fn decode_settled(
     format: StateFormat,
     text: &str,
 ) -> Result<Vec<(ReservationId, ReservationOutcome)>, StateDecodeError> {
-    let malformed = |why: String| StateDecodeError::Malformed {
-        name: format.name,
-        version: format.version,
-        source: serde::de::Error::custom(why),
-    };
+    let malformed = |why: String| malformed_because(format, why);
     let bytes = BASE64
         .decode(text)
         .map_err(|e| malformed(format!("settled is not base64: {e}")))?;
@@ -528,6 +520,15 @@ pub fn decode_post_state(data: &str) -> Result<post::State, StateDecodeError> {
         publish_at: dto.publish_at,
         targets,
     })
+}
+
+/// Stored data of `format` that parsed but says something its schema cannot.
+fn malformed_because(format: StateFormat, why: String) -> StateDecodeError {
+    StateDecodeError::Malformed {
+        name: format.name,
+        version: format.version,
+        source: serde::de::Error::custom(why),
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

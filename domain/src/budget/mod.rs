@@ -83,7 +83,7 @@ impl Command {
 pub fn needs_settled_list(state: &State, command: &Command) -> bool {
     command
         .reservation_id()
-        .is_some_and(|id| !state.open.contains_key(&id) && state.settled.get(&id).is_err())
+        .is_some_and(|id| state.needs_settled_list(&id))
 }
 
 /// Facts `decide` needs from outside: the time, and the previous month's limits, which

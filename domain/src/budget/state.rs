@@ -100,6 +100,13 @@ impl State {
             .map(|(_, id)| *id)
     }
 
+    /// Whether only the month's settled list, still in the store, can say how
+    /// reservation `id` stands: it is not open, and the snapshot's filter may hold it.
+    /// Costs nothing once the list is here.
+    pub fn needs_settled_list(&self, id: &ReservationId) -> bool {
+        !self.settled.is_listed() && !self.open.contains_key(id) && self.settled.get(id).is_err()
+    }
+
     pub fn status(&self) -> BudgetStatus {
         status_of(self.limits.as_ref(), self.committed, self.reserved)
     }
@@ -343,12 +350,11 @@ impl FromIterator<(ReservationId, ReservationOutcome)> for Settled {
 /// settled since are equal. A listed set never equals a filtered one.
 impl PartialEq for Settled {
     fn eq(&self, other: &Self) -> bool {
+        if let (Frozen::Filtered(a), Frozen::Filtered(b)) = (&self.frozen, &other.frozen) {
+            return a == b && self.recent == other.recent;
+        }
         match (self.iter(), other.iter()) {
             (Ok(mine), Ok(theirs)) => mine.eq(theirs),
-            (Err(Unlisted), Err(Unlisted)) => match (&self.frozen, &other.frozen) {
-                (Frozen::Filtered(a), Frozen::Filtered(b)) => a == b && self.recent == other.recent,
-                _ => false,
-            },
             _ => false,
         }
     }
