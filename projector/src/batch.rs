@@ -30,6 +30,7 @@
 //! test checks them against the migrated tables of both databases.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row as _, Transaction};
@@ -365,11 +366,15 @@ impl Table {
 /// there (as sqlx does for each parameter it binds) walks the list, so binding a
 /// statement of thousands of them takes time in the square of their number; a bare
 /// `?` is numbered by its place and has no name to look up.
+///
+/// The list for `rows` rows is the start of the list for more rows, so each dialect
+/// and width has one list, built once and cut to length ([`PlaceholderList`]): a
+/// write-back sends statements of up to 30,000 parameters, and formatting each
+/// parameter anew was 9 % of a PostgreSQL rebuild's CPU (docs/benchmarks.md).
 pub(crate) fn placeholders(dialect: Dialect, rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|row| format!("({})", parameters(dialect, row * width + 1, width)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    PlaceholderList::shared(dialect, rows, width)
+        .prefix(rows)
+        .to_owned()
 }
 
 /// `$first, …` for `count` parameters (`?, …` on SQLite; see [`placeholders`]).
@@ -381,6 +386,60 @@ pub(crate) fn parameters(dialect: Dialect, first: usize, count: usize) -> String
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The placeholders of many rows of one width, and where each row's tuple ends.
+struct PlaceholderList {
+    text: String,
+    /// `ends[n]` is the length of the list of the first `n + 1` rows.
+    ends: Vec<usize>,
+}
+
+impl PlaceholderList {
+    /// Built for at least this many rows (a write-back's statements hold at most
+    /// [`MAX_ROWS`]).
+    const ROWS: usize = MAX_ROWS;
+
+    fn build(dialect: Dialect, rows: usize, width: usize) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if row > 0 {
+                text.push_str(", ");
+            }
+            text.push('(');
+            text.push_str(&parameters(dialect, row * width + 1, width));
+            text.push(')');
+            ends.push(text.len());
+        }
+        Self { text, ends }
+    }
+
+    /// The list of `dialect` and `width` for at least `rows` rows, built on first use.
+    fn shared(dialect: Dialect, rows: usize, width: usize) -> Arc<Self> {
+        static LISTS: Mutex<Vec<(Dialect, usize, Arc<PlaceholderList>)>> = Mutex::new(Vec::new());
+        // A poisoned lock only means another thread panicked while building a list;
+        // the lists already in it are whole.
+        let mut lists = LISTS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, _, list)) = lists
+            .iter()
+            .find(|(d, w, list)| *d == dialect && *w == width && list.ends.len() >= rows)
+        {
+            return Arc::clone(list);
+        }
+        let list = Arc::new(Self::build(dialect, rows.max(Self::ROWS), width));
+        lists.retain(|(d, w, _)| !(*d == dialect && *w == width));
+        lists.push((dialect, width, Arc::clone(&list)));
+        list
+    }
+
+    /// The placeholders of the first `rows` rows.
+    fn prefix(&self, rows: usize) -> &str {
+        match rows.checked_sub(1) {
+            Some(last) => &self.text[..self.ends[last]],
+            None => "",
+        }
+    }
 }
 
 /// A table's primary key values, `tenant_id` first.
@@ -674,7 +733,7 @@ impl Batch {
         let sql = table.select_by_key(prefix.len());
         let mut query = sqlx::query(&sql);
         for (value, column) in prefix.iter().zip(table.columns) {
-            query = bind(query, value.clone(), column.kind);
+            query = bind(query, value, column.kind);
         }
         self.reads += 1;
         let found = query.fetch_all(&mut *conn).await?;
@@ -974,13 +1033,12 @@ async fn run_chunked(
     conn: &mut AnyConnection,
     table: &Table,
     width: usize,
-    mut tuples: Vec<Vec<Value>>,
+    tuples: Vec<Vec<Value>>,
     sql: impl Fn(usize) -> String,
 ) -> Result<usize, sqlx::Error> {
     let per_statement = (MAX_PARAMETERS / width.max(1)).clamp(1, MAX_ROWS);
     let mut statements = 0;
-    while !tuples.is_empty() {
-        let chunk: Vec<Vec<Value>> = tuples.drain(..per_statement.min(tuples.len())).collect();
+    for chunk in tuples.chunks(per_statement) {
         let sql = sql(chunk.len());
         // A statement's text depends on its row count. Full chunks all share one text,
         // so those stay prepared on the connection (the server parses and plans them
@@ -988,7 +1046,7 @@ async fn run_chunked(
         // shorter chunk of a write-back has a text of its own and is not kept.
         let mut query = sqlx::query(&sql).persistent(chunk.len() == per_statement);
         for tuple in chunk {
-            for (value, column) in tuple.into_iter().zip(table.columns) {
+            for (value, column) in tuple.iter().zip(table.columns) {
                 query = bind(query, value, column.kind);
             }
         }
@@ -1001,10 +1059,12 @@ async fn run_chunked(
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Binds `value`; a NULL is bound with the column's type, which PostgreSQL checks.
-fn bind<'q>(query: AnyQuery<'q>, value: Value, kind: Kind) -> AnyQuery<'q> {
+/// Text is bound by reference: sqlx's `Any` driver copies an owned `String` it is
+/// given, and a borrowed `&str` it does not.
+fn bind<'q>(query: AnyQuery<'q>, value: &'q Value, kind: Kind) -> AnyQuery<'q> {
     match (value, kind) {
-        (Value::Int(v), _) => query.bind(v),
-        (Value::Text(v), _) => query.bind(v),
+        (Value::Int(v), _) => query.bind(*v),
+        (Value::Text(v), _) => query.bind(v.as_str()),
         (Value::Null, Kind::Int) => query.bind(None::<i64>),
         (Value::Null, Kind::Text) => query.bind(None::<String>),
     }
@@ -1258,6 +1318,19 @@ mod tests {
     fn statements_are_built_for_any_number_of_rows() {
         assert_eq!(placeholders(Dialect::Postgres, 2, 2), "($1, $2), ($3, $4)");
         assert_eq!(placeholders(Dialect::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(placeholders(Dialect::Postgres, 0, 3), "");
+        // Cut from one shared list, the text for any number of rows is the one built
+        // for that number alone, past the list's first length too.
+        for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+            for rows in [1, 2, 999, MAX_ROWS, MAX_ROWS + 1, 2_500, 7] {
+                for width in [1, 3, 11] {
+                    let built = PlaceholderList::build(dialect, rows, width);
+                    assert_eq!(built.ends.len(), rows);
+                    assert_eq!(placeholders(dialect, rows, width), built.text);
+                }
+            }
+        }
+        assert!(placeholders(Dialect::Postgres, 2_500, 2).ends_with("($4999, $5000)"));
         assert_eq!(
             TIMERS.delete(Dialect::Postgres, 1),
             "DELETE FROM timers WHERE (tenant_id, kind, timer_key) IN (VALUES ($1, $2, $3))"
