@@ -543,6 +543,66 @@ async fn read_raw(
 // The tests
 // ---------------------------------------------------------------------------------
 
+/// A batch closes `linger` after its first event, even while more keep arriving. The
+/// linger used to restart at every event, so under a steady stream a batch stayed open
+/// until it was full, and its first events waited for all the others (the projection
+/// lag through Kafka, docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_closes_its_linger_after_its_first_event_under_a_steady_stream() {
+    let broker = Broker::start();
+    let store = store().await;
+    let topic = topic();
+    let checkpoint: Arc<dyn RelayCheckpoint> = Arc::new(
+        SqliteRelayCheckpoint::open(&store.path)
+            .await
+            .expect("checkpoints"),
+    );
+    let relay = relay(&store, checkpoint, relay_config(&broker, &topic)).await;
+    let (stop_relay, relay_task) = spawn_relay(&relay);
+
+    // One event every 10 ms for 3 s, each relayed as it comes: a steady stream. The
+    // consumer receives it in bursts (a fetch waits up to 50 ms), far closer together
+    // than the linger.
+    const STREAM: usize = 300;
+    let writer = {
+        let store = store.store.clone();
+        tokio::spawn(async move {
+            let tenant = tenants(1);
+            for _ in 0..STREAM {
+                append(&store, &tenant, 1).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let mut config = source_config(&broker, &topic, "linger");
+    config.max_batch = 10_000;
+    config.linger = Duration::from_millis(400);
+    let ledger = Ledger::new();
+    let offsets: Arc<dyn OffsetStore> = Arc::clone(&ledger) as Arc<dyn OffsetStore>;
+    let mut source = KafkaSource::new(config, offsets).expect("source starts");
+    source
+        .follow_leases(None)
+        .await
+        .expect("partitions assigned");
+    let batch = source.next_batch(WAIT).await.expect("a batch");
+
+    // With the linger restarting at every event, the batch would have held the whole
+    // stream (it ends 3 s after it began, then nothing comes for longer than the
+    // linger).
+    assert!(!batch.is_empty(), "nothing arrived within {WAIT:?}");
+    assert!(
+        batch.len() < STREAM,
+        "the batch stayed open for the whole stream: {} events",
+        batch.len()
+    );
+
+    writer.await.expect("writer ends");
+    source.close().await;
+    stop_relay.send_replace(true);
+    relay_task.await.expect("relay stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_events_reach_a_consumer_once_each_in_tenant_order_with_key_and_headers() {
     let broker = Broker::start();

@@ -270,7 +270,8 @@ impl KafkaSource {
 
     /// Waits up to `max_wait` for events and returns up to `max_batch` of them, in
     /// offset order per partition; an empty batch means nothing arrived in time (or
-    /// nothing is assigned).
+    /// nothing is assigned). A batch closes when it is full, or `linger` after its
+    /// first event arrived, whichever comes first.
     ///
     /// Apply the batch and commit its offsets before calling again or changing the
     /// assignment (see the module docs).
@@ -284,14 +285,19 @@ impl KafkaSource {
             tokio::time::sleep_until(deadline).await;
             return Ok(batch);
         }
+        // Set when the first event arrives: the batch closes `linger` after it, however
+        // steadily more keep coming. (Counting the linger from the latest event kept a
+        // batch open under a steady stream until it was full, so its first events
+        // waited up to `max_batch` arrivals: 170 ms at 2,900 events/s.)
+        let mut close_at: Option<Instant> = None;
         loop {
             if batch.len() >= self.config.max_batch {
                 return Ok(batch);
             }
-            let until = match batch.first() {
-                None => deadline,
-                Some(_) => deadline.min(Instant::now() + self.config.linger),
-            };
+            if close_at.is_none() && !batch.is_empty() {
+                close_at = Some(deadline.min(Instant::now() + self.config.linger));
+            }
+            let until = close_at.unwrap_or(deadline);
             let message = match tokio::time::timeout_at(until, self.consumer.recv()).await {
                 Err(_elapsed) => return Ok(batch),
                 Ok(Err(error)) => {
