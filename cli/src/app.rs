@@ -305,7 +305,7 @@ impl Stopper {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("failed to listen for SIGTERM")?;
     tokio::select! {

@@ -112,3 +112,58 @@ async fn quick_rebuild_and_decide_vs_history_runs_complete_on_postgresql() {
         assert_counted(&report, name);
     }
 }
+
+/// Ctrl-C or SIGTERM ends a run early with an error, after it removed what it made.
+/// Without the handler, the signal sent here would kill this test's process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_run_ends_with_an_error_and_removes_what_it_made() {
+    let settings = Settings::load(None).expect("default settings");
+    let work = tempfile::tempdir().expect("work dir");
+    let json = tempfile::NamedTempFile::new().expect("temp file");
+    let mut args = quick(Workload::Commands, TargetKind::Embedded, &json);
+    args.quick = false;
+    args.duration = Some(600);
+    args.concurrency = vec![1];
+    args.work_dir = Some(work.path().to_path_buf());
+    let run = cli::bench::run(args, settings);
+
+    // The run's own directory, then a deployment's inside it: by then the run is
+    // measuring, and listening for the signal.
+    let deployment_made = || {
+        std::fs::read_dir(work.path())
+            .expect("read the work dir")
+            .filter_map(Result::ok)
+            .filter_map(|run_dir| std::fs::read_dir(run_dir.path()).ok())
+            .any(|mut inside| inside.next().is_some())
+    };
+    let terminate = async {
+        while !deployment_made() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    };
+    // The run is set to last 600 s; it has to end long before that.
+    let (ended, ()) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(run, terminate)
+    })
+    .await
+    .expect("the run ends soon after the signal, not after its 600 s");
+    let error = ended.expect_err("an interrupted run is an error");
+    assert!(
+        error.to_string().contains("interrupted"),
+        "unexpected error: {error:#}"
+    );
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .expect("read the work dir")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .collect();
+    assert!(left.is_empty(), "the run left {left:?} behind");
+    let written = std::fs::read_to_string(json.path()).expect("json file");
+    assert!(written.is_empty(), "an interrupted run writes no report");
+}

@@ -179,17 +179,49 @@ pub async fn run(args: BenchArgs, settings: Settings) -> anyhow::Result<Report> 
         .with_context(|| format!("failed to create a work directory in {}", parent.display()))?;
     let target = target::target(args.target, &settings, work.path())?;
 
-    let mut report = empty_report(&args, &plan);
+    // Ctrl-C or SIGTERM ends the run early: the workload in flight is dropped, and
+    // with it and the target every `serve` child (killed on drop), temporary database
+    // (dropped by its guard) and file the run made, as on any other error.
+    let measured = tokio::select! {
+        measured = measure(&args, &plan, &settings, target.as_ref()) => measured,
+        signal = crate::app::shutdown_signal() => {
+            signal?;
+            anyhow::bail!(
+                "interrupted: stopped the benchmark's processes and removed its temporary \
+                 databases and files"
+            );
+        }
+    };
+    let mut report = measured?;
+    link_baselines(&mut report.rows);
+    report.load_after = report::load_average();
+    println!("{}", report.render());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// Runs every workload `args` asks for against `target`, in order.
+async fn measure(
+    args: &BenchArgs,
+    plan: &Plan,
+    settings: &Settings,
+    target: &dyn Target,
+) -> anyhow::Result<Report> {
+    let mut report = empty_report(args, plan);
     let workload = args.workload;
     let share = plan.duration;
 
     if workload.includes(Workload::Baseline) {
-        let rows = baselines(target.as_ref(), &args.concurrency, share).await?;
+        let rows = baselines(target, &args.concurrency, share).await?;
         report.rows.extend(rows);
     }
     let mut max_create_post_rate = None;
     if workload.includes(Workload::Commands) {
-        let figures = commands::run(target.as_ref(), &args.concurrency, share, args.rate).await?;
+        let figures = commands::run(target, &args.concurrency, share, args.rate).await?;
         if figures.max_create_post_rate > 0.0 {
             max_create_post_rate = Some(figures.max_create_post_rate);
         }
@@ -202,37 +234,23 @@ pub async fn run(args: BenchArgs, settings: Settings) -> anyhow::Result<Report> 
             (None, None) => {
                 let top = args.concurrency.iter().copied().max().unwrap_or(16);
                 let probe = (share / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
-                commands::max_create_post_rate(target.as_ref(), top, probe).await? / 2.0
+                commands::max_create_post_rate(target, top, probe).await? / 2.0
             }
         };
         report
             .rows
-            .extend(lag::run(target.as_ref(), rate.max(1.0), args.lag_sample, share).await?);
+            .extend(lag::run(target, rate.max(1.0), args.lag_sample, share).await?);
     }
     if workload.includes(Workload::Rebuild) {
         report
             .rows
-            .extend(rebuild::run(target.as_ref(), &settings, plan.events).await?);
+            .extend(rebuild::run(target, settings, plan.events).await?);
     }
     if workload.includes(Workload::DecideVsHistory) {
-        let rows = history::run(
-            target.as_ref(),
-            plan.short_history,
-            plan.long_history,
-            plan.reps,
-        )
-        .await?;
+        let rows = history::run(target, plan.short_history, plan.long_history, plan.reps).await?;
         report.rows.extend(rows);
     }
 
-    link_baselines(&mut report.rows);
-    report.load_after = report::load_average();
-    println!("{}", report.render());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json)
-            .with_context(|| format!("failed to write {}", path.display()))?;
-    }
     Ok(report)
 }
 
