@@ -7,11 +7,18 @@
 //!
 //! The production target's HTTP workloads start `tidemark serve` children of the
 //! `tidemark` binary, which a test binary is not, so on that target only the workloads
-//! that need PostgreSQL alone run here: rebuild and decide-vs-history.
+//! that need PostgreSQL alone run here: rebuild and decide-vs-history. One more test
+//! runs `tidemark bench` as a process and stops it with SIGTERM.
+
+use std::time::{Duration, Instant};
 
 use cli::bench::target::TargetKind;
 use cli::bench::{BenchArgs, Workload};
 use cli::settings::Settings;
+
+#[path = "common/binary.rs"]
+mod binary;
+use binary::tidemark_binary;
 
 fn quick(workload: Workload, target: TargetKind, json: &tempfile::NamedTempFile) -> BenchArgs {
     BenchArgs {
@@ -114,21 +121,34 @@ async fn quick_rebuild_and_decide_vs_history_runs_complete_on_postgresql() {
 }
 
 /// Ctrl-C or SIGTERM ends a run early with an error, after it removed what it made.
-/// Without the handler, the signal sent here would kill this test's process.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_terminated_run_ends_with_an_error_and_removes_what_it_made() {
-    let settings = Settings::load(None).expect("default settings");
+/// The run is a `tidemark bench` process of its own, as an operator runs it, so the
+/// signal reaches it alone.
+#[test]
+fn a_terminated_run_ends_with_an_error_and_removes_what_it_made() {
     let work = tempfile::tempdir().expect("work dir");
-    let json = tempfile::NamedTempFile::new().expect("temp file");
-    let mut args = quick(Workload::Commands, TargetKind::Embedded, &json);
-    args.quick = false;
-    args.duration = Some(600);
-    args.concurrency = vec![1];
-    args.work_dir = Some(work.path().to_path_buf());
-    let run = cli::bench::run(args, settings);
+    let json = work.path().join("report.json");
+    let mut bench = std::process::Command::new(tidemark_binary())
+        .args([
+            "bench",
+            "commands",
+            "--duration",
+            "600",
+            "--concurrency",
+            "1",
+        ])
+        .arg("--work-dir")
+        .arg(work.path())
+        .arg("--json")
+        .arg(&json)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tidemark bench");
 
     // The run's own directory, then a deployment's inside it: by then the run is
     // measuring, and listening for the signal.
+    let started = Instant::now();
     let deployment_made = || {
         std::fs::read_dir(work.path())
             .expect("read the work dir")
@@ -136,27 +156,43 @@ async fn a_terminated_run_ends_with_an_error_and_removes_what_it_made() {
             .filter_map(|run_dir| std::fs::read_dir(run_dir.path()).ok())
             .any(|mut inside| inside.next().is_some())
     };
-    let terminate = async {
-        while !deployment_made() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &std::process::id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed: {status}");
-    };
+    while !deployment_made() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run made no deployment within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &bench.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(signalled.success(), "kill -TERM failed: {signalled}");
+
     // The run is set to last 600 s; it has to end long before that.
-    let (ended, ()) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        tokio::join!(run, terminate)
-    })
-    .await
-    .expect("the run ends soon after the signal, not after its 600 s");
-    let error = ended.expect_err("an interrupted run is an error");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = bench.try_wait().expect("wait for the run") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = bench.kill();
+            panic!("the run did not end within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bench.stderr.take().expect("stderr piped"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status {status}; stderr: {stderr}"
+    );
     assert!(
-        error.to_string().contains("interrupted"),
-        "unexpected error: {error:#}"
+        stderr.contains("error: interrupted"),
+        "stderr does not say it was interrupted: {stderr}"
     );
     let left: Vec<_> = std::fs::read_dir(work.path())
         .expect("read the work dir")
@@ -164,6 +200,4 @@ async fn a_terminated_run_ends_with_an_error_and_removes_what_it_made() {
         .map(|entry| entry.path())
         .collect();
     assert!(left.is_empty(), "the run left {left:?} behind");
-    let written = std::fs::read_to_string(json.path()).expect("json file");
-    assert!(written.is_empty(), "an interrupted run writes no report");
 }

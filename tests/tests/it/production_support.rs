@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+
+#[path = "../common/binary.rs"]
+mod binary;
+use binary::tidemark_binary;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -409,22 +413,6 @@ fn publishing_toml(settings: &Settings) -> String {
         }
     }
     toml
-}
-
-/// The `tidemark` binary next to the test binary (`target/<profile>/tidemark`).
-fn tidemark_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary in target/<profile>/deps");
-    let binary = profile_dir.join("tidemark");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first with `cargo build --bin tidemark`",
-        binary.display()
-    );
-    binary
 }
 
 fn free_port() -> u16 {
