@@ -396,10 +396,6 @@ struct PlaceholderList {
 }
 
 impl PlaceholderList {
-    /// Built for at least this many rows (a write-back's statements hold at most
-    /// [`MAX_ROWS`]).
-    const ROWS: usize = MAX_ROWS;
-
     fn build(dialect: Dialect, rows: usize, width: usize) -> Self {
         let mut text = String::new();
         let mut ends = Vec::with_capacity(rows);
@@ -415,7 +411,8 @@ impl PlaceholderList {
         Self { text, ends }
     }
 
-    /// The list of `dialect` and `width` for at least `rows` rows, built on first use.
+    /// The list of `dialect` and `width` for at least `rows` rows, built on first use
+    /// for at least [`MAX_ROWS`], the most a write-back's statement holds.
     fn shared(dialect: Dialect, rows: usize, width: usize) -> Arc<Self> {
         static LISTS: Mutex<Vec<(Dialect, usize, Arc<PlaceholderList>)>> = Mutex::new(Vec::new());
         // A poisoned lock only means another thread panicked while building a list;
@@ -427,7 +424,7 @@ impl PlaceholderList {
         {
             return Arc::clone(list);
         }
-        let list = Arc::new(Self::build(dialect, rows.max(Self::ROWS), width));
+        let list = Arc::new(Self::build(dialect, rows.max(MAX_ROWS), width));
         lists.retain(|(d, w, _)| !(*d == dialect && *w == width));
         lists.push((dialect, width, Arc::clone(&list)));
         list
