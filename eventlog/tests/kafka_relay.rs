@@ -2,7 +2,10 @@
 //! the partitions through leases in a real PostgreSQL database.
 //!
 //! Each test starts its own tansu broker with `scripts/kafka` on a free loopback port
-//! and a temporary data dir, and stops it when the test ends (also on panic). Events
+//! and a temporary data dir, and stops it when the test ends (also on panic). The
+//! broker keeps its log in SQLite in that data dir, or, with
+//! `TIDEMARK_TEST_KAFKA_STORAGE=postgres` (the test script's second pass), in a
+//! PostgreSQL database of its own on `TIDEMARK_TEST_DATABASE_URL`'s server. Events
 //! go into a real `SqliteStore`; the relay copies them to a topic; a consumer applies
 //! them into a [`Ledger`] that plays the caller's database: its offsets, its per-
 //! partition dedup mark and its effects change under one lock, as they would in one
@@ -31,6 +34,8 @@ use eventlog::{
     StoreError,
 };
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -48,11 +53,57 @@ const PARTITIONS: i32 = 6;
 // The broker
 // ---------------------------------------------------------------------------------
 
-/// A tansu broker of this test, stopped on drop.
+/// A tansu broker of this test, stopped on drop (and its database dropped, if any).
 struct Broker {
     port: u16,
     data_dir: PathBuf,
+    storage: Storage,
     _dir: TempDir,
+}
+
+/// Where a test's broker keeps its log.
+#[derive(Debug, Clone, PartialEq)]
+enum Storage {
+    /// `tansu.db` in the data dir (`scripts/kafka start`'s default).
+    Sqlite,
+    /// The database at this URL, which `scripts/kafka start --postgres` creates.
+    Postgres { server: String, database: String },
+}
+
+impl Storage {
+    /// The storage `TIDEMARK_TEST_KAFKA_STORAGE` names: `sqlite` (the default) or
+    /// `postgres`.
+    fn from_env() -> Self {
+        match std::env::var("TIDEMARK_TEST_KAFKA_STORAGE").as_deref() {
+            Err(_) | Ok("sqlite") => Self::Sqlite,
+            Ok("postgres") => Self::postgres(),
+            Ok(other) => panic!("TIDEMARK_TEST_KAFKA_STORAGE is sqlite or postgres, not {other}"),
+        }
+    }
+
+    /// A database of its own on the test server, named for this broker.
+    fn postgres() -> Self {
+        let url = std::env::var("TIDEMARK_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (server, _) = url
+            .split('?')
+            .next()
+            .and_then(|url| url.rsplit_once('/'))
+            .expect("TIDEMARK_TEST_DATABASE_URL names a database");
+        Self::Postgres {
+            server: server.to_owned(),
+            database: format!("tidemark_k_{}", Uuid::new_v4().simple()),
+        }
+    }
+
+    fn flags(&self) -> Vec<String> {
+        match self {
+            Self::Sqlite => Vec::new(),
+            Self::Postgres { server, database } => {
+                vec!["--postgres".to_owned(), format!("{server}/{database}")]
+            }
+        }
+    }
 }
 
 fn script() -> PathBuf {
@@ -65,7 +116,12 @@ fn free_port() -> u16 {
 }
 
 impl Broker {
+    /// A broker on the storage `TIDEMARK_TEST_KAFKA_STORAGE` names.
     fn start() -> Self {
+        Self::start_on(Storage::from_env())
+    }
+
+    fn start_on(storage: Storage) -> Self {
         // Logs show only for a failing test (nextest and the test harness capture them).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -79,6 +135,7 @@ impl Broker {
         let broker = Self {
             port: free_port(),
             data_dir: dir.path().join("kafka"),
+            storage,
             _dir: dir,
         };
         broker.up();
@@ -90,15 +147,18 @@ impl Broker {
     }
 
     fn run(&self, command: &str) -> String {
-        let output = Command::new("bash")
+        let mut invocation = Command::new("bash");
+        invocation
             .arg(script())
             .arg(command)
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--data-dir")
-            .arg(&self.data_dir)
-            .output()
-            .expect("run scripts/kafka");
+            .arg(&self.data_dir);
+        if command == "start" {
+            invocation.args(self.storage.flags());
+        }
+        let output = invocation.output().expect("run scripts/kafka");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
@@ -108,7 +168,7 @@ impl Broker {
         stdout
     }
 
-    /// Starts the broker (SQLite storage in the data dir, so topics survive a restart).
+    /// Starts the broker (on storage that keeps topics across a restart).
     fn up(&self) {
         let stdout = self.run("start");
         assert!(
@@ -131,6 +191,16 @@ impl Drop for Broker {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .output();
+        if let Storage::Postgres { server, database } = &self.storage {
+            let dropped = Command::new("psql")
+                .arg(format!("{server}/postgres"))
+                .arg("-qc")
+                .arg(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .output();
+            if !dropped.is_ok_and(|output| output.status.success()) {
+                eprintln!("could not drop the broker's database {database}");
+            }
+        }
     }
 }
 
@@ -937,7 +1007,7 @@ async fn relay_and_member_ride_out_a_broker_restart_without_losing_an_event() {
 /// they survive a restart of the broker.
 #[tokio::test]
 async fn the_brokers_storage_looks_headers_up_by_record_across_a_restart() {
-    let broker = Broker::start();
+    let broker = Broker::start_on(Storage::Sqlite);
     for restart in [false, true] {
         if restart {
             broker.down();
@@ -976,4 +1046,54 @@ async fn the_brokers_storage_looks_headers_up_by_record_across_a_restart() {
         );
         pool.close().await;
     }
+}
+
+/// On PostgreSQL storage (`scripts/kafka start --postgres`), deleting one topic leaves
+/// every other topic's records, also across a restart of the broker. tansu 0.6's
+/// delete statement names every topic of the cluster; the tables in
+/// `scripts/tansu-postgres.sql` refuse it rather than cascade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_on_postgresql_storage_keeps_every_other_topics_records() {
+    let broker = Broker::start_on(Storage::postgres());
+    let store = store().await;
+    let tenants = tenants(3);
+    append(&store.store, &tenants, 10).await;
+    let stored = all_events(&store.store).await;
+
+    let (kept, doomed) = (topic(), topic());
+    for topic in [&kept, &doomed] {
+        let checkpoint = Arc::new(
+            SqliteRelayCheckpoint::open(&store.path)
+                .await
+                .expect("checkpoint"),
+        );
+        let relay = relay(&store, checkpoint, relay_config(&broker, topic)).await;
+        let (stop_relay, relay_task) = spawn_relay(&relay);
+        wait_for_checkpoint(&relay, stored.len() as Position).await;
+        stop_relay.send_replace(true);
+        relay_task.await.expect("relay stops");
+    }
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .create()
+        .expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(WAIT));
+    // tansu answers with an error or not; what matters is what stays.
+    let _ = admin.delete_topics(&[&doomed], &options).await;
+
+    broker.down();
+    broker.up();
+    let messages = read_raw(&broker, &kept, stored.len()).await;
+    let mut positions: Vec<Position> = messages
+        .iter()
+        .map(|(_, _, _, _, value)| {
+            decode_value(Some(value))
+                .expect("an envelope")
+                .global_position
+        })
+        .collect();
+    positions.sort_unstable();
+    let expected: Vec<Position> = stored.iter().map(|e| e.global_position).collect();
+    assert_eq!(positions, expected, "the kept topic lost records");
 }
