@@ -27,7 +27,7 @@ use eventlog::kafka::{
     BoxError, KafkaSource, OffsetStore, PartitionLeases, Relay, RelayCheckpoint, RelayConfig,
     SourceConfig, SourcedEvent, SqliteRelayCheckpoint, decode_value,
 };
-use eventlog::postgres::testing::TestDatabase;
+use eventlog::postgres::testing::{DATABASE_URL_VAR, DEFAULT_DATABASE_URL, TestDatabase};
 use eventlog::sqlite::SqliteStore;
 use eventlog::{
     AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
@@ -66,7 +66,8 @@ struct Broker {
 enum Storage {
     /// `tansu.db` in the data dir (`scripts/kafka start`'s default).
     Sqlite,
-    /// The database at this URL, which `scripts/kafka start --postgres` creates.
+    /// A database of its own on the test server (`postgres://user@host:port`), which
+    /// `scripts/kafka start --postgres` creates.
     Postgres { server: String, database: String },
 }
 
@@ -83,13 +84,13 @@ impl Storage {
 
     /// A database of its own on the test server, named for this broker.
     fn postgres() -> Self {
-        let url = std::env::var("TIDEMARK_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let url =
+            std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
         let (server, _) = url
             .split('?')
             .next()
             .and_then(|url| url.rsplit_once('/'))
-            .expect("TIDEMARK_TEST_DATABASE_URL names a database");
+            .unwrap_or_else(|| panic!("{DATABASE_URL_VAR} names no database: {url}"));
         Self::Postgres {
             server: server.to_owned(),
             database: format!("tidemark_k_{}", Uuid::new_v4().simple()),
