@@ -4,12 +4,12 @@
 -- it binds and reads (tokio-postgres checks both: an i16 needs smallint, an i64
 -- bigint, a SystemTime timestamptz). Idempotent: `start` applies it every time.
 --
--- Foreign keys do not cascade on purpose, but for a header's key to its record.
--- tansu 0.6 deletes a topic with `delete from topic where topic.cluster in (…)`,
--- which names every topic of the cluster; with cascading keys that would take every
--- other topic's records with it. Without them the statement fails while another
--- topic has partitions, and tansu's transaction rolls the whole delete back: a
--- deleted topic may stay, no data is lost.
+-- tansu 0.6 deletes a topic by deleting its rows everywhere (records, partitions, …)
+-- and then running `delete from topic where topic.cluster in (…)`, which names every
+-- topic of the cluster. The trigger at the end lets that statement delete only topics
+-- without partitions left, which is the one being deleted. Foreign keys do not
+-- cascade (but for a header's key to its record), so even without the trigger the
+-- statement could only fail, never take another topic's records with it.
 
 create table if not exists cluster (
     id integer primary key generated always as identity,
@@ -221,3 +221,19 @@ create table if not exists txn_offset_commit_tp (
     last_updated timestamptz not null default current_timestamp,
     created_at timestamptz not null default current_timestamp
 );
+
+-- See the head of this file: a topic goes only once its partitions are gone.
+create or replace function tidemark_keep_topics_with_partitions() returns trigger
+language plpgsql as $$
+begin
+    if exists (select 1 from topition where topition.topic = old.id) then
+        return null;
+    end if;
+    return old;
+end
+$$;
+
+drop trigger if exists tidemark_keep_topics_with_partitions on topic;
+create trigger tidemark_keep_topics_with_partitions
+    before delete on topic
+    for each row execute function tidemark_keep_topics_with_partitions();
