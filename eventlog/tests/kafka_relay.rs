@@ -27,7 +27,7 @@ use eventlog::kafka::{
     BoxError, KafkaSource, OffsetStore, PartitionLeases, Relay, RelayCheckpoint, RelayConfig,
     SourceConfig, SourcedEvent, SqliteRelayCheckpoint, decode_value,
 };
-use eventlog::postgres::testing::{DATABASE_URL_VAR, DEFAULT_DATABASE_URL, TestDatabase};
+use eventlog::postgres::testing::{ScratchDatabase, TestDatabase};
 use eventlog::sqlite::SqliteStore;
 use eventlog::{
     AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
@@ -53,7 +53,7 @@ const PARTITIONS: i32 = 6;
 // The broker
 // ---------------------------------------------------------------------------------
 
-/// A tansu broker of this test, stopped on drop (and its database dropped, if any).
+/// A tansu broker of this test, stopped on drop (then its database, if any, dropped).
 struct Broker {
     port: u16,
     data_dir: PathBuf,
@@ -62,13 +62,13 @@ struct Broker {
 }
 
 /// Where a test's broker keeps its log.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum Storage {
     /// `tansu.db` in the data dir (`scripts/kafka start`'s default).
     Sqlite,
-    /// A database of its own on the test server (`postgres://user@host:port`), which
-    /// `scripts/kafka start --postgres` creates.
-    Postgres { server: String, database: String },
+    /// A database of its own on the test server, which `scripts/kafka start
+    /// --postgres` creates.
+    Postgres(ScratchDatabase),
 }
 
 impl Storage {
@@ -82,27 +82,14 @@ impl Storage {
         }
     }
 
-    /// A database of its own on the test server, named for this broker.
     fn postgres() -> Self {
-        let url =
-            std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
-        let (server, _) = url
-            .split('?')
-            .next()
-            .and_then(|url| url.rsplit_once('/'))
-            .unwrap_or_else(|| panic!("{DATABASE_URL_VAR} names no database: {url}"));
-        Self::Postgres {
-            server: server.to_owned(),
-            database: format!("tidemark_k_{}", Uuid::new_v4().simple()),
-        }
+        Self::Postgres(ScratchDatabase::new())
     }
 
     fn flags(&self) -> Vec<String> {
         match self {
             Self::Sqlite => Vec::new(),
-            Self::Postgres { server, database } => {
-                vec!["--postgres".to_owned(), format!("{server}/{database}")]
-            }
+            Self::Postgres(database) => vec!["--postgres".to_owned(), database.url()],
         }
     }
 }
@@ -192,16 +179,7 @@ impl Drop for Broker {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .output();
-        if let Storage::Postgres { server, database } = &self.storage {
-            let dropped = Command::new("psql")
-                .arg(format!("{server}/postgres"))
-                .arg("-qc")
-                .arg(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                .output();
-            if !dropped.is_ok_and(|output| output.status.success()) {
-                eprintln!("could not drop the broker's database {database}");
-            }
-        }
+        // The storage, and with it a broker's database, is dropped after this.
     }
 }
 

@@ -177,7 +177,7 @@ impl TestDatabase {
         remove(
             self.server.clone(),
             self.name.clone(),
-            self.app_role.clone(),
+            Some(self.app_role.clone()),
         )
         .await;
     }
@@ -191,31 +191,69 @@ impl Drop for TestDatabase {
         if self.removed {
             return;
         }
-        let (server, name, role) = (
+        remove_blocking(
             self.server.clone(),
             self.name.clone(),
-            self.app_role.clone(),
+            Some(self.app_role.clone()),
         );
-        let cleanup =
-            std::thread::spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(remove(server, name, role)),
-                    Err(error) => {
-                        eprintln!("cannot start a runtime to drop a test database: {error}")
-                    }
-                }
-            });
-        if cleanup.join().is_err() {
-            eprintln!("dropping test database {} panicked", self.name);
+    }
+}
+
+/// The name and URL of a database of its own for a process a test starts that makes
+/// its own tables (a Kafka-API broker keeping its log in PostgreSQL): nothing is
+/// created here, and the database, if that process made it, is dropped with the value.
+#[derive(Debug)]
+pub struct ScratchDatabase {
+    name: String,
+}
+
+impl ScratchDatabase {
+    /// A fresh name, `tidemark_k_<uuid>`, on the test server.
+    pub fn new() -> Self {
+        Self {
+            name: format!("tidemark_k_{}", Uuid::new_v4().simple()),
         }
+    }
+
+    /// Its URL as the test server's role.
+    pub fn url(&self) -> String {
+        let (server, _) = split_url();
+        format!("{server}/{}", self.name)
+    }
+}
+
+impl Default for ScratchDatabase {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        remove_blocking(server_options(), self.name.clone(), None);
+    }
+}
+
+/// [`remove`] from synchronous code (`Drop` cannot await): on a thread of its own with
+/// its own small runtime, waited for.
+fn remove_blocking(server: PgConnectOptions, name: String, role: Option<String>) {
+    let label = name.clone();
+    let cleanup = std::thread::spawn(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(remove(server, name, role)),
+            Err(error) => eprintln!("cannot start a runtime to drop a test database: {error}"),
+        }
+    });
+    if cleanup.join().is_err() {
+        eprintln!("dropping test database {label} panicked");
     }
 }
 
 /// Best effort: a leftover database or role is reported, never fatal to the test.
-async fn remove(server: PgConnectOptions, name: String, role: String) {
+async fn remove(server: PgConnectOptions, name: String, role: Option<String>) {
     let mut admin = match server.connect().await {
         Ok(admin) => admin,
         Err(error) => {
@@ -224,10 +262,10 @@ async fn remove(server: PgConnectOptions, name: String, role: String) {
         }
     };
     // Names are letters, digits and underscores only (see `create`).
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("DROP ROLE IF EXISTS {role}"),
-    ] {
+    let drop_role = role.map(|role| format!("DROP ROLE IF EXISTS {role}"));
+    for sql in
+        std::iter::once(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).chain(drop_role)
+    {
         if let Err(error) = sqlx::raw_sql(&sql).execute(&mut admin).await {
             eprintln!("test cleanup `{sql}` failed: {error}");
         }

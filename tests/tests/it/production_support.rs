@@ -1,7 +1,9 @@
 //! The production deployment for end-to-end tests: a fresh PostgreSQL database (with
 //! a non-owner runtime role), a fresh Kafka-API broker (tansu) on a free loopback
 //! port, and each component as its own `tidemark serve` process, which a test can
-//! kill (`kill -9`) and start again.
+//! kill (`kill -9`) and start again. The broker keeps its log in SQLite in the test's
+//! directory or, with `TIDEMARK_TEST_KAFKA_STORAGE=postgres` (the test script's last
+//! pass), in a PostgreSQL database of its own that `scripts/kafka prepare` makes.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -16,7 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cli::settings::Settings;
-use eventlog::postgres::testing::TestDatabase;
+use eventlog::postgres::testing::{ScratchDatabase, TestDatabase};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 use workflows::networks::ChannelCredentials;
@@ -50,17 +52,29 @@ impl Process {
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// tansu's `--storage-engine`.
     storage: String,
+    /// The database of a broker on PostgreSQL storage, dropped after the broker stops.
+    _database: Option<ScratchDatabase>,
 }
 
 impl Broker {
-    /// Starts a broker keeping its topics in `dir` (so a restart keeps them).
+    /// Starts a broker keeping its topics in `dir`, or in a database of its own when
+    /// `TIDEMARK_TEST_KAFKA_STORAGE` is `postgres` (so a restart keeps them).
     pub fn start(dir: &Path) -> Self {
-        let storage = format!("sqlite://{}/tansu.db", dir.display());
+        let (storage, database) = match std::env::var("TIDEMARK_TEST_KAFKA_STORAGE").as_deref() {
+            Err(_) | Ok("sqlite") => (format!("sqlite://{}/tansu.db", dir.display()), None),
+            Ok("postgres") => {
+                let database = ScratchDatabase::new();
+                (prepare_postgres_storage(&database, dir), Some(database))
+            }
+            Ok(other) => panic!("TIDEMARK_TEST_KAFKA_STORAGE is sqlite or postgres, not {other}"),
+        };
         let mut broker = Self {
             child: None,
             port: free_port(),
             storage,
+            _database: database,
         };
         broker.restart();
         broker
@@ -115,6 +129,29 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Makes the database and tansu's tables with `scripts/kafka prepare`, and returns
+/// the storage URL it prints.
+fn prepare_postgres_storage(database: &ScratchDatabase, dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(["prepare", "--postgres", &database.url(), "--data-dir"])
+        .arg(dir.join("kafka"))
+        .output()
+        .expect("run scripts/kafka prepare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "scripts/kafka prepare failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("TANSU_STORAGE="))
+        .unwrap_or_else(|| panic!("scripts/kafka prepare printed no storage: {stdout}"))
+        .to_owned()
 }
 
 /// The whole production deployment of one test.
