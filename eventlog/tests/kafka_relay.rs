@@ -27,7 +27,7 @@ use eventlog::kafka::{
     BoxError, KafkaSource, OffsetStore, PartitionLeases, Relay, RelayCheckpoint, RelayConfig,
     SourceConfig, SourcedEvent, SqliteRelayCheckpoint, decode_value,
 };
-use eventlog::postgres::testing::{ScratchDatabase, TestDatabase};
+use eventlog::postgres::testing::{ScratchDatabase, TestDatabase, broker_database_from_env};
 use eventlog::sqlite::SqliteStore;
 use eventlog::{
     AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
@@ -75,11 +75,7 @@ impl Storage {
     /// The storage `TIDEMARK_TEST_KAFKA_STORAGE` names: `sqlite` (the default) or
     /// `postgres`.
     fn from_env() -> Self {
-        match std::env::var("TIDEMARK_TEST_KAFKA_STORAGE").as_deref() {
-            Err(_) | Ok("sqlite") => Self::Sqlite,
-            Ok("postgres") => Self::postgres(),
-            Ok(other) => panic!("TIDEMARK_TEST_KAFKA_STORAGE is sqlite or postgres, not {other}"),
-        }
+        broker_database_from_env().map_or(Self::Sqlite, Self::Postgres)
     }
 
     fn postgres() -> Self {

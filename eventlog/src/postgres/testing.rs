@@ -199,6 +199,21 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The environment variable that says where the Kafka-API brokers tests start keep
+/// their log: `sqlite` (the default, a file in the test's directory) or `postgres` (a
+/// [`ScratchDatabase`] of their own; the test script's second pass).
+pub const KAFKA_STORAGE_VAR: &str = "TIDEMARK_TEST_KAFKA_STORAGE";
+
+/// A database for a test's broker when [`KAFKA_STORAGE_VAR`] is `postgres`; `None`
+/// when the broker keeps its log in SQLite. Panics on any other value.
+pub fn broker_database_from_env() -> Option<ScratchDatabase> {
+    match std::env::var(KAFKA_STORAGE_VAR).as_deref() {
+        Err(_) | Ok("sqlite") => None,
+        Ok("postgres") => Some(ScratchDatabase::new()),
+        Ok(other) => panic!("{KAFKA_STORAGE_VAR} is sqlite or postgres, not {other}"),
+    }
+}
+
 /// The name and URL of a database of its own for a process a test starts that makes
 /// its own tables (a Kafka-API broker keeping its log in PostgreSQL): nothing is
 /// created here, and the database, if that process made it, is dropped with the value.

@@ -9,19 +9,19 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-
-#[path = "../common/binary.rs"]
-mod binary;
-use binary::tidemark_binary;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cli::settings::Settings;
-use eventlog::postgres::testing::{ScratchDatabase, TestDatabase};
+use eventlog::postgres::testing::{ScratchDatabase, TestDatabase, broker_database_from_env};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 use workflows::networks::ChannelCredentials;
+
+#[path = "../common/binary.rs"]
+mod binary;
+use binary::tidemark_binary;
 
 const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 
@@ -62,13 +62,10 @@ impl Broker {
     /// Starts a broker keeping its topics in `dir`, or in a database of its own when
     /// `TIDEMARK_TEST_KAFKA_STORAGE` is `postgres` (so a restart keeps them).
     pub fn start(dir: &Path) -> Self {
-        let (storage, database) = match std::env::var("TIDEMARK_TEST_KAFKA_STORAGE").as_deref() {
-            Err(_) | Ok("sqlite") => (format!("sqlite://{}/tansu.db", dir.display()), None),
-            Ok("postgres") => {
-                let database = ScratchDatabase::new();
-                (prepare_postgres_storage(&database, dir), Some(database))
-            }
-            Ok(other) => panic!("TIDEMARK_TEST_KAFKA_STORAGE is sqlite or postgres, not {other}"),
+        let database = broker_database_from_env();
+        let storage = match &database {
+            None => format!("sqlite://{}/tansu.db", dir.display()),
+            Some(database) => prepare_postgres_storage(database, dir),
         };
         let mut broker = Self {
             child: None,
