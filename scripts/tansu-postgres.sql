@@ -237,3 +237,42 @@ drop trigger if exists tidemark_keep_topics_with_partitions on topic;
 create trigger tidemark_keep_topics_with_partitions
     before delete on topic
     for each row execute function tidemark_keep_topics_with_partitions();
+
+-- tansu 0.6 creates a topic's partitions and their watermarks with statements it
+-- sends concurrently on one connection, so a watermark's insert can run before its
+-- partition's and insert nothing. Every produce to and fetch from that partition then
+-- fails (`RowCount`), for good. So a partition's watermark is made here, with the
+-- partition, and tansu's own insert of it adds nothing.
+create or replace function tidemark_watermark_with_its_partition() returns trigger
+language plpgsql as $$
+begin
+    insert into watermark (topition) values (new.id);
+    return null;
+end
+$$;
+
+drop trigger if exists tidemark_watermark_with_its_partition on topition;
+create trigger tidemark_watermark_with_its_partition
+    after insert on topition
+    for each row execute function tidemark_watermark_with_its_partition();
+
+create or replace function tidemark_one_watermark_per_partition() returns trigger
+language plpgsql as $$
+begin
+    if exists (select 1 from watermark where watermark.topition = new.topition) then
+        return null;
+    end if;
+    return new;
+end
+$$;
+
+drop trigger if exists tidemark_one_watermark_per_partition on watermark;
+create trigger tidemark_one_watermark_per_partition
+    before insert on watermark
+    for each row execute function tidemark_one_watermark_per_partition();
+
+-- A partition left without its watermark by a broker that ran without the triggers
+-- above never took a record (a produce fails without one): give it an empty one.
+insert into watermark (topition)
+select topition.id from topition
+where not exists (select 1 from watermark where watermark.topition = topition.id);

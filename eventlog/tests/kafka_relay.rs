@@ -1090,3 +1090,96 @@ async fn deleting_a_topic_on_postgresql_storage_deletes_that_topic_alone() {
     let expected: Vec<Position> = stored.iter().map(|e| e.global_position).collect();
     assert_eq!(positions, expected, "the kept topic lost records");
 }
+
+/// The schema behind `--postgres` gives every partition one watermark, whichever of
+/// tansu 0.6's two inserts runs first (it sends them concurrently), and `prepare`
+/// (which `start` runs) repairs a partition an older schema left without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgresql_schema_gives_each_partition_one_watermark_in_either_insert_order() {
+    // tansu's statements for a topic's partition and its watermark, by name.
+    const PARTITION: &str = "insert into topition (topic, partition)
+         select t.id, $2 from cluster c, topic t
+         where c.name = 'tidemark' and t.name = $1 and t.cluster = c.id";
+    const WATERMARK: &str = "insert into watermark (topition)
+         select tp.id from cluster c, topic t, topition tp
+         where c.name = 'tidemark' and t.name = $1 and tp.partition = $2
+         and t.cluster = c.id and tp.topic = t.id";
+    let database = ScratchDatabase::new();
+    let prepare = || {
+        let output = Command::new(script())
+            .args(["prepare", "--postgres", &database.url()])
+            .output()
+            .expect("run scripts/kafka prepare");
+        assert!(
+            output.status.success(),
+            "prepare failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    prepare();
+    let pool = sqlx::PgPool::connect(&database.url())
+        .await
+        .expect("the broker's database");
+    sqlx::query("insert into cluster (name) values ('tidemark')")
+        .execute(&pool)
+        .await
+        .expect("a cluster");
+    for (topic, watermark_first) in [("in-order", false), ("reordered", true)] {
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query(
+            "insert into topic (cluster, name, uuid, partitions, replication_factor)
+             select id, $1, gen_random_uuid(), 2, 1 from cluster where name = 'tidemark'",
+        )
+        .bind(topic)
+        .execute(&mut *tx)
+        .await
+        .expect("a topic");
+        let statements = if watermark_first {
+            [WATERMARK, PARTITION]
+        } else {
+            [PARTITION, WATERMARK]
+        };
+        for partition in 0..2_i32 {
+            for statement in statements {
+                sqlx::query(statement)
+                    .bind(topic)
+                    .bind(partition)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("tansu's insert");
+            }
+        }
+        tx.commit().await.expect("commit");
+    }
+    let watermarks = "select t.name, tp.partition, count(w.id)
+         from topic t join topition tp on tp.topic = t.id
+         left join watermark w on w.topition = tp.id
+         group by t.name, tp.partition order by 1, 2";
+    let one_each = vec![
+        ("in-order".to_owned(), 0, 1),
+        ("in-order".to_owned(), 1, 1),
+        ("reordered".to_owned(), 0, 1),
+        ("reordered".to_owned(), 1, 1),
+    ];
+    let counted: Vec<(String, i32, i64)> = sqlx::query_as(watermarks)
+        .fetch_all(&pool)
+        .await
+        .expect("count watermarks");
+    assert_eq!(counted, one_each, "watermarks per partition");
+
+    // A partition an older schema left without its watermark gets one back.
+    sqlx::query(
+        "delete from watermark using topition tp
+         where watermark.topition = tp.id and tp.partition = 1",
+    )
+    .execute(&pool)
+    .await
+    .expect("delete two watermarks");
+    prepare();
+    let counted: Vec<(String, i32, i64)> = sqlx::query_as(watermarks)
+        .fetch_all(&pool)
+        .await
+        .expect("count watermarks");
+    assert_eq!(counted, one_each, "watermarks per partition after prepare");
+    pool.close().await;
+}
