@@ -10,6 +10,7 @@
 //! security reads; SQLite has no such thing and relies on the `tenant_id = $1` that
 //! every query carries anyway).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -90,29 +91,87 @@ impl Dialect {
         conn: &mut AnyConnection,
         name: &str,
     ) -> Result<Position, sqlx::Error> {
+        let held = self.lock_checkpoints(conn, &[name.to_owned()]).await?;
+        Ok(held.get(name).copied().unwrap_or(0))
+    }
+
+    /// [`Dialect::lock_checkpoint`] for several checkpoints at once, in one statement
+    /// when they all exist already (every batch but a partition's first). Returns
+    /// each name's position, 0 for one never saved.
+    ///
+    /// On PostgreSQL the rows are locked in name order, whatever order `names` is in,
+    /// so two writers whose sets overlap cannot deadlock on each other's rows.
+    pub(crate) async fn lock_checkpoints(
+        self,
+        conn: &mut AnyConnection,
+        names: &[String],
+    ) -> Result<BTreeMap<String, Position>, sqlx::Error> {
+        let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut held: BTreeMap<String, Position> = self
+            .read_checkpoints_for_update(conn, &names)
+            .await?
+            .into_iter()
+            .map(|(name, position)| (name, position as Position))
+            .collect();
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|name| !held.contains_key(*name))
+            .collect();
+        if missing.is_empty() || self == Dialect::Sqlite {
+            return Ok(held);
+        }
+        // A row lock needs a row. If another writer is inserting one right now, this
+        // waits for that writer and then does nothing.
+        let sql = format!(
+            "INSERT INTO checkpoints (name, position) VALUES {} ON CONFLICT (name) DO NOTHING",
+            crate::batch::placeholders(self, missing.len(), 2)
+        );
+        let mut insert = sqlx::query(&sql).persistent(false);
+        for name in &missing {
+            insert = insert.bind(*name).bind(0_i64);
+        }
+        insert.execute(&mut *conn).await?;
+        for (name, position) in self.read_checkpoints_for_update(conn, &missing).await? {
+            held.insert(name, position as Position);
+        }
+        Ok(held)
+    }
+
+    /// The checkpoints among `names` that exist, locked (see
+    /// [`Dialect::lock_checkpoints`]).
+    async fn read_checkpoints_for_update(
+        self,
+        conn: &mut AnyConnection,
+        names: &[&str],
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let list = crate::batch::parameters(self, 1, names.len());
         let sql = match self {
             // `BEGIN IMMEDIATE` already holds the database's write lock.
-            Dialect::Sqlite => "SELECT position FROM checkpoints WHERE name = $1",
-            Dialect::Postgres => {
-                // A row lock needs a row. If another writer is inserting it right now,
-                // this waits for that writer and then does nothing.
-                sqlx::query(
-                    "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
-                     ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
-                // At READ COMMITTED a locking read waits for the holder to finish and
-                // then returns the row as that holder committed it.
-                "SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE"
+            Dialect::Sqlite => {
+                format!("SELECT name, position FROM checkpoints WHERE name IN ({list})")
             }
+            // At READ COMMITTED a locking read waits for the holder to finish and then
+            // returns the row as that holder committed it. The rows are locked as the
+            // sort hands them up, so in name order.
+            Dialect::Postgres => format!(
+                "SELECT name, position FROM checkpoints WHERE name IN ({list})
+                 ORDER BY name FOR UPDATE"
+            ),
         };
-        let position: Option<i64> = sqlx::query_scalar(sql)
-            .bind(name)
-            .fetch_optional(conn)
-            .await?;
-        Ok(position.unwrap_or(0) as Position)
+        // Prepared once per connection and count: a batch names two checkpoints per
+        // partition it read, so there are few counts, and a statement sqlx has not
+        // prepared costs a round trip of its own.
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for name in names {
+            query = query.bind(*name);
+        }
+        query.fetch_all(conn).await
     }
 
     /// Scopes the rest of the transaction to `tenant`: on PostgreSQL, row-level

@@ -72,21 +72,25 @@ impl TopicProjector {
     ) -> Result<usize, ProjectError> {
         let dialect = self.models.dialect();
         let mut tx = dialect.begin_write(self.models.pool()).await?;
-        // Lock the partitions' offsets in partition order, so two members whose
-        // batches overlap while a partition moves cannot deadlock on each other's rows.
+        // One statement locks every partition's offset and dedup mark (in name order,
+        // so two members whose batches overlap while a partition moves cannot
+        // deadlock on each other's rows).
         let partitions: std::collections::BTreeSet<i32> =
             batch.iter().map(|s| s.partition).collect();
+        let names: Vec<String> = partitions
+            .iter()
+            .flat_map(|p| [offset_checkpoint(topic, *p), position_checkpoint(topic, *p)])
+            .collect();
+        let held = dialect.lock_checkpoints(&mut tx, &names).await?;
+        let stored = |name: String| held.get(&name).copied().unwrap_or(0);
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut applied_up_to: BTreeMap<i32, Position> = BTreeMap::new();
         for partition in partitions {
-            let stored = dialect
-                .lock_checkpoint(&mut tx, &offset_checkpoint(topic, partition))
-                .await?;
-            next.insert(partition, stored as i64);
-            let mark = dialect
-                .lock_checkpoint(&mut tx, &position_checkpoint(topic, partition))
-                .await?;
-            applied_up_to.insert(partition, mark);
+            next.insert(
+                partition,
+                stored(offset_checkpoint(topic, partition)) as i64,
+            );
+            applied_up_to.insert(partition, stored(position_checkpoint(topic, partition)));
         }
         let mut rows = Batch::new(dialect);
         let mut applied = 0;

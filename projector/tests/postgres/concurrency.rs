@@ -95,3 +95,113 @@ async fn two_projectors_racing_on_postgres_apply_every_event_exactly_once() {
     })
     .await;
 }
+
+/// A post created at `position`, as the relay would deliver it.
+fn created(tenant: domain::TenantId, position: u64) -> eventlog::RecordedEvent {
+    use domain::post::Event;
+    let post = domain::PostId::from_uuid(uuid::Uuid::now_v7());
+    let encoded = schemas::encode(&schemas::DomainEvent::Post(Event::Created {
+        channels: vec![domain::Channel::new("blog").expect("channel")],
+        body: format!("post at {position}"),
+        campaign_id: None,
+    }));
+    eventlog::RecordedEvent {
+        global_position: position,
+        event_id: uuid::Uuid::now_v7(),
+        tenant_id: tenant.as_uuid(),
+        stream_id: domain::StreamName::post(tenant, post).to_string(),
+        version: 1,
+        event_type: encoded.event_type.to_owned(),
+        schema_version: encoded.schema_version,
+        occurred_at: chrono::Utc::now(),
+        recorded_at: chrono::Utc::now(),
+        correlation_id: uuid::Uuid::now_v7(),
+        causation_id: None,
+        actor: "test".into(),
+        data: encoded.data,
+    }
+}
+
+/// Two topic projectors given the same batches at once (as while a partition moves),
+/// each batch naming the partitions in the other's reverse order, starting before any
+/// partition has a checkpoint row: each event is applied once, and neither waits on
+/// the other for good (the rows are locked in one statement, in name order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_topic_projectors_given_the_same_batches_apply_each_event_once() {
+    use eventlog::kafka::SourcedEvent;
+    use projector::PostFilter;
+    use projector::kafka::TopicProjector;
+
+    bounded(async {
+        const PARTITIONS: i32 = 4;
+        const PER_PARTITION: i64 = 12;
+        let db = TestDatabase::create().await;
+        let (first, second) = tokio::join!(db.models(), db.models());
+        let tenants: Vec<domain::TenantId> = (0..PARTITIONS)
+            .map(|_| domain::TenantId::from_uuid(uuid::Uuid::now_v7()))
+            .collect();
+        // Partition p holds tenant p's posts; positions interleave across partitions.
+        let mut position = 0;
+        let mut by_partition: Vec<Vec<SourcedEvent>> = vec![Vec::new(); PARTITIONS as usize];
+        for offset in 0..PER_PARTITION {
+            for partition in 0..PARTITIONS {
+                position += 1;
+                by_partition[partition as usize].push(SourcedEvent {
+                    partition,
+                    offset,
+                    event: created(tenants[partition as usize], position),
+                });
+            }
+        }
+        let batches = |reverse: bool| -> Vec<Vec<SourcedEvent>> {
+            (0..PER_PARTITION as usize)
+                .step_by(3)
+                .map(|start| {
+                    let mut order: Vec<usize> = (0..PARTITIONS as usize).collect();
+                    if reverse {
+                        order.reverse();
+                    }
+                    order
+                        .into_iter()
+                        .flat_map(|p| by_partition[p][start..start + 3].iter().cloned())
+                        .collect()
+                })
+                .collect()
+        };
+        let run = |models: projector::ReadModels, batches: Vec<Vec<SourcedEvent>>| async move {
+            let projector = TopicProjector::new(models);
+            let mut applied = 0;
+            for batch in batches {
+                applied += projector
+                    .apply_sourced("events", &batch)
+                    .await
+                    .expect("a batch applies");
+            }
+            applied
+        };
+        let (one, two) = tokio::join!(
+            run(first.clone(), batches(false)),
+            run(second.clone(), batches(true))
+        );
+        assert_eq!(
+            one + two,
+            (PARTITIONS as i64 * PER_PARTITION) as usize,
+            "events applied by the two (first {one}, second {two})"
+        );
+        for tenant in &tenants {
+            let page = first
+                .posts(
+                    tenant.as_uuid(),
+                    &PostFilter {
+                        limit: 50,
+                        ..PostFilter::default()
+                    },
+                )
+                .await
+                .expect("posts");
+            assert_eq!(page.items.len(), PER_PARTITION as usize, "each post once");
+        }
+        db.drop_database().await;
+    })
+    .await;
+}
