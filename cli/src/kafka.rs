@@ -72,6 +72,8 @@ pub async fn run_projector(
 ) {
     let mut config = SourceConfig::new(brokers, kafka.group.clone());
     config.topic = kafka.topic.clone();
+    config.fetch_wait = Duration::from_millis(kafka.fetch_wait_ms);
+    config.linger = Duration::from_millis(kafka.batch_linger_ms);
     let projector = TopicProjector::new(models.clone());
     let mut leases =
         lease_database_url.map(|url| PartitionLeases::new(url, &kafka.group, &kafka.topic));

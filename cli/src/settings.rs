@@ -223,6 +223,14 @@ pub struct KafkaSettings {
     /// read-model database, and commit their offsets to Kafka under this group id for
     /// tools.
     pub group: String,
+    /// The projector consumer's `fetch.wait.max.ms`: how long the broker may hold a
+    /// fetch when it has nothing new. tansu 0.6 holds every fetch this long, records
+    /// or not, so it is a floor of the projection lag; lower costs the broker more
+    /// fetches when idle. 1 to 10,000.
+    pub fetch_wait_ms: u64,
+    /// After the first event of a projector batch, how long to wait for more before
+    /// applying it. 0 to 1,000.
+    pub batch_linger_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -232,6 +240,8 @@ impl Default for KafkaSettings {
             topic: "tidemark.events".to_owned(),
             partitions: 6,
             group: "tidemark-projector".to_owned(),
+            fetch_wait_ms: 50,
+            batch_linger_ms: 10,
         }
     }
 }
@@ -321,6 +331,16 @@ impl Settings {
             self.workflows.tick_ms >= 10,
             "workflows.tick_ms must be at least 10"
         );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.kafka.fetch_wait_ms),
+            "kafka.fetch_wait_ms must be 1 to 10000, not {}",
+            self.kafka.fetch_wait_ms
+        );
+        anyhow::ensure!(
+            self.kafka.batch_linger_ms <= 1_000,
+            "kafka.batch_linger_ms must be 0 to 1000, not {}",
+            self.kafka.batch_linger_ms
+        );
         Ok(())
     }
 }
@@ -400,6 +420,40 @@ mastodon = ["whsec_aHVudGVyMw==", "whsec_aHVudGVyNA=="]
         let shown = format!("{:?}", settings.publishing);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("aHVudGVy"), "{shown}");
+    }
+
+    #[test]
+    fn the_projector_consumer_timings_load_and_out_of_range_ones_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("tidemark.toml");
+        let defaults = Settings::load(None).expect("defaults load");
+        assert_eq!(defaults.kafka.fetch_wait_ms, 50);
+        assert_eq!(defaults.kafka.batch_linger_ms, 10);
+
+        std::fs::write(&file, "[kafka]\nfetch_wait_ms = 20\nbatch_linger_ms = 0\n")
+            .expect("write settings");
+        let settings = Settings::load(Some(&file)).expect("file loads");
+        assert_eq!(settings.kafka.fetch_wait_ms, 20);
+        assert_eq!(settings.kafka.batch_linger_ms, 0);
+
+        for (toml, key) in [
+            (
+                "[kafka]\nfetch_wait_ms = 0\n",
+                "kafka.fetch_wait_ms must be 1 to 10000",
+            ),
+            (
+                "[kafka]\nfetch_wait_ms = 10001\n",
+                "kafka.fetch_wait_ms must be 1 to 10000",
+            ),
+            (
+                "[kafka]\nbatch_linger_ms = 1001\n",
+                "kafka.batch_linger_ms must be 0 to 1000",
+            ),
+        ] {
+            std::fs::write(&file, toml).expect("write settings");
+            let error = Settings::load(Some(&file)).expect_err(toml);
+            assert!(error.to_string().contains(key), "{error}");
+        }
     }
 
     #[test]

@@ -106,6 +106,14 @@ impl Production {
             ("TIDEMARK_KAFKA__TOPIC", topic_name(suffix)),
             ("TIDEMARK_KAFKA__PARTITIONS", PARTITIONS.to_string()),
             ("TIDEMARK_KAFKA__GROUP", format!("projector-{suffix}")),
+            (
+                "TIDEMARK_KAFKA__FETCH_WAIT_MS",
+                settings.kafka.fetch_wait_ms.to_string(),
+            ),
+            (
+                "TIDEMARK_KAFKA__BATCH_LINGER_MS",
+                settings.kafka.batch_linger_ms.to_string(),
+            ),
             ("TIDEMARK_DATA_DIR", data_dir.display().to_string()),
             ("TIDEMARK_HTTP__HOST", "127.0.0.1".to_owned()),
             (

@@ -61,6 +61,11 @@ pub struct SourceConfig {
     pub max_batch: usize,
     /// After the first message of a batch, how long to wait for more. Default 10 ms.
     pub linger: Duration,
+    /// `fetch.wait.max.ms`: the longest a fetch waits at the broker for new records.
+    /// It bounds how long an event sits in the broker before the source sees it
+    /// (librdkafka's default of 500 ms was the floor of the production projection
+    /// lag), and tansu 0.6 holds every fetch this long, records or not. Default 50 ms.
+    pub fetch_wait: Duration,
     /// Extra librdkafka settings (security, tuning), applied before the ones the
     /// source depends on (manual offsets, eager assignment), which cannot be overridden.
     pub client_config: BTreeMap<String, String>,
@@ -75,6 +80,7 @@ impl SourceConfig {
             group_id: group_id.into(),
             max_batch: 500,
             linger: Duration::from_millis(10),
+            fetch_wait: Duration::from_millis(50),
             client_config: BTreeMap::new(),
         }
     }
@@ -95,10 +101,10 @@ impl SourceConfig {
             // rather than skip; deduplication absorbs what was seen before.
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            // A fetch waits at most this long for new records: it bounds how long an
-            // event sits in the broker before a projector sees it (librdkafka's default
-            // of 500 ms was the floor of the production projection lag).
-            .set("fetch.wait.max.ms", "50");
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait.as_millis().max(1).to_string(),
+            );
         config
     }
 }
