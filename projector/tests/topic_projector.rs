@@ -3,38 +3,15 @@
 //! rebalance) and copies at later offsets (the relay producing again after a crash)
 //! change nothing.
 
-use chrono::Utc;
-use domain::post::Event;
-use domain::{Channel, PostId, StreamName, TenantId};
+mod common;
+
+use common::{created, post_count};
+use domain::TenantId;
 use eventlog::RecordedEvent;
 use eventlog::kafka::SourcedEvent;
+use projector::ReadModels;
 use projector::kafka::TopicProjector;
-use projector::{PostFilter, ReadModels};
 use uuid::Uuid;
-
-fn created(tenant: TenantId, position: u64) -> RecordedEvent {
-    let post = PostId::from_uuid(Uuid::now_v7());
-    let encoded = schemas::encode(&schemas::DomainEvent::Post(Event::Created {
-        channels: vec![Channel::new("blog").expect("channel")],
-        body: format!("post at {position}"),
-        campaign_id: None,
-    }));
-    RecordedEvent {
-        global_position: position,
-        event_id: Uuid::now_v7(),
-        tenant_id: tenant.as_uuid(),
-        stream_id: StreamName::post(tenant, post).to_string(),
-        version: 1,
-        event_type: encoded.event_type.to_owned(),
-        schema_version: encoded.schema_version,
-        occurred_at: Utc::now(),
-        recorded_at: Utc::now(),
-        correlation_id: Uuid::now_v7(),
-        causation_id: None,
-        actor: "test".into(),
-        data: encoded.data,
-    }
-}
 
 fn at(partition: i32, offset: i64, event: &RecordedEvent) -> SourcedEvent {
     SourcedEvent {
@@ -80,17 +57,7 @@ async fn redelivered_batches_and_relayed_copies_are_applied_once() {
         1
     );
 
-    let page = models
-        .posts(
-            tenant.as_uuid(),
-            &PostFilter {
-                limit: 50,
-                ..PostFilter::default()
-            },
-        )
-        .await
-        .expect("posts");
-    assert_eq!(page.items.len(), 4, "each post once");
+    assert_eq!(post_count(&models, tenant).await, 4, "each post once");
     assert!(
         models
             .wait_for_tenant_position(tenant.as_uuid(), 4, std::time::Duration::from_millis(10))

@@ -5,6 +5,8 @@
 //! Needs a PostgreSQL server (see `support` for which); every test makes a database
 //! of its own and drops it afterwards.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod concurrency;
 mod equivalence;
 mod isolation;
