@@ -91,7 +91,7 @@ impl Dialect {
         conn: &mut AnyConnection,
         name: &str,
     ) -> Result<Position, sqlx::Error> {
-        let held = self.lock_checkpoints(conn, &[name.to_owned()]).await?;
+        let held = self.lock_checkpoints(conn, &[name]).await?;
         Ok(held.get(name).copied().unwrap_or(0))
     }
 
@@ -104,9 +104,9 @@ impl Dialect {
     pub(crate) async fn lock_checkpoints(
         self,
         conn: &mut AnyConnection,
-        names: &[String],
+        names: &[&str],
     ) -> Result<BTreeMap<String, Position>, sqlx::Error> {
-        let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut names = names.to_vec();
         names.sort_unstable();
         names.dedup();
         if names.is_empty() {

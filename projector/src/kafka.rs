@@ -77,20 +77,27 @@ impl TopicProjector {
         // deadlock on each other's rows).
         let partitions: std::collections::BTreeSet<i32> =
             batch.iter().map(|s| s.partition).collect();
-        let names: Vec<String> = partitions
+        let named: Vec<(i32, String, String)> = partitions
+            .into_iter()
+            .map(|p| {
+                (
+                    p,
+                    offset_checkpoint(topic, p),
+                    position_checkpoint(topic, p),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = named
             .iter()
-            .flat_map(|p| [offset_checkpoint(topic, *p), position_checkpoint(topic, *p)])
+            .flat_map(|(_, offset, mark)| [offset.as_str(), mark.as_str()])
             .collect();
         let held = dialect.lock_checkpoints(&mut tx, &names).await?;
-        let stored = |name: String| held.get(&name).copied().unwrap_or(0);
+        let stored = |name: &String| held.get(name).copied().unwrap_or(0);
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut applied_up_to: BTreeMap<i32, Position> = BTreeMap::new();
-        for partition in partitions {
-            next.insert(
-                partition,
-                stored(offset_checkpoint(topic, partition)) as i64,
-            );
-            applied_up_to.insert(partition, stored(position_checkpoint(topic, partition)));
+        for (partition, offset, mark) in &named {
+            next.insert(*partition, stored(offset) as i64);
+            applied_up_to.insert(*partition, stored(mark));
         }
         let mut rows = Batch::new(dialect);
         let mut applied = 0;
