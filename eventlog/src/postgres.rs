@@ -93,13 +93,23 @@
 //!
 //! # Waking tailers in every process
 //!
-//! Each batch that stored events runs `pg_notify('tidemark_events', <last position>)`,
-//! delivered on commit to every listening session of the database. Each store runs a
-//! background task with a `PgListener`; on a notification, on a reconnect (which may
-//! have lost notifications), and every [`PostgresOptions::head_refresh_interval`] as a
-//! fallback (a horizon can also move when some other transaction ends), it re-reads the
-//! visible head and publishes it on the watch channel. A writer also re-reads and
-//! publishes the head right after its own commit, before answering its callers.
+//! Right after a batch that stored events commits, its writer reads the visible head
+//! and, in the same statement, announces it to every listening session of the
+//! database: `pg_notify('tidemark_events', 'head:<position>')`. It publishes the head on
+//! its own store's watch channel before answering its callers. A head read after a
+//! commit is visible to every later snapshot of every session, so each store's
+//! background `PgListener` task publishes an announced head as it is, without reading
+//! the head again: one head read per commit, however many processes follow the log.
+//! When several writers commit at once, each announces what it saw; the last to read
+//! sees what all of them wrote, unless an older transaction is still open.
+//!
+//! The store reads the head itself on a reconnect (which may have lost notifications),
+//! on a notification without a head (a writer of an earlier release signalled from
+//! inside its batch), and every [`PostgresOptions::head_refresh_interval`] as a fallback:
+//! a horizon also moves when a transaction that is not an append ends, and nothing
+//! announces that. The watch is only a wake-up: `read_all` and `head` apply the
+//! horizon themselves, so a session that forges an announcement can make a tailer
+//! look early, never make a reader skip or see an invisible event.
 //!
 //! # Tenant isolation and roles
 //!
@@ -153,9 +163,13 @@ use crate::{
 /// last.
 pub const MAX_BATCH: usize = 256;
 
-/// The notification channel every append batch signals on commit, with its last
-/// position as the payload (`tidemark_append_batch` in migration 0005 names it too).
+/// The notification channel on which a writer announces the head it read right after
+/// its commit, as `head:<position>` (migration 0010). Writers of releases before it
+/// signalled here from inside the batch, with its last position as the payload.
 pub const NOTIFY_CHANNEL: &str = "tidemark_events";
+
+/// What a head announcement's payload starts with; the position follows.
+const HEAD_PAYLOAD_PREFIX: &str = "head:";
 
 /// How many requests may wait for one writer before `append` itself waits. This is
 /// back-pressure, not a limit on concurrency: a full queue only slows callers down.
@@ -896,8 +910,8 @@ impl Writer {
             // looks at the watch sees its own events once they are visible. On the
             // write pool: the connection this batch just returned is free, so answering
             // never waits behind a busy read pool.
-            if let Err(error) = refresh_head(&self.pool, &self.head).await {
-                tracing::warn!(%error, "could not re-read the head after a commit");
+            if let Err(error) = publish_head(&self.pool, &self.head).await {
+                tracing::warn!(%error, "could not read and announce the head after a commit");
             }
         }
         tracing::debug!(
@@ -1288,10 +1302,33 @@ async fn query_head(reads: &PgPool) -> Result<Position, StoreError> {
     Ok(to_u64(head, "global_position")?)
 }
 
-/// Re-reads the head and publishes it if it moved forward. Several tasks refresh
-/// concurrently and may finish out of order, so the watch only ever moves up.
+/// Re-reads the head and publishes it if it moved forward.
 async fn refresh_head(reads: &PgPool, head: &watch::Sender<Position>) -> Result<(), StoreError> {
     let seen = query_head(reads).await?;
+    advance(head, seen);
+    Ok(())
+}
+
+/// Reads the head after a commit and, in the same statement, tells every listening
+/// store of the database what it is (`head:<position>`, see [`NOTIFY_CHANNEL`]); then
+/// publishes it to this store's watch. A head read after a commit is visible to every
+/// later snapshot of every session, so the listeners take it without reading it again.
+async fn publish_head(writes: &PgPool, head: &watch::Sender<Position>) -> Result<(), StoreError> {
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT h FROM tidemark_log_head() AS h, \
+         pg_notify($1, $2 || h::text) AS sent",
+    )
+    .bind(NOTIFY_CHANNEL)
+    .bind(HEAD_PAYLOAD_PREFIX)
+    .fetch_one(writes)
+    .await?;
+    advance(head, to_u64(seen, "global_position")?);
+    Ok(())
+}
+
+/// Moves the watch up to `seen`. Several tasks publish concurrently and may finish out
+/// of order, so the watch only ever moves up.
+fn advance(head: &watch::Sender<Position>, seen: Position) {
     head.send_if_modified(|current| {
         let moved = seen > *current;
         if moved {
@@ -1299,12 +1336,17 @@ async fn refresh_head(reads: &PgPool, head: &watch::Sender<Position>) -> Result<
         }
         moved
     });
-    Ok(())
 }
 
-/// Keeps the head watch current with commits made by any process: wakes on a
-/// notification, on a reconnect and on every tick of `every`, until `stop` fires (the
-/// last store handle was dropped).
+/// The head a notification's payload announces, if it is a `head:<position>` one.
+fn announced_head(payload: &str) -> Option<Position> {
+    payload.strip_prefix(HEAD_PAYLOAD_PREFIX)?.parse().ok()
+}
+
+/// Keeps the head watch current with commits made by any process: publishes announced
+/// heads, and reads the head itself when [`listen`] asks (a reconnect, a notification
+/// without a head) and on every tick of `every`, until `stop` fires (the last store
+/// handle was dropped).
 async fn follow_head(
     listener: PgListener,
     reads: PgPool,
@@ -1315,7 +1357,12 @@ async fn follow_head(
     // The listener runs in its own task because its `try_recv` cannot be cancelled
     // halfway through a message; aborting the task drops the listener whole instead.
     let wake = Arc::new(Notify::new());
-    let listening = tokio::spawn(listen(listener, Arc::clone(&wake), every));
+    let listening = tokio::spawn(listen(
+        listener,
+        Arc::clone(&head),
+        Arc::clone(&wake),
+        every,
+    ));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -1333,13 +1380,24 @@ async fn follow_head(
     tracing::debug!("event store head follower stopped");
 }
 
-/// Forwards notifications (and reconnects, after which some may have been lost) to
-/// `wake`, coalescing a burst into one wake-up.
-async fn listen(mut listener: PgListener, wake: Arc<Notify>, retry_after: Duration) {
+/// Publishes the heads that notifications announce. Anything else that may mean the
+/// head moved unseen wakes the follower to read it: a notification without a head (a
+/// writer of an earlier release) and a reconnect (notifications may have been lost
+/// meanwhile). A burst of notifications is handled as one.
+async fn listen(
+    mut listener: PgListener,
+    head: Arc<watch::Sender<Position>>,
+    wake: Arc<Notify>,
+    retry_after: Duration,
+) {
     loop {
-        match listener.try_recv().await {
-            Ok(Some(_)) => while listener.next_buffered().is_some() {},
-            Ok(None) => tracing::info!("the notification connection was re-established"),
+        let first = match listener.try_recv().await {
+            Ok(Some(notification)) => notification,
+            Ok(None) => {
+                tracing::info!("the notification connection was re-established");
+                wake.notify_one();
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(%error, "listening for event log notifications failed");
                 wake.notify_one();
@@ -1348,8 +1406,23 @@ async fn listen(mut listener: PgListener, wake: Arc<Notify>, retry_after: Durati
                 tokio::time::sleep(retry_after).await;
                 continue;
             }
+        };
+        let mut announced = None;
+        let mut unannounced = false;
+        for notification in
+            std::iter::once(first).chain(std::iter::from_fn(|| listener.next_buffered()))
+        {
+            match announced_head(notification.payload()) {
+                Some(seen) => announced = announced.max(Some(seen)),
+                None => unannounced = true,
+            }
         }
-        wake.notify_one();
+        if let Some(seen) = announced {
+            advance(&head, seen);
+        }
+        if unannounced {
+            wake.notify_one();
+        }
     }
 }
 

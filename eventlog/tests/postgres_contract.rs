@@ -11,14 +11,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use eventlog::postgres::testing::TestDatabase;
-use eventlog::postgres::{PostgresOptions, PostgresStore};
+use eventlog::postgres::{NOTIFY_CHANNEL, PostgresOptions, PostgresStore};
 use eventlog::{
     AppendRequest, Appended, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
     RecordedEvent, StoreError, contract, wait_for_head,
 };
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -243,6 +244,159 @@ async fn an_append_in_one_process_wakes_watch_head_in_another() {
         "the watch should follow every commit, not only the first"
     );
     drop((writer, watcher));
+    db.drop_database().await;
+}
+
+/// A store that re-reads the head on its own only once an hour, so that within a test
+/// its watch moves only on what notifications tell it.
+async fn store_without_periodic_reads(db: &TestDatabase) -> PostgresStore {
+    PostgresStore::open(
+        db.store_options()
+            .head_refresh_interval(Duration::from_secs(3600)),
+    )
+    .await
+    .expect("the store opens")
+}
+
+/// An append is announced once, after its commit, with the head the writer read then:
+/// the notification no longer comes from inside the batch with its last position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_announces_the_head_once_after_its_commit() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let mut listener = PgListener::connect_with(
+        &PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(db.app_options())
+            .await
+            .expect("the runtime role connects"),
+    )
+    .await
+    .expect("a listener connects");
+    listener
+        .listen(NOTIFY_CHANNEL)
+        .await
+        .expect("the listener listens");
+
+    let appended = store
+        .append(request(Uuid::now_v7(), "s-1", ExpectedVersion::Exact(0), 3))
+        .await
+        .expect("the append succeeds");
+    let announced = tokio::time::timeout(contract::WAIT, listener.recv())
+        .await
+        .expect("the append is announced")
+        .expect("the notification arrives");
+    assert_eq!(
+        announced.payload(),
+        format!("head:{}", appended.last_position),
+        "the announcement carries the head read after the commit"
+    );
+    let another = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+    assert!(
+        another.is_err(),
+        "one append is announced once, not also from inside its batch: {another:?}"
+    );
+    drop((store, listener));
+    db.drop_database().await;
+}
+
+/// A store takes an announced head as it is, without reading the head itself: the
+/// announcement below names a position the log does not have, and the watch shows it
+/// (the watch is only a wake-up; `head` and `read_all` still apply the horizon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_head_moves_the_watch_without_a_read() {
+    let db = TestDatabase::create().await;
+    let store = store_without_periodic_reads(&db).await;
+    let mut head = store.watch_head();
+    assert_eq!(*head.borrow_and_update(), 0);
+
+    let mut other = db
+        .app_options()
+        .connect()
+        .await
+        .expect("the runtime role connects");
+    sqlx::query("SELECT pg_notify($1, 'head:7')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut other)
+        .await
+        .expect("the notification is sent");
+    assert_eq!(
+        wait_for_head(&mut head, 7, contract::WAIT).await,
+        7,
+        "the watch moves to the announced head"
+    );
+    assert_eq!(
+        store.head().await.expect("head is readable"),
+        0,
+        "head() reads the log, not the announcement"
+    );
+    other.close().await.ok();
+    drop(store);
+    db.drop_database().await;
+}
+
+/// A notification without a head — what a writer of the release before announcements
+/// sends from inside its batch — makes the store read the head itself, and publish
+/// what it read rather than the payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_without_a_head_makes_the_store_read_it() {
+    let db = TestDatabase::create().await;
+    let store = store_without_periodic_reads(&db).await;
+    let mut head = store.watch_head();
+    let tenant = Uuid::now_v7();
+
+    let mut old = db
+        .app_options()
+        .connect()
+        .await
+        .expect("the runtime role connects");
+    let mut tx = old.begin().await.expect("a transaction starts");
+    let position: i64 = sqlx::query_scalar("SELECT tidemark_reserve_positions(ARRAY['old'], 1)")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("positions can be reserved");
+    sqlx::query("SELECT set_config('app.tenant', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .expect("the tenant is set");
+    sqlx::query("INSERT INTO streams (stream_id, tenant_id, version) VALUES ('old', $1, 1)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .expect("the stream is created");
+    sqlx::query(
+        "INSERT INTO events (global_position, event_id, tenant_id, stream_id, version, \
+         event_type, schema_version, occurred_at, correlation_id, actor, data) \
+         VALUES ($1, $2, $3, 'old', 1, 'test.old', 1, now(), $2, 'test', '{}')",
+    )
+    .bind(position)
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await
+    .expect("the event is inserted");
+    sqlx::query("SELECT pg_notify($1, '999')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *tx)
+        .await
+        .expect("the notification is queued");
+    tx.commit().await.expect("the transaction commits");
+
+    let position = Position::try_from(position).expect("positions are positive");
+    assert_eq!(
+        wait_for_head(&mut head, position, contract::WAIT).await,
+        position,
+        "the notification makes the store read the head"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *head.borrow(),
+        position,
+        "the store publishes the head it read, not the notification's payload"
+    );
+    old.close().await.ok();
+    drop(store);
     db.drop_database().await;
 }
 
