@@ -8,8 +8,8 @@
 -- and then running `delete from topic where topic.cluster in (…)`, which names every
 -- topic of the cluster. The trigger at the end lets that statement delete only topics
 -- without partitions left, which is the one being deleted. Foreign keys do not
--- cascade (but for a header's key to its record), so even without the trigger the
--- statement could only fail, never take another topic's records with it.
+-- cascade, so even without the trigger the statement could only fail, never take
+-- another topic's records with it.
 
 create table if not exists cluster (
     id integer primary key generated always as identity,
@@ -78,16 +78,21 @@ create table if not exists record (
 );
 
 -- A fetch reads each record's headers with one query by (topition, offset_id).
--- Headers belong to their record: retention and compaction delete records alone.
+-- Headers belong to their record: retention and compaction delete records alone, and
+-- the trigger at the end of this file deletes their headers in the same statement.
+-- There is no foreign key to the record (there was one before 2026-12-05): checking
+-- it cost an index lookup for each of the eight header rows an event's record has,
+-- about a sixth of the broker database's time at the benchmark's command rate
+-- (docs/benchmarks.md). tansu writes a record and its headers in one transaction.
 create table if not exists header (
     topition integer not null,
     offset_id bigint not null,
     k bytea,
     v bytea,
     last_updated timestamptz not null default current_timestamp,
-    created_at timestamptz not null default current_timestamp,
-    foreign key (topition, offset_id) references record (topition, offset_id) on delete cascade
+    created_at timestamptz not null default current_timestamp
 );
+alter table header drop constraint if exists header_topition_offset_id_fkey;
 create index if not exists header_record on header (topition, offset_id);
 
 create table if not exists consumer_group (
@@ -237,3 +242,21 @@ drop trigger if exists tidemark_keep_topics_with_partitions on topic;
 create trigger tidemark_keep_topics_with_partitions
     before delete on topic
     for each row execute function tidemark_keep_topics_with_partitions();
+
+-- See the header table: a statement that deletes records deletes their headers too.
+create or replace function tidemark_delete_headers_of_records() returns trigger
+language plpgsql as $$
+begin
+    delete from header
+     using deleted
+     where header.topition = deleted.topition
+       and header.offset_id = deleted.offset_id;
+    return null;
+end
+$$;
+
+drop trigger if exists tidemark_delete_headers_of_records on record;
+create trigger tidemark_delete_headers_of_records
+    after delete on record
+    referencing old table as deleted
+    for each statement execute function tidemark_delete_headers_of_records();
