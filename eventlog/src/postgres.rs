@@ -233,8 +233,9 @@ impl PostgresOptions {
     }
 
     /// How often the head is re-read even without a notification: the fallback for a
-    /// notification lost on reconnect, and for a horizon held back by a transaction
-    /// that was not an append.
+    /// notification lost on reconnect, for an announcement a writer could not send
+    /// (its connection failed right after the commit), and for a horizon held back by
+    /// a transaction that was not an append.
     pub fn head_refresh_interval(mut self, every: Duration) -> Self {
         self.head_refresh_interval = every.max(Duration::from_millis(10));
         self
