@@ -92,6 +92,19 @@ async fn a_quick_run_of_every_workload_completes_and_counts_something_in_each() 
         lags * 10 <= commands + commands / 5 + 20 && lags * 10 + commands / 5 + 20 >= commands,
         "one command in 10 should be read: {lags} lags for {commands} commands"
     );
+    // Where the lag run's CPU went, from /proc (this suite runs on Linux).
+    let fixed_rate = report
+        .rows
+        .iter()
+        .find(|r| r.workload == "projection-lag" && r.case == "create-post at fixed rate")
+        .expect("the fixed-rate row");
+    assert!(
+        fixed_rate.note.contains("CPU in cores: machine ")
+            && fixed_rate.note.contains("this process ")
+            && fixed_rate.note.contains("the rest "),
+        "the fixed-rate row says where the CPU went: {:?}",
+        fixed_rate.note
+    );
     let written = std::fs::read_to_string(json.path()).expect("json written");
     let parsed: serde_json::Value = serde_json::from_str(&written).expect("json parses");
     assert_eq!(

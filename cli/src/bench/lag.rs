@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::commands::{Answer, Http, TENANTS};
+use super::cpu;
 use super::load::{Operation, Outcome, Progress, Sample, Window, open_loop};
 use super::report::{Row, ratio};
 use super::target::Target;
@@ -87,10 +88,13 @@ pub async fn run(
         path: floor_path,
     });
     let floor_progress = Progress::quiet();
+    let processes = deployment.processes();
+    let cpu_before = cpu::sample(&processes);
     let (tally, floor_tally) = tokio::join!(
         open_loop(op, rate, MAX_IN_FLIGHT, window, &progress),
         open_loop(floor, FLOOR_RATE, 1, window, &floor_progress),
     );
+    let cpu_note = cpu::note(&cpu_before, &cpu::sample(&processes));
     drop(progress);
     drop(floor_progress);
     deployment.stop().await?;
@@ -119,6 +123,9 @@ pub async fn run(
     } else {
         format!("includes one GET round trip; one command in {sample} read")
     });
+    if let Some(cpu_note) = cpu_note {
+        command_row.note(cpu_note);
+    }
     Ok(vec![command_row, lag_row, floor_row])
 }
 

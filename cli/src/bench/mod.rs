@@ -14,6 +14,7 @@
 
 mod baseline;
 mod commands;
+mod cpu;
 mod fixture;
 mod history;
 mod lag;

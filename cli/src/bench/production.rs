@@ -466,6 +466,13 @@ impl Deployment for ProductionDeployment {
         &self.base_url
     }
 
+    fn processes(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.child.id()?)))
+            .collect()
+    }
+
     fn token(&self, tenant: Uuid, role: Role) -> anyhow::Result<String> {
         self.auth
             .mint("bench", tenant, &[role], Utc::now(), TimeDelta::hours(12))

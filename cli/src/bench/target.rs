@@ -49,6 +49,11 @@ pub trait Deployment: Send + Sync {
     fn token(&self, tenant: Uuid, role: Role) -> anyhow::Result<String>;
     /// Stops the deployment and waits for it.
     async fn stop(self: Box<Self>) -> anyhow::Result<()>;
+    /// Its processes other than the benchmark's own, by name and pid, for the CPU
+    /// note of a workload. None for the embedded deployment, which runs inside it.
+    fn processes(&self) -> Vec<(String, u32)> {
+        Vec::new()
+    }
 }
 
 /// The storage-dependent half of the benchmark.
