@@ -20,7 +20,7 @@ use eventlog::{
     RecordedEvent, StoreError, contract, wait_for_head,
 };
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
@@ -247,6 +247,46 @@ async fn an_append_in_one_process_wakes_watch_head_in_another() {
     db.drop_database().await;
 }
 
+/// Starts a transaction on `conn` that writes one event, the first of a new stream,
+/// the way the store's append protocol does (its position reserved first), and leaves
+/// it open: another process's append in flight. Returns it and the event's position.
+async fn begin_one_event_by_hand<'c>(
+    conn: &'c mut PgConnection,
+    tenant: Uuid,
+    stream: &str,
+) -> (Transaction<'c, Postgres>, i64) {
+    let mut tx = conn.begin().await.expect("a transaction starts");
+    let position: i64 = sqlx::query_scalar("SELECT tidemark_reserve_positions(ARRAY[$1], 1)")
+        .bind(stream)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("positions can be reserved");
+    sqlx::query("SELECT set_config('app.tenant', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .expect("the tenant is set");
+    sqlx::query("INSERT INTO streams (stream_id, tenant_id, version) VALUES ($1, $2, 1)")
+        .bind(stream)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .expect("the stream is created");
+    sqlx::query(
+        "INSERT INTO events (global_position, event_id, tenant_id, stream_id, version, \
+         event_type, schema_version, occurred_at, correlation_id, actor, data) \
+         VALUES ($1, $2, $3, $4, 1, 'test.by_hand', 1, now(), $2, 'test', '{}')",
+    )
+    .bind(position)
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(stream)
+    .execute(&mut *tx)
+    .await
+    .expect("the event is inserted");
+    (tx, position)
+}
+
 /// A store that re-reads the head on its own only once an hour, so that within a test
 /// its watch moves only on what notifications tell it.
 async fn store_without_periodic_reads(db: &TestDatabase) -> PostgresStore {
@@ -350,32 +390,7 @@ async fn a_notification_without_a_head_makes_the_store_read_it() {
         .connect()
         .await
         .expect("the runtime role connects");
-    let mut tx = old.begin().await.expect("a transaction starts");
-    let position: i64 = sqlx::query_scalar("SELECT tidemark_reserve_positions(ARRAY['old'], 1)")
-        .fetch_one(&mut *tx)
-        .await
-        .expect("positions can be reserved");
-    sqlx::query("SELECT set_config('app.tenant', $1, true)")
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await
-        .expect("the tenant is set");
-    sqlx::query("INSERT INTO streams (stream_id, tenant_id, version) VALUES ('old', $1, 1)")
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await
-        .expect("the stream is created");
-    sqlx::query(
-        "INSERT INTO events (global_position, event_id, tenant_id, stream_id, version, \
-         event_type, schema_version, occurred_at, correlation_id, actor, data) \
-         VALUES ($1, $2, $3, 'old', 1, 'test.old', 1, now(), $2, 'test', '{}')",
-    )
-    .bind(position)
-    .bind(Uuid::now_v7())
-    .bind(tenant)
-    .execute(&mut *tx)
-    .await
-    .expect("the event is inserted");
+    let (mut tx, position) = begin_one_event_by_hand(&mut old, tenant, "old").await;
     sqlx::query("SELECT pg_notify($1, '999')")
         .bind(NOTIFY_CHANNEL)
         .execute(&mut *tx)
@@ -415,32 +430,7 @@ async fn an_open_transaction_with_a_lower_position_holds_back_the_head_until_it_
         .connect()
         .await
         .expect("the runtime role connects");
-    let mut tx = slow.begin().await.expect("a transaction starts");
-    let low: i64 = sqlx::query_scalar("SELECT tidemark_reserve_positions(ARRAY['slow'], 1)")
-        .fetch_one(&mut *tx)
-        .await
-        .expect("positions can be reserved");
-    sqlx::query("SELECT set_config('app.tenant', $1, true)")
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await
-        .expect("the tenant is set");
-    sqlx::query("INSERT INTO streams (stream_id, tenant_id, version) VALUES ('slow', $1, 1)")
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await
-        .expect("the slow stream is created");
-    sqlx::query(
-        "INSERT INTO events (global_position, event_id, tenant_id, stream_id, version, \
-         event_type, schema_version, occurred_at, correlation_id, actor, data) \
-         VALUES ($1, $2, $3, 'slow', 1, 'test.slow', 1, now(), $2, 'test', '{}')",
-    )
-    .bind(low)
-    .bind(Uuid::now_v7())
-    .bind(tenant)
-    .execute(&mut *tx)
-    .await
-    .expect("the slow event is inserted");
+    let (tx, low) = begin_one_event_by_hand(&mut slow, tenant, "slow").await;
 
     let fast = store
         .append(request(tenant, "fast", ExpectedVersion::Exact(0), 1))

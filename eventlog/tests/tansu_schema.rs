@@ -25,6 +25,16 @@ async fn apply(conn: &mut PgConnection) {
     tx.commit().await.expect("the schema commits");
 }
 
+/// A database of its own with the file applied, and a connection to it as its owner.
+async fn database_with_the_schema() -> (TestDatabase, PgConnection) {
+    let db = TestDatabase::create().await;
+    let mut conn = PgConnection::connect_with(&db.owner_options())
+        .await
+        .expect("the owner connects");
+    apply(&mut conn).await;
+    (db, conn)
+}
+
 /// One partition with `records` records of `headers` headers each; its id.
 async fn partition_with_records(conn: &mut PgConnection, records: i64, headers: i64) -> i32 {
     let topition: i32 = sqlx::query_scalar(
@@ -73,11 +83,7 @@ async fn headers_per_record(conn: &mut PgConnection, topition: i32) -> Vec<(i64,
 
 #[tokio::test]
 async fn deleting_records_deletes_their_headers_and_no_others() {
-    let db = TestDatabase::create().await;
-    let mut conn = PgConnection::connect_with(&db.owner_options())
-        .await
-        .expect("the owner connects");
-    apply(&mut conn).await;
+    let (db, mut conn) = database_with_the_schema().await;
     apply(&mut conn).await;
     let topition = partition_with_records(&mut conn, 4, 8).await;
 
@@ -99,11 +105,7 @@ async fn deleting_records_deletes_their_headers_and_no_others() {
 
 #[tokio::test]
 async fn applying_it_again_drops_the_header_foreign_key_an_earlier_version_made() {
-    let db = TestDatabase::create().await;
-    let mut conn = PgConnection::connect_with(&db.owner_options())
-        .await
-        .expect("the owner connects");
-    apply(&mut conn).await;
+    let (db, mut conn) = database_with_the_schema().await;
     // The key the file made before 2026-12-05, under the name PostgreSQL gave it.
     sqlx::raw_sql(
         "ALTER TABLE header ADD CONSTRAINT header_topition_offset_id_fkey \
