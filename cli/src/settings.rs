@@ -240,8 +240,8 @@ impl Default for KafkaSettings {
             topic: "tidemark.events".to_owned(),
             partitions: 6,
             group: "tidemark-projector".to_owned(),
-            fetch_wait_ms: 50,
-            batch_linger_ms: 10,
+            fetch_wait_ms: eventlog::kafka::DEFAULT_FETCH_WAIT_MS,
+            batch_linger_ms: eventlog::kafka::DEFAULT_LINGER_MS,
         }
     }
 }

@@ -47,6 +47,11 @@ pub trait OffsetStore: Send + Sync + 'static {
     async fn load(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>, BoxError>;
 }
 
+/// [`SourceConfig::fetch_wait`]'s default, in milliseconds.
+pub const DEFAULT_FETCH_WAIT_MS: u64 = 50;
+/// [`SourceConfig::linger`]'s default, in milliseconds.
+pub const DEFAULT_LINGER_MS: u64 = 10;
+
 /// What the source needs to know; [`SourceConfig::new`] fills in the defaults.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -79,8 +84,8 @@ impl SourceConfig {
             topic: DEFAULT_TOPIC.to_owned(),
             group_id: group_id.into(),
             max_batch: 500,
-            linger: Duration::from_millis(10),
-            fetch_wait: Duration::from_millis(50),
+            linger: Duration::from_millis(DEFAULT_LINGER_MS),
+            fetch_wait: Duration::from_millis(DEFAULT_FETCH_WAIT_MS),
             client_config: BTreeMap::new(),
         }
     }

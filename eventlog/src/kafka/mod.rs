@@ -46,7 +46,10 @@ use uuid::Uuid;
 use crate::{Position, RecordedEvent, Version};
 
 pub use checkpoint::{RelayCheckpoint, SqliteRelayCheckpoint};
-pub use consumer::{BoxError, KafkaSource, OffsetStore, SourceConfig, SourceError, SourcedEvent};
+pub use consumer::{
+    BoxError, DEFAULT_FETCH_WAIT_MS, DEFAULT_LINGER_MS, KafkaSource, OffsetStore, SourceConfig,
+    SourceError, SourcedEvent,
+};
 pub use leases::{PartitionLeases, lease_holders};
 pub use relay::{Relay, RelayConfig, RelayError, RelayOutcome};
 
