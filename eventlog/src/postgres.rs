@@ -48,11 +48,15 @@
 //!    The lock is taken in a subtransaction that is rolled back at once, which
 //!    releases it (sequences and the top-level id are not transactional): the
 //!    critical section is one function call, not the whole batch.
-//! 2. **Readers stop at the oldest writer still running.** `tidemark_log_horizon()`
-//!    takes `H` = the smallest id in its snapshot's in-progress list that belongs to a
-//!    backend of *this* database (or a transaction prepared in it), or the snapshot's
-//!    `xmax` if there is none. `tidemark_read_log` / `tidemark_log_head` then read, in a
-//!    *later* statement with a newer snapshot, only events with `transaction_id < H`.
+//! 2. **Readers stop at the oldest log writer still running.** A log writer is
+//!    recognised by its locks: before the function above gives a transaction its id,
+//!    it takes a transaction-level advisory lock on each of the batch's streams (a
+//!    one-key lock), held until the transaction ends. `tidemark_log_horizon()`
+//!    (migration 0011) takes `H` = the smallest id in its snapshot's in-progress list
+//!    whose backend holds a one-key advisory lock in *this* database (from one read of
+//!    `pg_locks`; or a transaction prepared in it), or the snapshot's `xmax` if there
+//!    is none. `tidemark_read_log` / `tidemark_log_head` then read, in a *later*
+//!    statement with a newer snapshot, only events with `transaction_id < H`.
 //!
 //! Before reserving, the same function takes a transaction-level advisory lock per
 //! stream of the batch (in key order, so batches cannot deadlock on them). Those need
@@ -66,12 +70,13 @@
 //! `T`, `id(T) < H`): let `W` be a transaction holding a position `q < p`. By rule 1,
 //! `W` reserved before `T`, so `id(W) < id(T) < H ≤ xmax(s1)`, where `s1` is the
 //! horizon statement's snapshot; `xmax(s1)` is one past the newest id completed at
-//! `s1`, so `W` had its id by then. Let `r` be when that statement read
-//! `pg_stat_activity` (after `s1`) and `s2` the snapshot of the read that follows
-//! (after `r`). Either `W` had finished at `s1` — then `s2` sees its commit, or it
-//! rolled back and `q` never exists; or it was running at `s1` and at `r` — then its id
-//! is in `s1`'s in-progress list and its backend, in this database, shows it at `r`,
-//! so `H ≤ id(W)`: a contradiction; or it was running at `s1` and finished before `r`
+//! `s1`, so `W` had its id by then, and with it its stream locks. Let `r` be when that
+//! statement read `pg_locks` (after `s1`) and `s2` the snapshot of the read that
+//! follows (after `r`). Either `W` had finished at `s1` — then `s2` sees its commit, or
+//! it rolled back and `q` never exists; or it was running at `s1` and at `r` — then its
+//! id is in `s1`'s in-progress list and its backend holds, at `r`, both that id and a
+//! one-key advisory lock in this database, so `H ≤ id(W)`: a contradiction; or it was
+//! running at `s1` and finished before `r`
 //! — then it finished before `s2`, which sees it. So every position below `p` is
 //! visible to `s2` or never will exist, and the read, in position order, returns it
 //! before `p`.
@@ -80,13 +85,17 @@
 //! failed request's positions are reused by the next request, so a batch in which
 //! every request succeeds leaves no gap.)
 //!
-//! Consequences: a transaction that *writes* in this database and stays open — an
-//! `idle in transaction` session, a long migration — holds every tailer back until it
-//! ends (nothing is lost, only delayed; set `idle_in_transaction_session_timeout`).
-//! Read-only sessions hold nothing back, nor do transactions in other databases of the
-//! cluster, which is why the horizon is per database rather than the cluster-wide
-//! `pg_snapshot_xmin`. Read the log from the primary: a hot standby's
-//! `pg_stat_activity` does not show the primary's writers. Own commits still become
+//! Consequences: a log writer that stays open — an `idle in transaction` session in
+//! the middle of an append — holds every tailer back until it ends (nothing is lost,
+//! only delayed; set `idle_in_transaction_session_timeout`), and so does anything else
+//! that holds a one-key advisory lock with a transaction id (a migration under sqlx's
+//! lock). Transactions that only write other tables of the database — the read models,
+//! the checkpoints, a rebuild that runs for minutes — hold nothing back (until
+//! migration 0011 they did, since the horizon counted every transaction of the
+//! database that had an id), nor do read-only sessions or transactions in other
+//! databases of the cluster, which is why the horizon is not the cluster-wide
+//! `pg_snapshot_xmin`. Read the log from the primary: a hot standby's `pg_locks`
+//! does not show the primary's writers. Own commits still become
 //! visible only when every older writer of the database has finished, so `head`
 //! right after an append can be below the append's position under concurrent load;
 //! consistency tokens wait on [`EventStore::watch_head`] for that reason.
@@ -106,10 +115,13 @@
 //! The store reads the head itself on a reconnect (which may have lost notifications),
 //! on a notification without a head (a writer of an earlier release signalled from
 //! inside its batch), and every [`PostgresOptions::head_refresh_interval`] as a fallback:
-//! a horizon also moves when a transaction that is not an append ends, and nothing
-//! announces that. The watch is only a wake-up: `read_all` and `head` apply the
-//! horizon themselves, so a session that forges an announcement can make a tailer
-//! look early, never make a reader skip or see an invisible event.
+//! a horizon also moves when a writer that stored nothing ends (a failed batch, a
+//! migration), and nothing announces that. `read_all` and `head` apply the horizon themselves, so a session
+//! that forges an announcement can make a tailer look early, never make a reader skip
+//! or see an invisible event. The query API's read-your-writes wait does take the
+//! watch at its word (a position at or below it needs no head read): a forged
+//! announcement could end such a wait early, a stale read, which only a session of
+//! the platform's own database roles can cause.
 //!
 //! # Tenant isolation and roles
 //!

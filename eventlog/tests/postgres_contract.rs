@@ -504,6 +504,86 @@ async fn a_transaction_in_another_database_does_not_hold_back_the_head() {
     db.drop_database().await;
 }
 
+/// The horizon waits for log writers only (migration 0011): a transaction of the same
+/// database that has an id and writes other tables — a projector's batch, a
+/// checkpoint, a rebuild — must not hide a later commit from `head`, `read_all` or the
+/// announced head, however long it stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_writes_other_tables_does_not_hold_back_the_head() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let mut head = store.watch_head();
+    let mut other = db
+        .owner_options()
+        .connect()
+        .await
+        .expect("the owner connects");
+    sqlx::query("CREATE TABLE read_model_rows (id bigint PRIMARY KEY)")
+        .execute(&mut other)
+        .await
+        .expect("a table besides the log's");
+    let mut tx = other.begin().await.expect("a transaction starts");
+    sqlx::query("INSERT INTO read_model_rows VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .expect("it writes, so it has a transaction id older than the append's");
+
+    let appended = store
+        .append(request(Uuid::now_v7(), "s", ExpectedVersion::Exact(0), 2))
+        .await
+        .expect("the append succeeds");
+    assert_eq!(
+        store.head().await.expect("head is readable"),
+        appended.last_position,
+        "a transaction that holds no position must not hide this commit"
+    );
+    assert_eq!(
+        store.read_all(0, 10).await.expect("read_all works").len(),
+        2,
+        "read_all returns the committed events while the other transaction is open"
+    );
+    assert_eq!(
+        wait_for_head(&mut head, appended.last_position, contract::WAIT).await,
+        appended.last_position,
+        "the writer announces a head that includes its commit"
+    );
+    tx.rollback().await.expect("the other transaction ends");
+    other.close().await.ok();
+    drop(store);
+    db.drop_database().await;
+}
+
+/// A reservation must name a stream: its stream locks are what mark the transaction
+/// as a log writer for the horizon, so one without them is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_that_names_no_stream_is_refused() {
+    let db = TestDatabase::create().await;
+    let _store = db.store().await;
+    let mut conn = db
+        .app_options()
+        .connect()
+        .await
+        .expect("the runtime role connects");
+    for streams in ["{}", "{NULL}"] {
+        let refused = sqlx::query("SELECT tidemark_reserve_positions($1::text[], 1)")
+            .bind(streams)
+            .execute(&mut conn)
+            .await
+            .expect_err("a reservation of no stream is refused");
+        assert!(
+            refused.to_string().contains("names at least one stream"),
+            "{streams}: {refused}"
+        );
+    }
+    let position: i64 = sqlx::query_scalar("SELECT tidemark_reserve_positions(ARRAY['s'], 1)")
+        .fetch_one(&mut conn)
+        .await
+        .expect("a reservation of one stream goes through");
+    assert_eq!(position, 1, "the refused ones took no position");
+    conn.close().await.ok();
+    db.drop_database().await;
+}
+
 /// Sixteen tasks spread over four stores race on one stream with `Exact` versions:
 /// every version is won exactly once, because the check locks the stream's row in
 /// PostgreSQL, not only in one process's writer.
