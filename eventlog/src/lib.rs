@@ -240,7 +240,10 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// A receiver of the head position, updated after every commit this store (or,
     /// for a shared database, any process) makes visible. Tailers await changes on it
-    /// instead of polling in a loop.
+    /// instead of polling in a loop. Its value is a head that was visible when it was
+    /// published, so every position at or below it is in the log; it may trail
+    /// [`EventStore::head`], never lead it (on PostgreSQL, unless a session of the
+    /// database forges an announcement: see the module docs of `postgres`).
     fn watch_head(&self) -> watch::Receiver<Position>;
 
     /// The highest position at or below `at_most` that holds an event of `tenant`, or

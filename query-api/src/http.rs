@@ -133,13 +133,19 @@ pub(crate) async fn consistent(
         position,
         waited_ms: started.elapsed().as_millis(),
     };
-    // A position the log has not reached yet: wait (bounded) for the log first.
+    // A position the log has not reached yet: wait (bounded) for the log first. The
+    // watch holds a head some writer read after its commit (and announced), so a
+    // position a command answered with is nearly always there already and costs no
+    // read; only below it is the store asked.
     let mut head = api.store.watch_head();
-    let mut last_head = api
-        .store
-        .head()
-        .await
-        .map_err(|e| QueryError::Internal(e.into()))?;
+    let mut last_head = *head.borrow_and_update();
+    if last_head < position {
+        last_head = api
+            .store
+            .head()
+            .await
+            .map_err(|e| QueryError::Internal(e.into()))?;
+    }
     while last_head < position {
         let remaining = api.max_consistency_wait.saturating_sub(started.elapsed());
         if remaining.is_zero() {
