@@ -728,7 +728,11 @@ impl Batch {
             self.scope.enter(conn, tenant).await?;
         }
         let sql = table.select_by_key(prefix.len());
-        let mut query = sqlx::query(&sql);
+        // Planned for each call, never from a cached generic plan: a generic plan made
+        // while the table was small may take an index that shares only the key's first
+        // columns (`reservations_by_period` for a reservation's key) and then filter
+        // every row of the tenant's month; the primary key answers every such read.
+        let mut query = sqlx::query(&sql).persistent(false);
         for (value, column) in prefix.iter().zip(table.columns) {
             query = bind(query, value, column.kind);
         }

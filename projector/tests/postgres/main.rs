@@ -10,4 +10,5 @@ mod common;
 mod concurrency;
 mod equivalence;
 mod isolation;
+mod plans;
 mod support;

@@ -126,6 +126,11 @@ impl TestDatabase {
         role
     }
 
+    /// The owner's name: the role that migrates and owns the read models.
+    pub fn owner_role(&self) -> &str {
+        &self.owner_role
+    }
+
     /// The runtime role's name.
     pub fn app_role(&self) -> &str {
         &self.app_role
