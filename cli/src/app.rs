@@ -8,6 +8,7 @@
 //! load settings, start telemetry and call into this library.
 
 use std::net::TcpListener;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +19,12 @@ use auth::{Authenticator, Problem};
 use clap::ValueEnum;
 use command_api::{Clock, CommandApi, CommandService, InboundWebhooks, SystemClock};
 use eventlog::EventStore;
-use eventlog::postgres::PostgresStore;
+use eventlog::postgres::{PostgresOptions, PostgresStore};
 use eventlog::sqlite::SqliteStore;
 use projector::{Projector, ReadModels};
 use query_api::QueryApi;
 use secrecy::ExposeSecret;
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use workflows::generation::Generator;
@@ -78,11 +80,20 @@ impl Stores {
             .app_url
             .as_ref()
             .map(|u| u.expose_secret().to_owned());
-        let store = match &app {
-            Some(app) => PostgresStore::connect_with(owner, app).await,
-            None => PostgresStore::connect(owner).await,
+        let owner_options =
+            PgConnectOptions::from_str(owner).context("database.url is not a PostgreSQL URL")?;
+        let run_as = match &app {
+            Some(app) => PgConnectOptions::from_str(app)
+                .context("database.app_url is not a PostgreSQL URL")?,
+            None => owner_options.clone(),
+        };
+        let mut options = PostgresOptions::new(run_as).migrate_as(owner_options);
+        if let Some(writers) = settings.database.writers {
+            options = options.writers(writers);
         }
-        .context("failed to open the PostgreSQL event store")?;
+        let store = PostgresStore::open(options)
+            .await
+            .context("failed to open the PostgreSQL event store")?;
         let models = ReadModels::connect_postgres(owner, app.as_deref())
             .await
             .context("failed to open the PostgreSQL read models")?;

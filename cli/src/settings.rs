@@ -198,6 +198,9 @@ pub struct DatabaseSettings {
     /// `postgres://…` URL of the non-owner runtime role that row-level security
     /// applies to. Required by `tidemark serve`; `tidemark dev` may run as the owner.
     pub app_url: Option<SecretString>,
+    /// Writer tasks of the event store per process, 1 to 16; unset: the store's
+    /// default (`eventlog::postgres::DEFAULT_WRITERS`, one).
+    pub writers: Option<usize>,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -206,6 +209,7 @@ impl std::fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("url", &shown(&self.url))
             .field("app_url", &shown(&self.app_url))
+            .field("writers", &self.writers)
             .finish()
     }
 }
@@ -331,6 +335,12 @@ impl Settings {
             self.workflows.tick_ms >= 10,
             "workflows.tick_ms must be at least 10"
         );
+        if let Some(writers) = self.database.writers {
+            anyhow::ensure!(
+                (1..=16).contains(&writers),
+                "database.writers must be 1 to 16, not {writers}"
+            );
+        }
         anyhow::ensure!(
             (1..=10_000).contains(&self.kafka.fetch_wait_ms),
             "kafka.fetch_wait_ms must be 1 to 10000, not {}",
@@ -367,6 +377,7 @@ mod tests {
         let settings = DatabaseSettings {
             url: Some(SecretString::from("postgres://owner:hunter2@db/tidemark")),
             app_url: Some(SecretString::from("postgres://app:hunter3@db/tidemark")),
+            writers: Some(2),
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("hunter"), "{shown}");
@@ -453,6 +464,32 @@ mastodon = ["whsec_aHVudGVyMw==", "whsec_aHVudGVyNA=="]
             std::fs::write(&file, toml).expect("write settings");
             let error = Settings::load(Some(&file)).expect_err(toml);
             assert!(error.to_string().contains(key), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_event_store_writers_load_and_out_of_range_ones_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("tidemark.toml");
+        let defaults = Settings::load(None).expect("defaults load");
+        assert_eq!(
+            defaults.database.writers, None,
+            "unset: the store's default"
+        );
+
+        std::fs::write(&file, "[database]\nwriters = 2\n").expect("write settings");
+        let settings = Settings::load(Some(&file)).expect("file loads");
+        assert_eq!(settings.database.writers, Some(2));
+
+        for toml in ["[database]\nwriters = 0\n", "[database]\nwriters = 17\n"] {
+            std::fs::write(&file, toml).expect("write settings");
+            let error = Settings::load(Some(&file)).expect_err(toml);
+            assert!(
+                error
+                    .to_string()
+                    .contains("database.writers must be 1 to 16"),
+                "{error}"
+            );
         }
     }
 

@@ -156,9 +156,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
+use sqlx::{Connection, Row};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -174,6 +174,12 @@ use crate::{
 /// commit, small enough that the first caller in a batch does not wait long for the
 /// last.
 pub const MAX_BATCH: usize = 256;
+
+/// Writer tasks of a store unless [`PostgresOptions::writers`] says otherwise. One: on
+/// two cores a second writer made more, smaller commits, each with its own head read
+/// and announcement, and cost about 0.1 core at 2,834 commands a second
+/// (docs/benchmarks.md); a server with more cores may want more.
+pub const DEFAULT_WRITERS: usize = 1;
 
 /// The notification channel on which a writer announces the head it read right after
 /// its commit, as `head:<position>` (migration 0010). Writers of releases before it
@@ -215,7 +221,7 @@ impl PostgresOptions {
         Self {
             run_as,
             migrate_as: None,
-            writers: 2,
+            writers: DEFAULT_WRITERS,
             read_connections: 4,
             head_refresh_interval: Duration::from_secs(1),
         }
@@ -231,7 +237,8 @@ impl PostgresOptions {
     }
 
     /// How many writer tasks (each with its own connection and its own group commit)
-    /// serve this store. A stream always maps to the same writer. At least one.
+    /// serve this store. A stream always maps to the same writer. At least one; the
+    /// default is [`DEFAULT_WRITERS`].
     pub fn writers(mut self, writers: usize) -> Self {
         self.writers = writers.max(1);
         self
@@ -852,7 +859,22 @@ impl Writer {
             return;
         }
 
-        let mut tx = match self.pool.begin().await {
+        // One connection for the batch and the announcement after it: given back to the
+        // pool between the two, it would come back only through a task of the runtime,
+        // and with one writer the announcement would wait for it.
+        let mut connection = match self.pool.acquire().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::error!(%error, "could not start a group commit");
+                let cause = Arc::new(error);
+                appends
+                    .into_iter()
+                    .chain(remembers)
+                    .for_each(|job| job.unrun().fail(&cause));
+                return;
+            }
+        };
+        let mut tx = match connection.begin().await {
             Ok(tx) => tx,
             Err(error) => {
                 tracing::error!(%error, "could not start a group commit");
@@ -904,7 +926,7 @@ impl Writer {
         };
 
         match committed {
-            Ok(()) => self.answer_committed(settled).await,
+            Ok(()) => self.answer_committed(&mut connection, settled).await,
             Err(error) => {
                 tracing::error!(%error, requests = settled.len(), "group commit failed");
                 let cause = Arc::new(error);
@@ -915,15 +937,15 @@ impl Writer {
 }
 
 impl Writer {
-    /// Answers the requests of a committed batch, after publishing the new head.
-    async fn answer_committed(&self, settled: Vec<Settled>) {
+    /// Answers the requests of a committed batch, after publishing the new head (read
+    /// on the batch's own connection, now free).
+    async fn answer_committed(&self, connection: &mut PgConnection, settled: Vec<Settled>) {
         let last = settled.iter().filter_map(Settled::last_position).max();
         if last.is_some() {
             // Published before anyone is answered, so a caller that appended and then
             // looks at the watch sees its own events once they are visible. On the
-            // write pool: the connection this batch just returned is free, so answering
-            // never waits behind a busy read pool.
-            if let Err(error) = publish_head(&self.pool, &self.head).await {
+            // batch's connection, so answering never waits behind a busy read pool.
+            if let Err(error) = publish_head(connection, &self.head).await {
                 tracing::warn!(%error, "could not read and announce the head after a commit");
             }
         }
@@ -941,10 +963,16 @@ impl Writer {
     /// (`BEGIN`, the call, `COMMIT`). The function runs each request in its own
     /// subtransaction, so one request's refusal does not undo the others.
     async fn write_appends(&mut self, appends: Vec<Job>) {
-        let result = match self.pool.acquire().await {
-            Ok(mut connection) => append_batch(&mut connection, &appends).await,
-            Err(error) => Err(error),
+        let mut connection = match self.pool.acquire().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::error!(%error, requests = appends.len(), "group commit failed");
+                let cause = Arc::new(error);
+                appends.into_iter().for_each(|job| job.unrun().fail(&cause));
+                return;
+            }
         };
+        let result = append_batch(&mut connection, &appends).await;
         match result {
             Ok(results) => {
                 let settled = appends
@@ -956,7 +984,7 @@ impl Writer {
                         other => other.unrun(),
                     })
                     .collect();
-                self.answer_committed(settled).await;
+                self.answer_committed(&mut connection, settled).await;
             }
             Err(error) => {
                 tracing::error!(%error, requests = appends.len(), "group commit failed");
@@ -1326,14 +1354,17 @@ async fn refresh_head(reads: &PgPool, head: &watch::Sender<Position>) -> Result<
 /// store of the database what it is (`head:<position>`, see [`NOTIFY_CHANNEL`]); then
 /// publishes it to this store's watch. A head read after a commit is visible to every
 /// later snapshot of every session, so the listeners take it without reading it again.
-async fn publish_head(writes: &PgPool, head: &watch::Sender<Position>) -> Result<(), StoreError> {
+async fn publish_head(
+    connection: &mut PgConnection,
+    head: &watch::Sender<Position>,
+) -> Result<(), StoreError> {
     let seen: i64 = sqlx::query_scalar(
         "SELECT h FROM tidemark_log_head() AS h, \
          pg_notify($1, $2 || h::text) AS sent",
     )
     .bind(NOTIFY_CHANNEL)
     .bind(HEAD_PAYLOAD_PREFIX)
-    .fetch_one(writes)
+    .fetch_one(connection)
     .await?;
     advance(head, to_u64(seen, "global_position")?);
     Ok(())

@@ -132,6 +132,13 @@ impl Production {
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
+        // Unset, the children take the store's own default, as a deployment would.
+        .chain(
+            settings
+                .database
+                .writers
+                .map(|writers| ("TIDEMARK_DATABASE__WRITERS".to_owned(), writers.to_string())),
+        )
         .collect()
     }
 }
