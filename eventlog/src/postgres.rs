@@ -864,27 +864,11 @@ impl Writer {
         // and with one writer the announcement would wait for it.
         let mut connection = match self.pool.acquire().await {
             Ok(connection) => connection,
-            Err(error) => {
-                tracing::error!(%error, "could not start a group commit");
-                let cause = Arc::new(error);
-                appends
-                    .into_iter()
-                    .chain(remembers)
-                    .for_each(|job| job.unrun().fail(&cause));
-                return;
-            }
+            Err(error) => return fail_unstarted(appends.into_iter().chain(remembers), error),
         };
         let mut tx = match connection.begin().await {
             Ok(tx) => tx,
-            Err(error) => {
-                tracing::error!(%error, "could not start a group commit");
-                let cause = Arc::new(error);
-                appends
-                    .into_iter()
-                    .chain(remembers)
-                    .for_each(|job| job.unrun().fail(&cause));
-                return;
-            }
+            Err(error) => return fail_unstarted(appends.into_iter().chain(remembers), error),
         };
 
         let mut settled = Vec::with_capacity(appends.len() + remembers.len());
@@ -965,12 +949,7 @@ impl Writer {
     async fn write_appends(&mut self, appends: Vec<Job>) {
         let mut connection = match self.pool.acquire().await {
             Ok(connection) => connection,
-            Err(error) => {
-                tracing::error!(%error, requests = appends.len(), "group commit failed");
-                let cause = Arc::new(error);
-                appends.into_iter().for_each(|job| job.unrun().fail(&cause));
-                return;
-            }
+            Err(error) => return fail_unstarted(appends, error),
         };
         let result = append_batch(&mut connection, &appends).await;
         match result {
@@ -993,6 +972,14 @@ impl Writer {
             }
         }
     }
+}
+
+/// Fails every job of a batch that could not start (no connection, no transaction):
+/// none of them ran.
+fn fail_unstarted(jobs: impl IntoIterator<Item = Job>, error: sqlx::Error) {
+    tracing::error!(%error, "could not start a group commit");
+    let cause = Arc::new(error);
+    jobs.into_iter().for_each(|job| job.unrun().fail(&cause));
 }
 
 /// Runs a `remember_response` job in its own savepoint, so a failure undoes only its

@@ -102,28 +102,21 @@ impl Http {
     }
 }
 
-/// An error and each of its causes, `: `-separated (reqwest's own text names neither
-/// the connection's fate nor the I/O error under it).
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
-}
-
 async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Answer {
     let response = match sent {
         Ok(response) => response,
-        Err(error) => return Answer::Failed(format!("request failed: {}", with_causes(&error))),
+        // `{:#}` adds each cause: reqwest's own text names neither the connection's
+        // fate nor the I/O error under it.
+        Err(error) => {
+            return Answer::Failed(format!("request failed: {:#}", anyhow::Error::new(error)));
+        }
     };
     let status = response.status().as_u16();
     let bytes = match response.bytes().await {
         Ok(bytes) => bytes,
-        Err(error) => return Answer::Failed(format!("body unreadable: {}", with_causes(&error))),
+        Err(error) => {
+            return Answer::Failed(format!("body unreadable: {:#}", anyhow::Error::new(error)));
+        }
     };
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(body) => body,
