@@ -11,11 +11,14 @@
 //! same writer, so commands for a hot stream queue behind each other instead of racing.
 //! Each writer takes whatever is queued (up to [`MAX_BATCH`]) and runs it in one
 //! transaction — one commit, one WAL flush — and, for the appends, one round trip:
-//! `tidemark_append_batch` (migration 0005) takes the whole batch and runs each request
-//! in its own subtransaction (a PL/pgSQL `EXCEPTION` block, i.e. a savepoint), so one
-//! request's conflict rolls back only that request and every caller still gets its
-//! own answer. Issued statement by statement, a request would cost about six round
-//! trips, which on a busy server, not the commit, would bound the throughput.
+//! `tidemark_append_batch` (migrations 0005, 0013) takes the whole batch. It runs the
+//! requests in segments: one subtransaction (a PL/pgSQL `EXCEPTION` block, i.e. a
+//! savepoint) for a run of requests, one statement each, the version check inside it.
+//! A request that is refused (a conflict, another tenant's stream) or fails runs alone
+//! in a subtransaction of its own, and the next segment starts after it, so every
+//! caller gets the answer its request would get alone and one request's refusal rolls
+//! back only that request. Issued statement by statement, a request would cost about
+//! six round trips, which on a busy server, not the commit, would bound the throughput.
 //! For chained appends (`chain`) the call also gets each request's chain id and
 //! refuses a request whose chain had one refused earlier in the batch (migration 0008);
 //! the writer refuses, before sending a batch, those whose chain broke in an earlier one.
@@ -944,8 +947,8 @@ impl Writer {
 
     /// A batch of appends alone: one call of `tidemark_append_batch`, which is its own
     /// transaction (autocommit), so the batch costs one round trip instead of three
-    /// (`BEGIN`, the call, `COMMIT`). The function runs each request in its own
-    /// subtransaction, so one request's refusal does not undo the others.
+    /// (`BEGIN`, the call, `COMMIT`). The function runs a refused request alone in its
+    /// own subtransaction, so one request's refusal does not undo the others.
     async fn write_appends(&mut self, appends: Vec<Job>) {
         let mut connection = match self.pool.acquire().await {
             Ok(connection) => connection,
@@ -1038,9 +1041,9 @@ async fn set_tenant(conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx
         .map(drop)
 }
 
-/// All the appends of a batch in one call of `tidemark_append_batch` (migrations 0005, 0008):
-/// it locks the streams, reserves the positions, runs each request in its own
-/// subtransaction and signals the commit, answering one row per request. The outer
+/// All the appends of a batch in one call of `tidemark_append_batch` (migrations 0005,
+/// 0008, 0013): it locks the streams, reserves the positions and runs the requests in
+/// segments, a refused one alone, answering one row per request. The outer
 /// error is one that broke the transaction; the inner results are the callers' answers,
 /// in the order of `jobs`.
 async fn append_batch(

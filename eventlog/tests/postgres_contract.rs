@@ -873,6 +873,214 @@ async fn a_chained_append_after_a_refused_one_of_its_chain_in_the_same_batch_is_
     db.drop_database().await;
 }
 
+/// A batch whose requests succeed, are refused and fail in turn (migration 0013: the
+/// requests run in segments, and a refused or failing one alone): every request is
+/// answered as it would be alone, in order, the appended ones take consecutive
+/// positions, the refused ones store nothing, and a request after a failure that undid
+/// its segment lands all the same. Called directly as the runtime role, so the
+/// requests are in one batch for certain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_request_as_alone_around_refusals_and_failures() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let tenant = Uuid::now_v7();
+    let other = Uuid::now_v7();
+    store
+        .append(request(tenant, "a", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("a is made");
+    store
+        .append(request(other, "theirs", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("the other tenant's stream is made");
+    let mut app = sqlx::postgres::PgConnection::connect_with(&db.app_options())
+        .await
+        .expect("the runtime role connects");
+    let taken = BatchRequest::new(tenant, "k0", Some(0), 1).key("taken");
+    let rows = call_batch(&mut app, &[taken]).await;
+    assert_eq!(rows[0].0, "appended", "the key is claimed");
+    let before = store.head().await.expect("the head reads");
+
+    let batch = [
+        BatchRequest::new(tenant, "n1", Some(0), 1),
+        BatchRequest::new(tenant, "a", Some(1), 1),
+        // Refused before it writes: a conflict, then a new segment.
+        BatchRequest::new(tenant, "a", Some(1), 1),
+        BatchRequest::new(tenant, "n2", Some(0), 1).key("fresh"),
+        // Another tenant's stream, under this tenant: refused before it writes.
+        BatchRequest::new(tenant, "theirs", Some(0), 1),
+        // A new stream under "any version": runs alone, and lands.
+        BatchRequest::new(tenant, "n3", None, 1),
+        BatchRequest::new(tenant, "n4", Some(0), 2),
+        // Refused after it wrote (its key is taken): its segment is undone, and the
+        // requests before it in that segment run again.
+        BatchRequest::new(tenant, "n5", Some(0), 1).key("taken"),
+        BatchRequest::new(tenant, "a", Some(2), 3),
+        BatchRequest::new(tenant, "n4", Some(2), 1),
+        BatchRequest::new(tenant, "n4", None, 1),
+    ];
+    let rows = call_batch(&mut app, &batch).await;
+    let outcomes: Vec<(&str, Option<i64>)> = rows.iter().map(|r| (r.0.as_str(), r.1)).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("appended", Some(1)),
+            ("appended", Some(2)),
+            ("conflict", Some(2)),
+            ("appended", Some(1)),
+            ("wrong_tenant", None),
+            ("appended", Some(1)),
+            ("appended", Some(2)),
+            ("key_taken", None),
+            ("appended", Some(5)),
+            ("appended", Some(3)),
+            ("appended", Some(4)),
+        ]
+    );
+    // The appended requests' positions follow each other from the head, in order.
+    let mut next = i64::try_from(before).expect("positions fit i64") + 1;
+    for ((request, row), (outcome, ..)) in batch.iter().zip(&rows).zip(&outcomes) {
+        if *outcome == "appended" {
+            let count = i64::from(request.events);
+            assert_eq!((row.2, row.3), (Some(next), Some(next + count - 1)));
+            next += count;
+        } else {
+            assert_eq!((row.2, row.3), (None, None), "a refusal has no positions");
+        }
+    }
+    let log = store.read_all(before, 100).await.expect("the log reads");
+    let positions: Vec<i64> = log
+        .iter()
+        .map(|e| i64::try_from(e.global_position).expect("fits"))
+        .collect();
+    let first = i64::try_from(before).expect("fits") + 1;
+    assert_eq!(
+        positions,
+        (first..next).collect::<Vec<_>>(),
+        "no gap, no extra event"
+    );
+    for (stream, versions) in [
+        ("a", vec![1, 2, 3, 4, 5]),
+        ("n1", vec![1]),
+        ("n2", vec![1]),
+        ("n3", vec![1]),
+        ("n4", vec![1, 2, 3, 4]),
+        ("n5", vec![]),
+    ] {
+        let events = store
+            .read_stream(tenant, stream, 0)
+            .await
+            .expect("the stream reads");
+        let stored: Vec<u64> = events.iter().map(|e| e.version).collect();
+        assert_eq!(stored, versions, "stream {stream}");
+    }
+    let key: (String, serde_json::Value) = {
+        let mut tx = app.begin().await.expect("begins");
+        sqlx::query("SELECT set_config('app.tenant', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await
+            .expect("scopes");
+        let key =
+            sqlx::query_as("SELECT request_hash, body FROM idempotency_keys WHERE key = 'fresh'")
+                .fetch_one(&mut *tx)
+                .await
+                .expect("the fresh key is stored");
+        tx.rollback().await.expect("rolls back");
+        key
+    };
+    assert_eq!(key.0, "hash-fresh");
+    assert_eq!(
+        key.1["position"],
+        serde_json::json!(rows[3].3.expect("n2 landed")),
+        "the stored answer names where its event landed"
+    );
+    app.close().await.expect("closes");
+    drop(store);
+    db.drop_database().await;
+}
+
+/// One request of [`call_batch`].
+struct BatchRequest {
+    tenant: Uuid,
+    stream: &'static str,
+    expected: Option<i64>,
+    events: i32,
+    key: Option<&'static str>,
+}
+
+impl BatchRequest {
+    fn new(tenant: Uuid, stream: &'static str, expected: Option<i64>, events: i32) -> Self {
+        Self {
+            tenant,
+            stream,
+            expected,
+            events,
+            key: None,
+        }
+    }
+
+    fn key(mut self, key: &'static str) -> Self {
+        self.key = Some(key);
+        self
+    }
+}
+
+/// Calls `tidemark_append_batch` with `requests`, answering each one's outcome, stream
+/// version and first and last positions.
+async fn call_batch(
+    conn: &mut sqlx::postgres::PgConnection,
+    requests: &[BatchRequest],
+) -> Vec<(String, Option<i64>, Option<i64>, Option<i64>)> {
+    let n = requests.len();
+    let events: usize = requests
+        .iter()
+        .map(|r| usize::try_from(r.events).expect("a count"))
+        .sum();
+    sqlx::query_as(
+        "SELECT outcome, stream_version, first_position, last_position FROM tidemark_append_batch( \
+           $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(requests.iter().map(|r| r.tenant).collect::<Vec<_>>())
+    .bind(requests.iter().map(|r| r.stream).collect::<Vec<_>>())
+    .bind(requests.iter().map(|r| r.expected).collect::<Vec<_>>())
+    .bind((0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(vec![None::<Uuid>; n])
+    .bind(vec!["contract"; n])
+    .bind(requests.iter().map(|r| r.events).collect::<Vec<_>>())
+    .bind((0..events).map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(vec!["contract.happened"; events])
+    .bind(vec![1i64; events])
+    .bind(vec![chrono::Utc::now(); events])
+    .bind(vec![sqlx::types::Json(serde_json::json!({})); events])
+    .bind(requests.iter().map(|r| r.key).collect::<Vec<_>>())
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.key.map(|k| format!("hash-{k}")))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.key.map(|_| 201))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        requests
+            .iter()
+            .map(|r| {
+                r.key
+                    .map(|_| sqlx::types::Json(serde_json::json!({"ok": true})))
+            })
+            .collect::<Vec<_>>(),
+    )
+    .bind(vec![None::<i64>; n])
+    .fetch_all(conn)
+    .await
+    .expect("the batch runs")
+}
+
 /// Calls `tidemark_append_batch` with one one-event request per stream, in the
 /// seventeen-argument form with `chains`, or without them in the sixteen-argument one.
 async fn call_append_batch(
