@@ -21,17 +21,24 @@
 //! highest position it applied, skips any event at or below it, and commits that
 //! mark and the partition's next offset in the same transaction as its effects.
 //!
-//! # The message format (envelope version 1)
+//! # The message format (envelope version 2)
 //!
 //! * key: the tenant id, as lowercase hyphenated UUID text;
 //! * value: a JSON object with every field of [`RecordedEvent`] — see [`Envelope`];
-//! * headers (UTF-8 text): `event_id`, `event_type`, `schema_version`, `position`,
-//!   `tenant_id`, `stream_id`, `version` and `envelope_version`, so tools can route
-//!   and filter without parsing the value.
+//! * headers (UTF-8 text): `event_type`, `position` and `envelope_version`, so tools
+//!   can filter by type, check order and pick a decoder without parsing the value
+//!   (the key already names the tenant; every other field is in the value).
 //!
-//! A field may be added to version 1 (decoders ignore fields they do not know); any
+//! A field may be added to a version (decoders ignore fields they do not know); any
 //! other change is a new `envelope_version`, and decoders refuse versions they do not
 //! know rather than guess.
+//!
+//! Version 1 (until 2026-12-05) had the same value and eight headers: these three and
+//! `event_id`, `schema_version`, `tenant_id`, `stream_id` and `version`, copies of the
+//! key and the value. Each header is a row in a broker that keeps its log in a database
+//! (tansu): the five copies cost about a tenth of the command rate the whole pipeline
+//! sustains on two cores (docs/benchmarks.md). This build reads both versions, so
+//! during an upgrade the consumers go first and the relay last (docs/production.md).
 
 pub mod checkpoint;
 pub mod consumer;
@@ -56,8 +63,12 @@ pub use relay::{Relay, RelayConfig, RelayError, RelayOutcome};
 /// The topic the relay writes and the projector reads unless configured otherwise.
 pub const DEFAULT_TOPIC: &str = "tidemark.events";
 
-/// The envelope version this code writes and the only one it reads.
-pub const ENVELOPE_VERSION: u32 = 1;
+/// The envelope version this code writes.
+pub const ENVELOPE_VERSION: u32 = 2;
+
+/// The envelope versions this code reads: its own and version 1, whose value is the
+/// same (only its headers differ, and decoders do not read headers).
+pub const READABLE_ENVELOPE_VERSIONS: [u32; 2] = [1, ENVELOPE_VERSION];
 
 /// The JSON value of a message: the event's full envelope, field for field.
 ///
@@ -91,7 +102,9 @@ pub enum DecodeError {
     Empty,
     #[error("message value is not a Tidemark event envelope")]
     Json(#[from] serde_json::Error),
-    #[error("envelope version {0} is not known to this build (it reads {ENVELOPE_VERSION})")]
+    #[error(
+        "envelope version {0} is not known to this build (it reads versions 1 and {ENVELOPE_VERSION})"
+    )]
     UnknownVersion(u32),
 }
 
@@ -145,7 +158,7 @@ pub fn encode_value(event: &RecordedEvent) -> Result<Vec<u8>, serde_json::Error>
 pub fn decode_value(value: Option<&[u8]>) -> Result<RecordedEvent, DecodeError> {
     let value = value.ok_or(DecodeError::Empty)?;
     let envelope: Envelope = serde_json::from_slice(value)?;
-    if envelope.envelope_version != ENVELOPE_VERSION {
+    if !READABLE_ENVELOPE_VERSIONS.contains(&envelope.envelope_version) {
         return Err(DecodeError::UnknownVersion(envelope.envelope_version));
     }
     Ok(envelope.into())
@@ -159,13 +172,8 @@ pub fn message_key(event: &RecordedEvent) -> String {
 /// The headers of an event's message (see the module docs for the list).
 pub fn message_headers(event: &RecordedEvent) -> OwnedHeaders {
     let pairs = [
-        ("event_id", event.event_id.to_string()),
         ("event_type", event.event_type.clone()),
-        ("schema_version", event.schema_version.to_string()),
         ("position", event.global_position.to_string()),
-        ("tenant_id", event.tenant_id.to_string()),
-        ("stream_id", event.stream_id.clone()),
-        ("version", event.version.to_string()),
         ("envelope_version", ENVELOPE_VERSION.to_string()),
     ];
     pairs.iter().fold(
