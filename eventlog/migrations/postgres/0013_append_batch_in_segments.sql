@@ -87,7 +87,9 @@ DECLARE
     event_count integer;
     first_event integer;
     stored_body jsonb;
-    -- The stream's version after the request's events; NULL when none were written.
+    -- The stream's version before the request's events, and after them (NULL when
+    -- none were written).
+    current_version bigint;
     landed_version bigint;
     scope text;
     appended record;
@@ -170,7 +172,7 @@ BEGIN
                 END IF;
                 -- SET LOCAL, by an assignment: plpgsql evaluates it without a statement.
                 scope := set_config('app.tenant', tenants[request]::text, true);
-                IF expected_versions[request] = 0 AND event_count = 1 THEN
+                IF event_count = 1 AND expected_versions[request] = 0 THEN
                     WITH stream AS (
                         INSERT INTO streams (stream_id, tenant_id, version)
                         VALUES (streams[request], tenants[request], 1)
@@ -188,30 +190,6 @@ BEGIN
                       FROM stream AS s
                     RETURNING version)
                     SELECT w.version INTO landed_version FROM written AS w;
-                ELSIF expected_versions[request] = 0 THEN
-                    WITH stream AS (
-                        INSERT INTO streams (stream_id, tenant_id, version)
-                        VALUES (streams[request], tenants[request], event_count)
-                        ON CONFLICT (stream_id) DO NOTHING
-                        RETURNING 0::bigint AS current_version)
-                    , written AS (
-                    INSERT INTO events (global_position, event_id, tenant_id, stream_id,
-                                        version, event_type, schema_version, occurred_at,
-                                        correlation_id, causation_id, actor, data)
-                    SELECT next_position + e.n - 1, e.event_id, tenants[request],
-                           streams[request], s.current_version + e.n, e.event_type,
-                           e.schema_version, e.occurred_at, correlation_ids[request],
-                           causation_ids[request], actors[request], e.data
-                      FROM stream AS s,
-                           unnest(event_ids[first_event : first_event + event_count - 1],
-                                  event_types[first_event : first_event + event_count - 1],
-                                  schema_versions[first_event : first_event + event_count - 1],
-                                  occurred_ats[first_event : first_event + event_count - 1],
-                                  payloads[first_event : first_event + event_count - 1])
-                           WITH ORDINALITY
-                           AS e (event_id, event_type, schema_version, occurred_at, data, n)
-                    RETURNING version)
-                    SELECT max(w.version) INTO landed_version FROM written AS w;
                 ELSIF event_count = 1 THEN
                     -- Row-level security hides another tenant's stream: no row, as for
                     -- a stream that does not exist or a version that does not match.
@@ -234,30 +212,40 @@ BEGIN
                     RETURNING version)
                     SELECT w.version INTO landed_version FROM written AS w;
                 ELSE
-                    WITH stream AS (
+                    -- Several events: the stream step, then the events. (The one-event
+                    -- statements above do both in one; `unnest` costs more than it saves
+                    -- when there is one event.) RETURNING INTO leaves NULL when the step
+                    -- found nothing to do.
+                    IF expected_versions[request] = 0 THEN
+                        INSERT INTO streams (stream_id, tenant_id, version)
+                        VALUES (streams[request], tenants[request], event_count)
+                        ON CONFLICT (stream_id) DO NOTHING
+                        RETURNING 0::bigint INTO current_version;
+                    ELSE
                         UPDATE streams AS s
                            SET version = s.version + event_count
                          WHERE s.stream_id = streams[request]
                            AND s.version = COALESCE(expected_versions[request], s.version)
-                        RETURNING s.version - event_count AS current_version)
-                    , written AS (
-                    INSERT INTO events (global_position, event_id, tenant_id, stream_id,
-                                        version, event_type, schema_version, occurred_at,
-                                        correlation_id, causation_id, actor, data)
-                    SELECT next_position + e.n - 1, e.event_id, tenants[request],
-                           streams[request], s.current_version + e.n, e.event_type,
-                           e.schema_version, e.occurred_at, correlation_ids[request],
-                           causation_ids[request], actors[request], e.data
-                      FROM stream AS s,
-                           unnest(event_ids[first_event : first_event + event_count - 1],
-                                  event_types[first_event : first_event + event_count - 1],
-                                  schema_versions[first_event : first_event + event_count - 1],
-                                  occurred_ats[first_event : first_event + event_count - 1],
-                                  payloads[first_event : first_event + event_count - 1])
-                           WITH ORDINALITY
-                           AS e (event_id, event_type, schema_version, occurred_at, data, n)
-                    RETURNING version)
-                    SELECT max(w.version) INTO landed_version FROM written AS w;
+                        RETURNING s.version - event_count INTO current_version;
+                    END IF;
+                    landed_version := NULL;
+                    IF current_version IS NOT NULL THEN
+                        INSERT INTO events (global_position, event_id, tenant_id, stream_id,
+                                            version, event_type, schema_version, occurred_at,
+                                            correlation_id, causation_id, actor, data)
+                        SELECT next_position + e.n - 1, e.event_id, tenants[request],
+                               streams[request], current_version + e.n, e.event_type,
+                               e.schema_version, e.occurred_at, correlation_ids[request],
+                               causation_ids[request], actors[request], e.data
+                          FROM unnest(event_ids[first_event : first_event + event_count - 1],
+                                      event_types[first_event : first_event + event_count - 1],
+                                      schema_versions[first_event : first_event + event_count - 1],
+                                      occurred_ats[first_event : first_event + event_count - 1],
+                                      payloads[first_event : first_event + event_count - 1])
+                               WITH ORDINALITY
+                               AS e (event_id, event_type, schema_version, occurred_at, data, n);
+                        landed_version := current_version + event_count;
+                    END IF;
                 END IF;
                 IF landed_version IS NULL THEN
                     -- The stream step found nothing to do, so nothing was written: the
