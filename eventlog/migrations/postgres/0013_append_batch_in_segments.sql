@@ -62,7 +62,8 @@ AS $$
 #variable_conflict use_variable
 DECLARE
     requests integer := cardinality(streams);
-    total bigint := (SELECT sum(c) FROM unnest(event_counts) AS c);
+    -- Events in the batch, counted with the requests' starts below.
+    total bigint;
     -- Per request: its first event in the event arrays, and its answer.
     starts integer[] := '{}';
     outcomes text[] := '{}';
@@ -94,12 +95,13 @@ DECLARE
     scope text;
     appended record;
 BEGIN
-    next_position := tidemark_reserve_positions(streams, total) - total + 1;
     first_event := 1;
     FOR request IN 1 .. requests LOOP
         starts[request] := first_event;
         first_event := first_event + event_counts[request];
     END LOOP;
+    total := first_event - 1;
+    next_position := tidemark_reserve_positions(streams, total) - total + 1;
 
     WHILE pos <= requests LOOP
         IF pos = alone THEN
