@@ -132,7 +132,8 @@
 //! 0007; the decision is in `docs/adr/0002-postgres-tenant-isolation.md`). Every
 //! tenant-scoped statement — the whole of an append, `read_stream`, the idempotency
 //! lookups, the snapshots — runs in a transaction that first does
-//! `SELECT set_config('app.tenant', $1, true)`; without it a role sees no rows. The global log (`read_all`, `head`) serves every tenant, so
+//! `SELECT set_config('app.tenant', …, true)` (a read sends it with its `BEGIN`, one
+//! round trip); without it a role sees no rows. The global log (`read_all`, `head`) serves every tenant, so
 //! it is read through two `SECURITY DEFINER` functions owned by the migrating role,
 //! the only role with a policy that lets it SELECT every tenant's events. There is no
 //! setting a session could forge to widen its view: the capability is EXECUTE on those
@@ -609,8 +610,7 @@ impl EventStore for PostgresStore {
         stream_id: &str,
         after_version: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut tx = self.inner.reads.begin().await?;
-        set_tenant(&mut tx, tenant_id).await?;
+        let mut tx = begin_as(&self.inner.reads, tenant_id).await?;
         let events = stream_events(&mut tx, tenant_id, stream_id, after_version).await?;
         tx.commit().await?;
         Ok(events)
@@ -624,8 +624,7 @@ impl EventStore for PostgresStore {
         stream_id: &str,
         snapshot_version: u32,
     ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>), StoreError> {
-        let mut tx = self.inner.reads.begin().await?;
-        set_tenant(&mut tx, tenant_id).await?;
+        let mut tx = begin_as(&self.inner.reads, tenant_id).await?;
         let snapshot = snapshot_row(&mut tx, tenant_id, stream_id, snapshot_version).await?;
         let after = snapshot.as_ref().map_or(0, |s| s.version);
         let events = stream_events(&mut tx, tenant_id, stream_id, after).await?;
@@ -639,8 +638,7 @@ impl EventStore for PostgresStore {
         tenant_id: Uuid,
         at_most: Position,
     ) -> Result<Option<Position>, StoreError> {
-        let mut tx = self.inner.reads.begin().await?;
-        set_tenant(&mut tx, tenant_id).await?;
+        let mut tx = begin_as(&self.inner.reads, tenant_id).await?;
         let last: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(global_position) FROM events WHERE tenant_id = $1 AND global_position <= $2",
         )
@@ -685,8 +683,7 @@ impl EventStore for PostgresStore {
         tenant_id: Uuid,
         key: &str,
     ) -> Result<Option<IdempotentResponse>, StoreError> {
-        let mut tx = self.inner.reads.begin().await?;
-        set_tenant(&mut tx, tenant_id).await?;
+        let mut tx = begin_as(&self.inner.reads, tenant_id).await?;
         let row = sqlx::query(
             "SELECT request_hash, status, body FROM idempotency_keys \
              WHERE tenant_id = $1 AND key = $2",
@@ -714,8 +711,7 @@ impl EventStore for PostgresStore {
         stream_id: &str,
         snapshot_version: u32,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let mut tx = self.inner.reads.begin().await?;
-        set_tenant(&mut tx, tenant_id).await?;
+        let mut tx = begin_as(&self.inner.reads, tenant_id).await?;
         let snapshot = snapshot_row(&mut tx, tenant_id, stream_id, snapshot_version).await?;
         tx.commit().await?;
         Ok(snapshot)
@@ -728,8 +724,7 @@ impl EventStore for PostgresStore {
         fields(tenant = %snapshot.tenant_id, stream = %snapshot.stream_id, version = snapshot.version)
     )]
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError> {
-        let mut tx = self.inner.reads.begin().await?;
-        set_tenant(&mut tx, snapshot.tenant_id).await?;
+        let mut tx = begin_as(&self.inner.reads, snapshot.tenant_id).await?;
         // Row-level security hides another tenant's stream: it looks missing.
         let actual: Option<i64> =
             sqlx::query_scalar("SELECT version FROM streams WHERE stream_id = $1")
@@ -777,8 +772,7 @@ impl EventStore for PostgresStore {
         snapshot_version: u32,
         version: Version,
     ) -> Result<Option<String>, StoreError> {
-        let mut tx = self.inner.reads.begin().await?;
-        set_tenant(&mut tx, tenant_id).await?;
+        let mut tx = begin_as(&self.inner.reads, tenant_id).await?;
         let detail: Option<Option<String>> = sqlx::query_scalar(
             "SELECT detail FROM snapshots \
              WHERE stream_id = $1 AND tenant_id = $2 AND snapshot_version = $3 AND version = $4",
@@ -1033,6 +1027,22 @@ async fn release(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 
 /// Scopes the rest of the transaction to one tenant (SET LOCAL): row-level security
 /// shows and accepts only that tenant's rows from here on.
+/// Begins a transaction on `pool` scoped to `tenant_id`. `BEGIN` and the tenant setting
+/// travel as one simple-protocol message, so a tenant-scoped read costs one round trip
+/// less than `BEGIN` followed by [`set_tenant`]. The setting is local to the
+/// transaction, as there. The tenant is written into the text, which is safe because a
+/// [`Uuid`] formats as hex digits and hyphens only.
+async fn begin_as(
+    pool: &PgPool,
+    tenant_id: Uuid,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with(format!(
+        "BEGIN; SELECT set_config('app.tenant', '{}', true)",
+        tenant_id.hyphenated()
+    ))
+    .await
+}
+
 async fn set_tenant(conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT set_config('app.tenant', $1, true)")
         .bind(tenant_id.to_string())

@@ -416,11 +416,7 @@ impl ReadModels {
         &self,
         tenant: Uuid,
     ) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        let mut tx = self.dialect.begin_read(&self.pool).await?;
-        self.dialect
-            .scope_to_tenant(&mut tx, &tenant.to_string())
-            .await?;
-        Ok(tx)
+        self.dialect.begin_read_as(&self.pool, tenant).await
     }
 
     pub(crate) fn publish_progress(&self, position: Position) {
