@@ -45,6 +45,7 @@ where
     an_empty_append_is_refused(make().await).await;
     an_append_that_fails_midway_stores_none_of_its_events(make().await).await;
     a_stream_of_one_tenant_is_closed_to_another(make().await).await;
+    last_tenant_position_is_the_tenants_own_latest_event_at_or_below(make().await).await;
     read_all_pages_through_the_log_by_position(make().await).await;
     concurrent_appenders_on_one_stream_win_each_version_exactly_once(make().await).await;
     a_tail_sees_every_committed_event_exactly_once_in_order(make().await).await;
@@ -381,6 +382,57 @@ pub async fn a_stream_of_one_tenant_is_closed_to_another<S: EventStore>(store: S
         store.head().await.expect("head should be readable"),
         head,
         "refused appends should not move the head"
+    );
+}
+
+/// `last_tenant_position` answers the tenant's own latest position at or below the one
+/// asked about, whatever other tenants appended around it, and `None` where the tenant
+/// has nothing there.
+pub async fn last_tenant_position_is_the_tenants_own_latest_event_at_or_below<S: EventStore>(
+    store: S,
+) {
+    let a = Uuid::now_v7();
+    let b = Uuid::now_v7();
+    let a1 = append_ok(&store, a, "a-stream", ExpectedVersion::Exact(0), 2).await;
+    let b1 = append_ok(&store, b, "b-stream", ExpectedVersion::Exact(0), 3).await;
+    let a2 = append_ok(&store, a, "a-other", ExpectedVersion::Exact(0), 1).await;
+    let b2 = append_ok(&store, b, "b-stream", ExpectedVersion::Exact(3), 1).await;
+    let last = |tenant: Uuid, at_most: Position| {
+        let store = &store;
+        async move {
+            store
+                .last_tenant_position(tenant, at_most)
+                .await
+                .expect("last_tenant_position should succeed")
+        }
+    };
+
+    assert_eq!(
+        last(a, a1.first_position - 1).await,
+        None,
+        "nothing of A yet"
+    );
+    assert_eq!(last(a, a1.first_position).await, Some(a1.first_position));
+    assert_eq!(
+        last(a, b1.last_position).await,
+        Some(a1.last_position),
+        "B's events in between do not count for A"
+    );
+    assert_eq!(last(a, b2.last_position).await, Some(a2.last_position));
+    assert_eq!(
+        last(a, b2.last_position + 1_000).await,
+        Some(a2.last_position)
+    );
+    assert_eq!(
+        last(b, a2.last_position).await,
+        Some(b1.last_position),
+        "A's events in between do not count for B"
+    );
+    assert_eq!(last(b, b2.last_position).await, Some(b2.last_position));
+    assert_eq!(
+        last(Uuid::now_v7(), b2.last_position + 1_000).await,
+        None,
+        "a tenant with no events has no position"
     );
 }
 

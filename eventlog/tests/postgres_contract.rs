@@ -43,6 +43,7 @@ contract_tests!(
     an_empty_append_is_refused,
     an_append_that_fails_midway_stores_none_of_its_events,
     a_stream_of_one_tenant_is_closed_to_another,
+    last_tenant_position_is_the_tenants_own_latest_event_at_or_below,
     read_all_pages_through_the_log_by_position,
     concurrent_appenders_on_one_stream_win_each_version_exactly_once,
     a_tail_sees_every_committed_event_exactly_once_in_order,
@@ -75,7 +76,7 @@ async fn the_whole_suite_runs_through_run_all_with_a_store_factory() {
         .expect("no test panicked holding the lock");
     assert_eq!(
         databases.len(),
-        19,
+        20,
         "run_all should open one store per check"
     );
     for db in databases {
