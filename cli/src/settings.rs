@@ -438,7 +438,7 @@ mastodon = ["whsec_aHVudGVyMw==", "whsec_aHVudGVyNA=="]
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("tidemark.toml");
         let defaults = Settings::load(None).expect("defaults load");
-        assert_eq!(defaults.kafka.fetch_wait_ms, 50);
+        assert_eq!(defaults.kafka.fetch_wait_ms, 25);
         assert_eq!(defaults.kafka.batch_linger_ms, 10);
 
         std::fs::write(&file, "[kafka]\nfetch_wait_ms = 20\nbatch_linger_ms = 0\n")

@@ -48,7 +48,7 @@ pub trait OffsetStore: Send + Sync + 'static {
 }
 
 /// [`SourceConfig::fetch_wait`]'s default, in milliseconds.
-pub const DEFAULT_FETCH_WAIT_MS: u64 = 50;
+pub const DEFAULT_FETCH_WAIT_MS: u64 = 25;
 /// [`SourceConfig::linger`]'s default, in milliseconds.
 pub const DEFAULT_LINGER_MS: u64 = 10;
 
@@ -69,7 +69,8 @@ pub struct SourceConfig {
     /// `fetch.wait.max.ms`: the longest a fetch waits at the broker for new records.
     /// It bounds how long an event sits in the broker before the source sees it
     /// (librdkafka's default of 500 ms was the floor of the production projection
-    /// lag), and tansu 0.6 holds every fetch this long, records or not. Default 50 ms.
+    /// lag), and tansu 0.6 holds every fetch this long, records or not. Default 25 ms
+    /// (docs/benchmarks.md: 50 ms until 2026-12-05).
     pub fetch_wait: Duration,
     /// Extra librdkafka settings (security, tuning), applied before the ones the
     /// source depends on (manual offsets, eager assignment), which cannot be overridden.
