@@ -270,16 +270,18 @@ impl Operation for PgInsertRow {
 /// How long a produce may wait for its delivery report.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs the produce baseline against the broker at `brokers`, on a topic of its own
-/// with `partitions` partitions, deleted again afterwards.
+/// Runs the produce baseline against the broker at `brokers`, on `topic`, which it
+/// creates with `partitions` partitions. The caller deletes the topic (the production
+/// target does at the end of the run).
 pub async fn kafka_produce(
     brokers: &str,
+    topic: &str,
     partitions: i32,
     concurrency: usize,
     duration: Duration,
     progress: &Progress,
 ) -> anyhow::Result<Tally> {
-    let topic = format!("tidemark.bench.{}", Uuid::new_v4().simple());
+    let topic = topic.to_owned();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -328,10 +330,6 @@ pub async fn kafka_produce(
     let window = Window::starting_now(duration);
     let tally = closed_loop(op, concurrency, window, progress).await;
     drop(producer);
-    // Best effort: a leftover topic on a throwaway broker harms nothing.
-    if let Err(error) = admin.delete_topics(&[&topic], &options).await {
-        tracing::warn!(%error, topic, "failed to delete the baseline topic");
-    }
     Ok(tally)
 }
 

@@ -195,6 +195,7 @@ pub async fn run(args: BenchArgs, settings: Settings) -> anyhow::Result<Report> 
             );
         }
     };
+    target.finish().await;
     let mut report = measured?;
     link_baselines(&mut report.rows);
     report.load_after = report::load_average();

@@ -107,6 +107,10 @@ pub trait Target: Send + Sync {
         plan: &FixturePlan,
         progress: &Progress,
     ) -> anyhow::Result<FixtureStore>;
+
+    /// Removes what the target keeps until the end of the run (the production target's
+    /// Kafka topics). Best effort.
+    async fn finish(&self) {}
 }
 
 /// A store holding fixture events.
