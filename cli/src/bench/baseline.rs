@@ -281,7 +281,6 @@ pub async fn kafka_produce(
     duration: Duration,
     progress: &Progress,
 ) -> anyhow::Result<Tally> {
-    let topic = topic.to_owned();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -290,7 +289,7 @@ pub async fn kafka_produce(
     let created = admin
         .create_topics(
             [&NewTopic::new(
-                &topic,
+                topic,
                 partitions,
                 TopicReplication::Fixed(1),
             )],
@@ -321,7 +320,7 @@ pub async fn kafka_produce(
     let encoded = post_created()?;
     let op = Arc::new(ProduceOne {
         producer: producer.clone(),
-        topic: topic.clone(),
+        topic: topic.to_owned(),
         tenants: (0..TENANTS).map(|_| Uuid::now_v7()).collect(),
         event_type: encoded.event_type,
         schema_version: encoded.schema_version,

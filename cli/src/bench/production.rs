@@ -89,11 +89,6 @@ impl Production {
         }
     }
 
-    /// Keeps a finished workload's topic for [`Production::finish`].
-    fn spend(&self, topic: String) {
-        spend(&self.spent_topics, topic);
-    }
-
     /// The environment of every child process.
     fn environment(
         &self,
@@ -240,7 +235,7 @@ impl Target for Production {
             progress,
         )
         .await;
-        self.spend(topic);
+        spend(&self.spent_topics, topic);
         tally
     }
 
@@ -568,6 +563,7 @@ async fn terminate(child: &mut Child) -> bool {
     false
 }
 
+/// Keeps a finished workload's topic for [`Production::finish`].
 fn spend(spent: &Mutex<Vec<String>>, topic: String) {
     spent
         .lock()
