@@ -326,10 +326,21 @@ pub async fn kafka_produce(
         schema_version: encoded.schema_version,
         data: encoded.data,
     });
+    warm_up(&op).await?;
     let window = Window::starting_now(duration);
     let tally = closed_loop(op, concurrency, window, progress).await;
     drop(producer);
     Ok(tally)
+}
+
+/// Produces one message before the window opens, so that what only the first
+/// produce to a new topic pays (the producer's id, the topic's metadata and leader,
+/// the broker's first write to the topic; a second or more on tansu) is not counted:
+/// a short window would otherwise count nothing at all.
+async fn warm_up(op: &ProduceOne) -> anyhow::Result<()> {
+    op.produce(0)
+        .await
+        .map_err(|error| anyhow::anyhow!("the first produce to {} failed: {error}", op.topic))
 }
 
 struct ProduceOne {
