@@ -6,9 +6,11 @@
 //! This only keeps the harness from rotting while the code it drives changes.
 //!
 //! The production target's HTTP workloads start `tidemark serve` children of the
-//! `tidemark` binary, which a test binary is not, so on that target only the workloads
-//! that need PostgreSQL alone run here: rebuild and decide-vs-history. One more test
-//! runs `tidemark bench` as a process and stops it with SIGTERM.
+//! `tidemark` binary, which a test binary is not, so in-process only the workloads
+//! that need PostgreSQL alone run on that target: rebuild and decide-vs-history. The
+//! whole production run is `tidemark bench` as a process, against a broker of the
+//! test's own. One more test runs `tidemark bench` as a process and stops it with
+//! SIGTERM.
 
 use std::time::{Duration, Instant};
 
@@ -213,4 +215,158 @@ fn a_terminated_run_ends_with_an_error_and_removes_what_it_made() {
         .map(|entry| entry.path())
         .collect();
     assert!(left.is_empty(), "the run left {left:?} behind");
+}
+
+/// A tansu broker keeping its topics in memory, started with `scripts/kafka` on a free
+/// loopback port and stopped when dropped.
+struct Broker {
+    dir: tempfile::TempDir,
+    address: String,
+}
+
+impl Broker {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka")
+    }
+
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("broker dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let output = std::process::Command::new(Self::script())
+            .args([
+                "start",
+                "--memory",
+                "--port",
+                &port.to_string(),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run scripts/kafka start");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "scripts/kafka start failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let address = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("KAFKA_BROKERS="))
+            .unwrap_or_else(|| panic!("scripts/kafka start printed no address: {stdout}"))
+            .to_owned();
+        Self { dir, address }
+    }
+
+    /// The names of the topics the broker holds.
+    fn topics(&self) -> Vec<String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .create()
+            .expect("a Kafka client");
+        consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("the broker's metadata")
+            .topics()
+            .iter()
+            .map(|topic| topic.name().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .arg("stop")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// `tidemark bench all --target production --quick` as an operator runs it: the
+/// deployment's `tidemark serve` processes, PostgreSQL, and a Kafka-API broker. Every
+/// workload counts something (the produce baseline included, whose first produce to a
+/// new topic once took longer than a quick case), and the run deletes the topics it
+/// made when it ends.
+#[test]
+fn a_quick_production_run_counts_something_in_every_workload_and_deletes_its_topics() {
+    let broker = Broker::start();
+    let before = broker.topics();
+    let work = tempfile::tempdir().expect("work dir");
+    let json = work.path().join("report.json");
+    let log = work.path().join("bench.log");
+    let mut bench = std::process::Command::new(tidemark_binary())
+        .args(["bench", "all", "--target", "production", "--quick"])
+        .arg("--json")
+        .arg(&json)
+        .env("TIDEMARK_KAFKA__BROKERS", &broker.address)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start tidemark bench");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let status = loop {
+        if let Some(status) = bench.try_wait().expect("wait for the run") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = bench.kill();
+            panic!("the quick production run did not end within 15 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: String = output
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        status.success(),
+        "exit status {status}; output ends:\n{tail}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
+            .expect("the report is JSON");
+    assert_eq!(report["target"], "production");
+    let rows = report["rows"].as_array().expect("rows");
+    for workload in [
+        "baseline",
+        "produce-baseline",
+        "commands",
+        "projection-lag",
+        "rebuild",
+        "decide-vs-history",
+    ] {
+        let counted: Vec<u64> = rows
+            .iter()
+            .filter(|row| row["workload"] == workload)
+            .map(|row| row["count"].as_u64().expect("count"))
+            .collect();
+        assert!(!counted.is_empty(), "{workload} produced no row");
+        assert!(
+            counted.iter().all(|count| *count > 0),
+            "a {workload} row counted nothing: {counted:?}"
+        );
+    }
+
+    let left: Vec<String> = broker
+        .topics()
+        .into_iter()
+        .filter(|topic| topic.starts_with("tidemark.") && !before.contains(topic))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the run left topics on the broker: {left:?}"
+    );
 }
