@@ -186,17 +186,7 @@ fn a_terminated_run_ends_with_an_error_and_removes_what_it_made() {
     assert!(signalled.success(), "kill -TERM failed: {signalled}");
 
     // The run is set to last 600 s; it has to end long before that.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = bench.try_wait().expect("wait for the run") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = bench.kill();
-            panic!("the run did not end within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(&mut bench, Duration::from_secs(60), "of SIGTERM");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut bench.stderr.take().expect("stderr piped"), &mut stderr)
         .expect("read stderr");
@@ -215,6 +205,26 @@ fn a_terminated_run_ends_with_an_error_and_removes_what_it_made() {
         .map(|entry| entry.path())
         .collect();
     assert!(left.is_empty(), "the run left {left:?} behind");
+}
+
+/// Waits for `run` to exit; kills it and fails the test if it is still running
+/// `within` after `since` (what the time counts from, for the message).
+fn wait_for_exit(
+    run: &mut std::process::Child,
+    within: Duration,
+    since: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = run.try_wait().expect("wait for the run") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("the run did not end within {within:?} {since}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A tansu broker keeping its topics in memory, started with `scripts/kafka` on a free
@@ -309,27 +319,10 @@ fn a_quick_production_run_counts_something_in_every_workload_and_deletes_its_top
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start tidemark bench");
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let status = loop {
-        if let Some(status) = bench.try_wait().expect("wait for the run") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = bench.kill();
-            panic!("the quick production run did not end within 15 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_for_exit(&mut bench, Duration::from_secs(900), "of its start");
     let output = std::fs::read_to_string(&log).unwrap_or_default();
-    let tail: String = output
-        .lines()
-        .rev()
-        .take(40)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let lines: Vec<&str> = output.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
     assert!(
         status.success(),
         "exit status {status}; output ends:\n{tail}"
