@@ -1025,8 +1025,6 @@ async fn release(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("RELEASE request").execute(conn).await.map(drop)
 }
 
-/// Scopes the rest of the transaction to one tenant (SET LOCAL): row-level security
-/// shows and accepts only that tenant's rows from here on.
 /// Begins a transaction on `pool` scoped to `tenant_id`. `BEGIN` and the tenant setting
 /// travel as one simple-protocol message, so a tenant-scoped read costs one round trip
 /// less than `BEGIN` followed by [`set_tenant`]. The setting is local to the
@@ -1043,6 +1041,8 @@ async fn begin_as(
     .await
 }
 
+/// Scopes the rest of the transaction to one tenant (SET LOCAL): row-level security
+/// shows and accepts only that tenant's rows from here on.
 async fn set_tenant(conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT set_config('app.tenant', $1, true)")
         .bind(tenant_id.to_string())
