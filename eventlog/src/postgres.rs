@@ -157,9 +157,10 @@ pub mod testing;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
@@ -192,6 +193,12 @@ pub const NOTIFY_CHANNEL: &str = "tidemark_events";
 
 /// What a head announcement's payload starts with; the position follows.
 const HEAD_PAYLOAD_PREFIX: &str = "head:";
+
+/// How long a writer keeps its connection unused before it checks, at the next batch,
+/// that the server still answers on it. A writer keeps the connection of its last
+/// batch for the next one; the pool would check a connection with a round trip each
+/// time it hands it out.
+pub const HELD_CONNECTION_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// How many requests may wait for one writer before `append` itself waits. This is
 /// back-pressure, not a limit on concurrency: a full queue only slows callers down.
@@ -369,6 +376,7 @@ impl PostgresStore {
                     pool: writes.clone(),
                     jobs,
                     head: Arc::clone(&head_tx),
+                    held: None,
                 };
                 tokio::spawn(writer.run());
                 queue
@@ -820,9 +828,43 @@ struct Writer {
     pool: PgPool,
     jobs: mpsc::Receiver<Job>,
     head: Arc<watch::Sender<Position>>,
+    /// The connection of the last batch that succeeded, and when it was kept.
+    held: Option<(PoolConnection<sqlx::Postgres>, Instant)>,
 }
 
 impl Writer {
+    /// The connection for the next batch: the last batch's, kept by [`Writer::keep`].
+    ///
+    /// Taken from the pool for every batch, a connection cost about an eighth of a group
+    /// commit under load: the pool checks it with a round trip (`test_before_acquire`),
+    /// and a connection given back returns only through a task of the runtime, which the
+    /// next acquire waits for (docs/benchmarks.md). A kept connection unused for
+    /// [`HELD_CONNECTION_CHECK_AFTER`] is checked the same way first, so a server that
+    /// restarted while the writer was idle costs no batch; if it does not answer, it is
+    /// closed and the pool opens another. A batch that fails gives its connection back
+    /// to the pool (see [`Writer::keep`]), which checks it before anyone uses it again.
+    async fn connection(&mut self) -> Result<PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        if let Some((mut connection, kept)) = self.held.take() {
+            if kept.elapsed() < HELD_CONNECTION_CHECK_AFTER {
+                return Ok(connection);
+            }
+            match connection.ping().await {
+                Ok(()) => return Ok(connection),
+                Err(error) => {
+                    tracing::info!(%error, "the writer's idle connection no longer answers");
+                    connection.close_on_drop();
+                }
+            }
+        }
+        self.pool.acquire().await
+    }
+
+    /// Keeps the connection of a batch that succeeded for the next one. Only those are
+    /// kept: after a failure the connection may be broken, so it goes back to the pool.
+    fn keep(&mut self, connection: PoolConnection<sqlx::Postgres>) {
+        self.held = Some((connection, Instant::now()));
+    }
+
     async fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         // `recv_many` waits for the first job, then takes whatever else is queued.
@@ -856,10 +898,9 @@ impl Writer {
             return;
         }
 
-        // One connection for the batch and the announcement after it: given back to the
-        // pool between the two, it would come back only through a task of the runtime,
-        // and with one writer the announcement would wait for it.
-        let mut connection = match self.pool.acquire().await {
+        // One connection for the batch and the announcement after it, kept for the next
+        // batch (see `Writer::connection`).
+        let mut connection = match self.connection().await {
             Ok(connection) => connection,
             Err(error) => return fail_unstarted(appends.into_iter().chain(remembers), error),
         };
@@ -907,7 +948,11 @@ impl Writer {
         };
 
         match committed {
-            Ok(()) => self.answer_committed(&mut connection, settled).await,
+            Ok(()) => {
+                if self.answer_committed(&mut connection, settled).await {
+                    self.keep(connection);
+                }
+            }
             Err(error) => {
                 tracing::error!(%error, requests = settled.len(), "group commit failed");
                 let cause = Arc::new(error);
@@ -919,15 +964,17 @@ impl Writer {
 
 impl Writer {
     /// Answers the requests of a committed batch, after publishing the new head (read
-    /// on the batch's own connection, now free).
-    async fn answer_committed(&self, connection: &mut PgConnection, settled: Vec<Settled>) {
+    /// on the batch's own connection, now free). Says whether the connection answered.
+    async fn answer_committed(&self, connection: &mut PgConnection, settled: Vec<Settled>) -> bool {
         let last = settled.iter().filter_map(Settled::last_position).max();
+        let mut answered = true;
         if last.is_some() {
             // Published before anyone is answered, so a caller that appended and then
             // looks at the watch sees its own events once they are visible. On the
             // batch's connection, so answering never waits behind a busy read pool.
             if let Err(error) = publish_head(connection, &self.head).await {
                 tracing::warn!(%error, "could not read and announce the head after a commit");
+                answered = false;
             }
         }
         tracing::debug!(
@@ -937,6 +984,7 @@ impl Writer {
             "group commit"
         );
         settled.into_iter().for_each(Settled::answer);
+        answered
     }
 
     /// A batch of appends alone: one call of `tidemark_append_batch`, which is its own
@@ -944,7 +992,7 @@ impl Writer {
     /// (`BEGIN`, the call, `COMMIT`). The function runs a refused request alone in its
     /// own subtransaction, so one request's refusal does not undo the others.
     async fn write_appends(&mut self, appends: Vec<Job>) {
-        let mut connection = match self.pool.acquire().await {
+        let mut connection = match self.connection().await {
             Ok(connection) => connection,
             Err(error) => return fail_unstarted(appends, error),
         };
@@ -960,7 +1008,9 @@ impl Writer {
                         other => other.unrun(),
                     })
                     .collect();
-                self.answer_committed(&mut connection, settled).await;
+                if self.answer_committed(&mut connection, settled).await {
+                    self.keep(connection);
+                }
             }
             Err(error) => {
                 tracing::error!(%error, requests = appends.len(), "group commit failed");

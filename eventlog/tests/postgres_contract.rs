@@ -7,7 +7,8 @@
 //! every check. "Several processes" are several `PostgresStore`s on one database: each
 //! has its own pools, writer tasks and listener, so their transactions interleave in
 //! PostgreSQL exactly as separate processes' would. Every wait is bounded by
-//! `contract::WAIT`; nothing sleeps.
+//! `contract::WAIT`; nothing sleeps but the test of a writer's idle connection, which
+//! waits for it to count as idle.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -730,6 +731,89 @@ async fn concurrent_appends_in_one_process_share_transactions() {
     owner.close().await;
     drop(store);
     db.drop_database().await;
+}
+
+/// A writer keeps its connection from one batch to the next. When the server ends that
+/// connection, at most the next batch fails, with an error and nothing stored, and the
+/// one after it gets a fresh connection; a connection that sat unused for
+/// `HELD_CONNECTION_CHECK_AFTER` is checked before use, so after an idle spell the end
+/// of the connection costs no batch at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_connection_the_server_ended_carries_on_with_a_fresh_one() {
+    let db = TestDatabase::create().await;
+    let store = PostgresStore::open(db.store_options().writers(1))
+        .await
+        .expect("the store opens");
+    let tenant = Uuid::now_v7();
+    let mut admin = db
+        .owner_options()
+        .connect()
+        .await
+        .expect("the test server's role connects");
+    store
+        .append(request(tenant, "held-1", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("the first append succeeds");
+    end_the_writers_connection(&mut admin).await;
+
+    // Right away: the kept connection is used unchecked, so this batch may fail; if it
+    // does, it stored nothing.
+    let second = store
+        .append(request(tenant, "held-2", ExpectedVersion::Exact(0), 1))
+        .await;
+    let stored = store
+        .read_stream(tenant, "held-2", 0)
+        .await
+        .expect("the stream reads");
+    match &second {
+        Ok(appended) => assert_eq!(stored.len(), 1, "{appended:?} was answered, and stored"),
+        Err(error) => assert!(
+            stored.is_empty(),
+            "{error} was answered, yet {stored:?} is stored"
+        ),
+    }
+    store
+        .append(request(tenant, "held-3", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("the batch after a failed one runs on a fresh connection");
+
+    // After an idle spell the kept connection is checked first: no batch fails.
+    end_the_writers_connection(&mut admin).await;
+    tokio::time::sleep(
+        eventlog::postgres::HELD_CONNECTION_CHECK_AFTER + Duration::from_millis(100),
+    )
+    .await;
+    store
+        .append(request(tenant, "held-4", ExpectedVersion::Exact(0), 1))
+        .await
+        .expect("an append after an idle spell finds the ended connection and opens another");
+
+    let mut streams = Vec::new();
+    for stream in ["held-1", "held-3", "held-4"] {
+        let events = store.read_stream(tenant, stream, 0).await.expect("reads");
+        streams.push((stream, events.len()));
+    }
+    assert_eq!(streams, [("held-1", 1), ("held-3", 1), ("held-4", 1)]);
+    admin.close().await.ok();
+    drop(store);
+    db.drop_database().await;
+}
+
+/// Ends the connection of the store's one writer: the one whose last statement was the
+/// announcement after a commit. The test role is the server's, which sees every
+/// session's query.
+async fn end_the_writers_connection(admin: &mut PgConnection) {
+    let ended: i64 = sqlx::query_scalar(
+        "WITH writer AS MATERIALIZED ( \
+             SELECT pid FROM pg_stat_activity \
+              WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                AND query LIKE 'SELECT h FROM tidemark_log_head() AS h, pg_notify%') \
+         SELECT count(*) FROM writer WHERE pg_terminate_backend(pid, 5000)",
+    )
+    .fetch_one(admin)
+    .await
+    .expect("ending the writer's connection");
+    assert_eq!(ended, 1, "the writer has one connection, and it was ended");
 }
 
 /// `connect` (one role for migrations and runtime) works; `connect_with` (migrate as
