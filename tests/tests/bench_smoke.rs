@@ -22,6 +22,9 @@ use cli::settings::Settings;
 mod binary;
 use binary::tidemark_binary;
 
+#[path = "common/kafka_script.rs"]
+mod kafka_script;
+
 fn quick(workload: Workload, target: TargetKind, json: &tempfile::NamedTempFile) -> BenchArgs {
     BenchArgs {
         workload,
@@ -235,38 +238,24 @@ struct Broker {
 }
 
 impl Broker {
-    fn script() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka")
-    }
-
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("broker dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let output = std::process::Command::new(Self::script())
-            .args([
-                "start",
-                "--memory",
-                "--port",
-                &port.to_string(),
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .output()
-            .expect("run scripts/kafka start");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "scripts/kafka start failed: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
+        let port = port.to_string();
+        let address = kafka_script::run_for(
+            [
+                "start".as_ref(),
+                "--memory".as_ref(),
+                "--port".as_ref(),
+                port.as_ref(),
+                "--data-dir".as_ref(),
+                dir.path().as_os_str(),
+            ],
+            "KAFKA_BROKERS",
         );
-        let address = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("KAFKA_BROKERS="))
-            .unwrap_or_else(|| panic!("scripts/kafka start printed no address: {stdout}"))
-            .to_owned();
         Self { dir, address }
     }
 
@@ -289,11 +278,11 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(Self::script())
-            .arg("stop")
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .output();
+        kafka_script::run([
+            "stop".as_ref(),
+            "--data-dir".as_ref(),
+            self.dir.path().as_os_str(),
+        ]);
     }
 }
 

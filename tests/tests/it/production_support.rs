@@ -23,6 +23,9 @@ use workflows::networks::ChannelCredentials;
 mod binary;
 use binary::tidemark_binary;
 
+#[path = "../common/kafka_script.rs"]
+mod kafka_script;
+
 const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 
 /// A process role in the production deployment.
@@ -131,24 +134,18 @@ impl Drop for Broker {
 /// Makes the database and tansu's tables with `scripts/kafka prepare`, and returns
 /// the storage URL it prints.
 fn prepare_postgres_storage(database: &ScratchDatabase, dir: &Path) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
-    let output = Command::new("bash")
-        .arg(&script)
-        .args(["prepare", "--postgres", &database.url(), "--data-dir"])
-        .arg(dir.join("kafka"))
-        .output()
-        .expect("run scripts/kafka prepare");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "scripts/kafka prepare failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("TANSU_STORAGE="))
-        .unwrap_or_else(|| panic!("scripts/kafka prepare printed no storage: {stdout}"))
-        .to_owned()
+    let url = database.url();
+    let kafka_dir = dir.join("kafka");
+    kafka_script::run_for(
+        [
+            "prepare".as_ref(),
+            "--postgres".as_ref(),
+            url.as_ref(),
+            "--data-dir".as_ref(),
+            kafka_dir.as_os_str(),
+        ],
+        "TANSU_STORAGE",
+    )
 }
 
 /// The whole production deployment of one test.
